@@ -1,0 +1,261 @@
+"""``ravenctl``: look at what ravend stored, export it, and run the meter simulator."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ravend import __version__
+from ravend.config import DEFAULT_PATH, EX_CONFIG, Config, ConfigError, load, replace
+
+DESCRIPTION = """\
+Inspect and export what ravend has stored, and simulate a meter stick without hardware.
+Reads the SQLite store named by the configuration file ([service] state_dir, [sqlite] path);
+reading never disturbs the running service.
+"""
+
+EPILOG = """\
+examples:
+  ravenctl status                     per meter: last demand and summation, counts, db size
+  ravenctl info                       what the stick last said about itself and its meters
+  ravenctl tail                       follow new readings as ravend stores them
+  ravenctl export --since 2026-11-01 --format csv > november.csv
+  ravenctl simulate --link /tmp/raven a fake RAVEn on a pty (point [device] port at it)
+Run 'ravenctl COMMAND --help' for each command's options. See ravenctl(1).
+"""
+
+EX_STALE = 3
+EX_NODATA = 2
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", default=DEFAULT_PATH, metavar="PATH",
+                   help=f"configuration file (default {DEFAULT_PATH})")
+    p.add_argument("--db", type=Path, metavar="PATH",
+                   help="SQLite database to read (default: from the configuration)")
+    p.add_argument("--state-dir", type=Path, help="override [service] state_dir")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ravenctl", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"ravenctl {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser("status", help="last readings per meter; exit 3 when stale",
+                       description="Per meter and kind: the latest value, how many readings, the"
+                       " oldest and newest; the database size. Exits 3 when the newest reading"
+                       " is older than [device] stale_after, 2 when there is none, so cron, a"
+                       " systemd timer or a monitoring agent can alarm on it.")
+    _config_args(s)
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+
+    i = sub.add_parser("info", help="device and meter information as last stored",
+                       description="What the stick last reported: DeviceInfo (model, firmware),"
+                       " ConnectionStatus, MeterList, MeterInfo, TimeCluster and any fragment"
+                       " this version does not know, as stored by ravend.")
+    _config_args(i)
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+
+    t = sub.add_parser("tail", help="follow new readings",
+                       description="Print readings as ravend stores them (Ctrl-C to stop).")
+    _config_args(t)
+    t.add_argument("-n", "--lines", type=int, default=10, help="show the last N first")
+    t.add_argument("--interval", type=float, default=1.0, help="seconds between looks")
+    t.add_argument("--count", type=int, help="exit after printing this many new readings")
+
+    e = sub.add_parser("export", help="write readings as CSV or JSON lines",
+                       description="Write readings in a time range to stdout. Times are meter"
+                       " times (host receive time where the meter clock was unset).")
+    _config_args(e)
+    e.add_argument("--since", help="start (ISO date/time, UTC unless an offset is given,"
+                   " or Unix seconds); default: the beginning")
+    e.add_argument("--until", help="end, exclusive; default: now")
+    e.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    e.add_argument("--kind", action="append", help="only this kind (repeatable)")
+
+    sim = sub.add_parser("simulate", help="run a simulated RAVEn/EMU-2 on a pty",
+                         description="Run the meter simulator; all arguments go to it"
+                         " (see 'ravenctl simulate --help').", add_help=False)
+    sim.add_argument("args", nargs=argparse.REMAINDER)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulate"]:
+        from ravend.simulator import main as simulate
+
+        return simulate(argv[1:])
+    args = parser().parse_args(argv)
+    try:
+        config = _config(args)
+    except ConfigError as exc:
+        print(f"ravenctl: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    command = {"status": cmd_status, "info": cmd_info, "tail": cmd_tail,
+               "export": cmd_export}[args.command]
+    try:
+        return command(args, config)
+    except FileNotFoundError as exc:
+        print(f"ravenctl: {exc}", file=sys.stderr)
+        return EX_NODATA
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:
+        return 0
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config = load(args.config)
+    if getattr(args, "state_dir", None):
+        config = replace(config, service={"state_dir": args.state_dir.resolve()})
+    return config
+
+
+def _reader(args: argparse.Namespace, config: Config) -> Any:
+    from ravend.sinks.sqlite import SqliteReader
+
+    return SqliteReader(args.db or config.sqlite_path)
+
+
+def _iso(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h ago"
+    return f"{seconds / 86400:.1f} days ago"
+
+
+def cmd_status(args: argparse.Namespace, config: Config) -> int:
+    reader = _reader(args, config)
+    rows = reader.summary()
+    newest = reader.newest_received()
+    size = reader.size_bytes()
+    now = time.time()
+    stale = newest is None or now - newest > config.device.stale_after
+    if args.json:
+        print(json.dumps({"database": str(reader.path), "size_bytes": size,
+                          "newest_received": newest, "stale": stale,
+                          "stale_after": config.device.stale_after, "meters": rows}, indent=2))
+    else:
+        print(f"database  {reader.path} ({size / 1e6:.1f} MB)")
+        if newest is None:
+            print("no readings stored yet")
+        meter = None
+        for row in rows:
+            if row["meter_mac"] != meter:
+                meter = row["meter_mac"]
+                print(f"meter {meter}")
+            print(f"  {row['kind']:<22} {row['value']:>14g} {row['unit']:<8}"
+                  f" {row['n']:>9} readings  {_iso(row['oldest'])} .. {_iso(row['newest'])}")
+        if newest is not None:
+            print(f"newest reading received {_ago(now - newest)}"
+                  + (f"  STALE (older than {config.device.stale_after:g}s)" if stale else ""))
+    reader.close()
+    if newest is None:
+        return EX_NODATA
+    return EX_STALE if stale else 0
+
+
+def cmd_info(args: argparse.Namespace, config: Config) -> int:
+    reader = _reader(args, config)
+    states = reader.states()
+    reader.close()
+    if args.json:
+        print(json.dumps([{**s, "body": json.loads(s["body"])} for s in states], indent=2))
+        return 0 if states else EX_NODATA
+    if not states:
+        print("no device information stored yet")
+        return EX_NODATA
+    for s in states:
+        body = json.loads(s["body"])
+        head = f"{s['tag']}  (device {s['device_mac'] or '-'}"
+        head += f", meter {s['meter_mac']})" if s["meter_mac"] else ")"
+        print(f"{head}  received {_iso(s['received_at'])}")
+        for key, value in body.items():
+            if key in ("device_mac_id", "meter_mac_id", "raw") or value in (None, [], ""):
+                continue
+            print(f"    {key:<28} {value}")
+    return 0
+
+
+def _format_row(row: Any) -> str:
+    meter_time = row["meter_time"]
+    when = _iso(meter_time) if meter_time is not None else _iso(row["key_time"]) + " (host)"
+    return f"{when}  {row['meter_mac']}  {row['kind']:<22} {row['value']:g} {row['unit']}"
+
+
+def cmd_tail(args: argparse.Namespace, config: Config) -> int:
+    reader = _reader(args, config)
+    last_id = reader.conn.execute("SELECT COALESCE(MAX(id), 0) FROM readings").fetchone()[0]
+    start = max(0, last_id - args.lines)
+    printed = 0
+    after = start
+    while True:
+        for row in reader.readings(after_id=after):
+            after = row["id"]
+            print(_format_row(row), flush=True)
+            if row["id"] > last_id:
+                printed += 1
+                if args.count is not None and printed >= args.count:
+                    return 0
+        time.sleep(args.interval)
+
+
+def parse_when(text: str) -> float:
+    t = text.strip()
+    try:
+        return float(t)
+    except ValueError:
+        pass
+    try:
+        when = dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
+    except ValueError:
+        raise SystemExit(
+            f"ravenctl: cannot read time {text!r} (ISO 8601 or Unix seconds)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.timestamp()
+
+
+def cmd_export(args: argparse.Namespace, config: Config) -> int:
+    since = parse_when(args.since) if args.since else None
+    until = parse_when(args.until) if args.until else None
+    reader = _reader(args, config)
+    from ravend.sinks.sqlite import READING_COLUMNS
+
+    out = sys.stdout
+    writer = None
+    if args.format == "csv":
+        writer = csv.writer(out)
+        writer.writerow(READING_COLUMNS)
+    kinds = set(args.kind or ())
+    for row in reader.readings(since=since, until=until):
+        if kinds and row["kind"] not in kinds:
+            continue
+        if writer is not None:
+            writer.writerow([row[c] for c in READING_COLUMNS])
+        else:
+            out.write(json.dumps({c: row[c] for c in READING_COLUMNS}) + "\n")
+    reader.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

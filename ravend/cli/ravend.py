@@ -1,0 +1,118 @@
+"""``ravend``: the logging service. Parses arguments, loads the config, runs the service."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ravend import __version__
+from ravend.config import DEFAULT_PATH, EX_CONFIG, ConfigError, load, replace
+
+DESCRIPTION = """\
+Read a Rainforest Automation RAVEn (RFA-Z106) or EMU-2 meter stick and store every reading it
+sends in the sinks enabled in the configuration file (SQLite by default).
+
+Runs in the foreground, logging one line per event to stderr; under systemd (Type=notify) it
+reports readiness, status and watchdog pings. A missing or unplugged stick is waited for, a
+store that is down is spooled for; only a bad configuration stops it (exit status 78).
+"""
+
+EPILOG = """\
+examples:
+  ravend --check-config                      validate /etc/ravend/ravend.conf and exit
+  ravend --port /dev/ttyUSB0                 use this port instead of the configured one
+  ravend --port socket://pi.local:3001       a stick served over TCP (ser2net)
+  ravend --config ./ravend.conf --state-dir ./state
+                                             run from a work folder, no root needed
+exit status: 0 stopped by SIGTERM/SIGINT, 78 configuration error, 1 other failure.
+See ravend(8) and ravend.conf(5).
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ravend", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-c", "--config", default=DEFAULT_PATH, metavar="PATH",
+                   help=f"configuration file (default {DEFAULT_PATH}; absent = all defaults)")
+    p.add_argument("--check-config", action="store_true",
+                   help="validate the configuration, print the result, exit (0 ok, 78 bad)")
+    p.add_argument("--port", help="override [device] port (path, 'auto' or pyserial URL)")
+    p.add_argument("--state-dir", type=Path, help="override [service] state_dir")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                   help="override [service] log_level")
+    p.add_argument("--daemon", action="store_true",
+                   help="detach into the background (python-daemon) for systems without"
+                        " systemd; do not use under systemd")
+    p.add_argument("--pidfile", type=Path, default=Path("/run/ravend/ravend.pid"),
+                   help="PID file written with --daemon (default %(default)s)")
+    p.add_argument("--version", action="version", version=f"ravend {__version__}")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        config = load(args.config)
+        overrides: dict[str, dict[str, object]] = {}
+        if args.port:
+            overrides.setdefault("device", {})["port"] = args.port
+        if args.state_dir:
+            overrides.setdefault("service", {})["state_dir"] = args.state_dir.resolve()
+        if args.log_level:
+            overrides.setdefault("service", {})["log_level"] = args.log_level
+        if overrides:
+            config = replace(config, **overrides)
+    except ConfigError as exc:
+        print(f"ravend: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    if args.check_config:
+        print(f"ravend: configuration OK ({config.source})")
+        return 0
+
+    from ravend.service import Service, setup_logging
+
+    setup_logging(config.service.log_level)
+    try:
+        _check_modules(config)
+    except ConfigError as exc:
+        logging.getLogger("ravend").error("%s", exc)
+        return EX_CONFIG
+    if args.daemon:
+        return _run_daemon(config, args.pidfile)
+    service = Service(config)
+    service.install_signals()
+    return service.run()
+
+
+def _check_modules(config: object) -> None:
+    """A feature that is configured but whose Debian package is missing is a config error."""
+    try:
+        import serial  # noqa: F401
+    except ImportError:
+        raise ConfigError("python3-serial is not installed (apt install python3-serial)") from None
+
+
+def _run_daemon(config: object, pidfile: Path) -> int:
+    try:
+        import daemon
+        import daemon.pidfile
+    except ImportError:
+        print("ravend: --daemon needs python3-daemon (apt install python3-daemon)",
+              file=sys.stderr)
+        return 1
+    from ravend.service import Service, setup_logging
+
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    context = daemon.DaemonContext(pidfile=daemon.pidfile.TimeoutPIDLockFile(str(pidfile)),
+                                   stderr=sys.stderr, files_preserve=[sys.stderr.fileno()])
+    with context:
+        setup_logging(config.service.log_level)  # type: ignore[attr-defined]
+        service = Service(config)  # type: ignore[arg-type]
+        service.install_signals()
+        return service.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

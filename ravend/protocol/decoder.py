@@ -1,0 +1,442 @@
+"""Turn one raw fragment into its typed dataclass, and typed fragments into stored readings.
+
+Pure: bytes in, values out. Decoding is a table from root tag to dataclass and per-field
+converters, used the same way for pushed and requested fragments. The children of every fragment
+in the API are flat ``<Tag>text</Tag>`` lines, so a regular expression reads them faster and with
+less surprise than a general XML parser; anything that is not that shape (a DTD, an entity
+declaration, a processing instruction, nested markup) is refused as a decode error rather than
+interpreted: nothing from a serial line gets entity expansion.
+"""
+
+from __future__ import annotations
+
+import codecs
+import html
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+from ravend.protocol import model as m
+from ravend.protocol.framer import Framer, RawFragment
+from ravend.protocol.model import (
+    KIND_UNITS,
+    METER_EPOCH_OFFSET,
+    DecodeError,
+    Discarded,
+    Fragment,
+    Kind,
+    Reading,
+)
+
+_CHILD = re.compile(r"<([A-Za-z][A-Za-z0-9_]*)>([^<]*)</\1>")
+_OPEN = re.compile(r"\A\s*<([A-Za-z][A-Za-z0-9_]*)>")
+_BLANK = " \t\r\n\x00"
+
+
+class FieldError(ValueError):
+    """A child's text did not fit its converter; becomes a DecodeError naming the field."""
+
+
+# --- converters: each names the bad input -----------------------------------------------------
+
+
+#: What a hex field may hold: int(text, 16) alone would also take a sign and "_" separators.
+_HEX_TEXT = re.compile(r"\s*(?:0[xX])?[0-9A-Fa-f]+\s*")
+
+
+def _unsigned(text: str) -> int:
+    if not _HEX_TEXT.fullmatch(text):
+        raise FieldError(f"expected hex digits, got {text!r}")
+    return int(text, 16)  # the 0x prefix and surrounding blanks are fine
+
+
+hex_int = _unsigned
+
+
+def decimal_int(text: str) -> int:
+    """Channel and ProfileIntervalPeriod are decimal on the wire; tolerate a 0x prefix."""
+    t = text.strip()
+    if t[:2] in ("0x", "0X"):
+        return _unsigned(t)
+    if not (t.isascii() and t.isdigit()):  # int() would also take a sign and "_"
+        raise FieldError(f"expected a decimal number, got {text!r}")
+    return int(t, 10)
+
+
+def _digits(text: str) -> int:
+    t = text.strip()
+    return len(t) - 2 if t[:2] in ("0x", "0X") else len(t)
+
+
+def signed_demand(text: str) -> int:
+    """Positive demand comes as 6 digits, negative as 32-bit two's complement (8 digits).
+
+    A 6-digit value with the top bit set is ZigBee's int24 and is read as such.
+    """
+    value = _unsigned(text)
+    if value >= 1 << 31:
+        return value - (1 << 32)
+    if _digits(text) <= 6 and value >= 1 << 23:
+        return value - (1 << 24)
+    return value
+
+
+def signed64(text: str) -> int:
+    """Summations and period usage: 16 digits on real devices; never truncated to 32 bits."""
+    value = _unsigned(text)
+    if value >= 1 << 63:
+        return value - (1 << 64)
+    return value
+
+
+#: "Not set" markers devices send in time and duration fields (all bits of the field set).
+_UNSET_TIMES = frozenset({0xFFFFFFFF, 0xFFFFFF})
+_UNSET_VALUES = frozenset({0xFFFFFFFF, 0xFFFFFF, 0xFFFF})
+
+
+def meter_time(text: str) -> int | None:
+    """Seconds since 2000-01-01 UTC → Unix seconds; 0xffffffff (or 0xffffff) means not set."""
+    value = _unsigned(text)
+    if value in _UNSET_TIMES:
+        return None
+    return value + METER_EPOCH_OFFSET
+
+
+def optional_hex(text: str) -> int | None:
+    """A hex field where all-F means "not set" (Duration 0xffff, Price 0xffffffff)."""
+    value = _unsigned(text)
+    return None if value in _UNSET_VALUES else value
+
+
+def price_value(text: str) -> int | None:
+    """Price is 32-bit: only 0xffffffff means "no price"; 0xffff is a real price."""
+    value = _unsigned(text)
+    return None if value == 0xFFFFFFFF else value
+
+
+def interval_value(text: str) -> int | None:
+    value = _unsigned(text)
+    return None if value == 0xFFFFFF else value
+
+
+def yes_no(text: str) -> bool:
+    t = text.strip().upper()
+    if t == "Y":
+        return True
+    if t == "N":
+        return False
+    raise FieldError(f"expected Y or N, got {text!r}")
+
+
+def text_field(text: str) -> str:
+    """Labels and messages: cp1252 already decoded, filler removed, HTML escapes resolved."""
+    return html.unescape(text.rstrip("\xff \t\r\n\x00").lstrip(" \t\r\n\x00"))
+
+
+def mac(text: str) -> str:
+    t = text.strip().lower()
+    digits = t[2:] if t[:2] == "0x" else t
+    if not digits or digits.strip("0123456789abcdef"):
+        raise FieldError(f"expected a hex MAC id, got {text!r}")
+    return "0x" + digits
+
+
+def _enum(cls: type[Enum]) -> Callable[[str], Any]:
+    by_value = {e.value.lower(): e for e in cls}
+
+    def convert(text: str) -> Any:
+        t = text_field(text)
+        return by_value.get(t.rstrip(".").lower(), t)  # an unseen value is kept as its text
+
+    return convert
+
+
+def _cp1252_or_latin1(err: UnicodeError) -> tuple[str, int]:
+    """cp1252 leaves five bytes undefined; keep them as their Latin-1 characters."""
+    assert isinstance(err, UnicodeDecodeError)
+    return err.object[err.start : err.end].decode("latin-1"), err.end
+
+
+codecs.register_error("ravend-cp1252", _cp1252_or_latin1)
+
+
+# --- the table --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    cls: type
+    fields: dict[str, tuple[str, Callable[[str], Any]]]
+    required: tuple[str, ...]
+    repeated: dict[str, str]  # wire tag -> field name collecting a tuple
+
+
+_COMMON = {"DeviceMacId": ("device_mac_id", mac), "MeterMacId": ("meter_mac_id", mac)}
+_DISPLAY = {
+    "DigitsRight": ("digits_right", hex_int),
+    "DigitsLeft": ("digits_left", hex_int),
+    "SuppressLeadingZero": ("suppress_leading_zero", yes_no),
+}
+_SCALE = {"Multiplier": ("multiplier", hex_int), "Divisor": ("divisor", hex_int)}
+_LINK = {
+    "Status": ("status", _enum(m.ConnectionState)),
+    "Description": ("description", text_field),
+    "StatusCode": ("status_code", hex_int),
+    "ExtPanId": ("ext_pan_id", mac),
+    "Channel": ("channel", decimal_int),
+    "ShortAddr": ("short_addr", hex_int),
+    "LinkStrength": ("link_strength", hex_int),
+}
+
+
+def _spec(cls: type, fields: dict[str, tuple[str, Callable[[str], Any]]],
+          required: tuple[str, ...], repeated: dict[str, str] | None = None) -> Spec:
+    return Spec(cls, fields, required, repeated or {})
+
+
+TABLE: dict[str, Spec] = {
+    "InstantaneousDemand": _spec(
+        m.InstantaneousDemand,
+        {**_COMMON, "TimeStamp": ("time_stamp", meter_time), "Demand": ("demand", signed_demand),
+         **_SCALE, **_DISPLAY},
+        ("device_mac_id", "meter_mac_id", "time_stamp", "demand", "multiplier", "divisor"),
+    ),
+    "CurrentSummationDelivered": _spec(
+        m.CurrentSummationDelivered,
+        {**_COMMON, "TimeStamp": ("time_stamp", meter_time),
+         "SummationDelivered": ("summation_delivered", signed64),
+         "SummationReceived": ("summation_received", signed64), **_SCALE, **_DISPLAY},
+        ("device_mac_id", "meter_mac_id", "time_stamp", "summation_delivered", "multiplier",
+         "divisor"),
+    ),
+    "ConnectionStatus": _spec(m.ConnectionStatus, {**_COMMON, **_LINK}, ("device_mac_id",)),
+    "NetworkInfo": _spec(
+        m.NetworkInfo, {**_COMMON, "CoordMacId": ("coord_mac_id", mac), **_LINK},
+        ("device_mac_id",),
+    ),
+    "DeviceInfo": _spec(
+        m.DeviceInfo,
+        {"DeviceMacId": ("device_mac_id", mac), "InstallCode": ("install_code", text_field),
+         "LinkKey": ("link_key", text_field), "FWVersion": ("fw_version", text_field),
+         "HWVersion": ("hw_version", text_field), "ImageType": ("image_type", text_field),
+         "Manufacturer": ("manufacturer", text_field), "ModelId": ("model_id", text_field),
+         "DateCode": ("date_code", text_field)},
+        ("device_mac_id",),
+    ),
+    "MeterList": _spec(
+        m.MeterList, {"DeviceMacId": ("device_mac_id", mac), "MeterMacId": ("meter_mac_ids", mac)},
+        ("device_mac_id",), {"MeterMacId": "meter_mac_ids"},
+    ),
+    "MeterInfo": _spec(
+        m.MeterInfo,
+        {**_COMMON, "MeterType": ("meter_type", _enum(m.MeterType)),
+         "NickName": ("nick_name", text_field), "Account": ("account", text_field),
+         "Auth": ("auth", text_field), "Host": ("host", text_field),
+         "Enabled": ("enabled", yes_no)},
+        ("device_mac_id", "meter_mac_id"),
+    ),
+    "TimeCluster": _spec(
+        m.TimeCluster,
+        {**_COMMON, "UTCTime": ("utc_time", meter_time), "LocalTime": ("local_time", meter_time)},
+        ("device_mac_id", "meter_mac_id", "utc_time", "local_time"),
+    ),
+    "PriceCluster": _spec(
+        m.PriceCluster,
+        {**_COMMON, "TimeStamp": ("time_stamp", meter_time), "Price": ("price", price_value),
+         "Currency": ("currency", optional_hex), "TrailingDigits": ("trailing_digits", hex_int),
+         "Tier": ("tier", hex_int), "TierLabel": ("tier_label", text_field),
+         "RateLabel": ("rate_label", text_field), "StartTime": ("start_time", meter_time),
+         "Duration": ("duration", optional_hex)},
+        ("device_mac_id", "meter_mac_id", "time_stamp", "price", "trailing_digits"),
+    ),
+    "BlockPriceDetail": _spec(
+        m.BlockPriceDetail,
+        {**_COMMON, "TimeStamp": ("time_stamp", meter_time),
+         "CurrentStart": ("current_start", meter_time),
+         "CurrentDuration": ("current_duration", optional_hex),
+         "BlockPeriodConsumption": ("block_period_consumption", signed64),
+         "BlockPeriodConsumptionMultiplier": ("block_period_consumption_multiplier", hex_int),
+         "BlockPeriodConsumptionDivisor": ("block_period_consumption_divisor", hex_int),
+         "NumberOfBlocks": ("number_of_blocks", hex_int), **_SCALE,
+         "Currency": ("currency", optional_hex), "TrailingDigits": ("trailing_digits", hex_int)},
+        ("device_mac_id", "meter_mac_id", "time_stamp"),
+    ),
+    "MessageCluster": _spec(
+        m.MessageCluster,
+        {**_COMMON, "TimeStamp": ("time_stamp", meter_time), "Id": ("id", text_field),
+         "Text": ("text", text_field), "Priority": ("priority", text_field),
+         "StartTime": ("start_time", meter_time), "Duration": ("duration", optional_hex),
+         "ConfirmationRequired": ("confirmation_required", yes_no),
+         "Confirmed": ("confirmed", yes_no), "Queue": ("queue", text_field)},
+        ("device_mac_id", "meter_mac_id", "time_stamp"),
+    ),
+    "ScheduleInfo": _spec(
+        m.ScheduleInfo,
+        {**_COMMON, "Event": ("event", _enum(m.ScheduleEvent)),
+         "Frequency": ("frequency", hex_int), "Enabled": ("enabled", yes_no)},
+        ("device_mac_id", "event", "frequency", "enabled"),
+    ),
+    "CurrentPeriodUsage": _spec(
+        m.CurrentPeriodUsage,
+        {**_COMMON, "TimeStamp": ("time_stamp", meter_time),
+         "CurrentUsage": ("current_usage", signed64), **_SCALE, **_DISPLAY,
+         "StartDate": ("start_date", meter_time)},
+        ("device_mac_id", "meter_mac_id", "time_stamp", "current_usage", "multiplier", "divisor"),
+    ),
+    "LastPeriodUsage": _spec(
+        m.LastPeriodUsage,
+        {**_COMMON, "LastUsage": ("last_usage", signed64), **_SCALE, **_DISPLAY,
+         "StartDate": ("start_date", meter_time), "EndDate": ("end_date", meter_time)},
+        ("device_mac_id", "meter_mac_id", "last_usage", "multiplier", "divisor"),
+    ),
+    "ProfileData": _spec(
+        m.ProfileData,
+        {**_COMMON, "EndTime": ("end_time", meter_time), "Status": ("status", hex_int),
+         "ProfileIntervalPeriod": ("profile_interval_period", decimal_int),
+         "NumberOfPeriodsDelivered": ("number_of_periods_delivered", hex_int),
+         "IntervalData": ("interval_data", interval_value)},
+        ("device_mac_id", "meter_mac_id", "end_time", "status", "profile_interval_period",
+         "number_of_periods_delivered"),
+        {"IntervalData": "interval_data"},
+    ),
+    "Warning": _spec(m.Warning, {"Text": ("text", text_field)}, ("text",)),
+}
+
+#: Optional fields whose dataclass has no default and must be passed explicitly.
+_NONE_DEFAULTS: dict[str, tuple[str, ...]] = {
+    "ConnectionStatus": ("meter_mac_id", "status"),
+    "NetworkInfo": ("coord_mac_id", "status"),
+    "CurrentSummationDelivered": ("summation_received",),
+    "PriceCluster": ("currency",),
+    "ScheduleInfo": ("meter_mac_id",),
+}
+
+
+def _children(tag: str, raw: bytes) -> list[tuple[str, str]] | DecodeError:
+    """The (tag, text) pairs of a flat fragment, or why it is not one."""
+    if b"<!" in raw or b"<?" in raw:
+        return DecodeError(tag, None, "markup declarations (DTD/entity) are refused", raw)
+    # One decode of the whole fragment: labels are cp1252, everything else is ASCII.
+    text = raw.decode("cp1252", "ravend-cp1252")
+    opened = _OPEN.match(text)
+    body_start = opened.end() if opened else 0
+    body_end = text.rfind("</")
+    children: list[tuple[str, str]] = _CHILD.findall(text, body_start, body_end)
+    # Whatever the children do not cover must be blank, or the fragment is not what we think.
+    rest = _CHILD.sub("", text[body_start:body_end])
+    if rest.strip(_BLANK):
+        return DecodeError(tag, None, f"unexpected content {rest.strip(_BLANK)[:40]!r}", raw)
+    return children
+
+
+def decode(fragment: RawFragment) -> Fragment | DecodeError:
+    """Decode one framed fragment. Never raises for anything a device can send."""
+    tag, raw = fragment.tag, fragment.raw
+    children = _children(tag, raw)
+    if isinstance(children, DecodeError):
+        return children
+    spec = TABLE.get(tag)
+    if spec is None:
+        return m.UnknownFragment(tag, tuple(children), raw)
+    values: dict[str, Any] = {name: None for name in _NONE_DEFAULTS.get(tag, ())}
+    for name in spec.repeated.values():
+        values[name] = []
+    extra: list[tuple[str, str]] = []
+    fields = spec.fields
+    for child_tag, text in children:
+        entry = fields.get(child_tag)
+        if entry is None:
+            extra.append((child_tag, text))
+            continue
+        name, convert = entry
+        try:
+            value = convert(text)
+        except FieldError as exc:
+            return DecodeError(tag, child_tag, str(exc), raw)
+        if child_tag in spec.repeated:
+            values[name].append(value)
+        else:
+            values[name] = value
+    for name in spec.required:
+        if name not in values:
+            wire = next((t for t, (n, _) in fields.items() if n == name), name)
+            return DecodeError(tag, wire, "missing", raw)
+    for name in spec.repeated.values():
+        values[name] = tuple(values[name])
+    if extra:
+        values["extra"] = tuple(extra)
+    return spec.cls(**values)  # type: ignore[no-any-return]
+
+
+# --- fragments → readings ---------------------------------------------------------------------
+
+CURRENCY_CODES: dict[int, str] = {
+    36: "AUD", 124: "CAD", 554: "NZD", 826: "GBP", 840: "USD", 978: "EUR", 756: "CHF",
+}
+
+
+def currency_name(code: int | None) -> str:
+    if code is None:
+        return "?"
+    return CURRENCY_CODES.get(code, str(code))
+
+
+def readings_from(fragment: Fragment, received_at: float) -> list[Reading]:
+    """The stored readings a fragment carries (most fragments carry none: they are state)."""
+    if isinstance(fragment, m.InstantaneousDemand):
+        f = fragment
+        return [_reading(f.meter_mac_id, Kind.DEMAND, f.time_stamp, received_at, f.demand,
+                         f.multiplier, f.divisor, f.device_mac_id)]
+    if isinstance(fragment, m.CurrentSummationDelivered):
+        s = fragment
+        out = [_reading(s.meter_mac_id, Kind.SUMMATION_DELIVERED, s.time_stamp, received_at,
+                        s.summation_delivered, s.multiplier, s.divisor, s.device_mac_id)]
+        if s.summation_received is not None:
+            out.append(_reading(s.meter_mac_id, Kind.SUMMATION_RECEIVED, s.time_stamp,
+                                received_at, s.summation_received, s.multiplier, s.divisor,
+                                s.device_mac_id))
+        return out
+    if isinstance(fragment, m.PriceCluster):
+        p = fragment
+        if p.price is None:
+            return []
+        divisor = 10**p.trailing_digits
+        return [Reading(p.meter_mac_id, Kind.PRICE, p.time_stamp, received_at, p.price, 1,
+                        divisor, Decimal(p.price).scaleb(-p.trailing_digits),
+                        f"{currency_name(p.currency)}/kWh", p.device_mac_id)]
+    if isinstance(fragment, m.CurrentPeriodUsage):
+        u = fragment
+        return [_reading(u.meter_mac_id, Kind.CURRENT_PERIOD_USAGE, u.time_stamp, received_at,
+                         u.current_usage, u.multiplier, u.divisor, u.device_mac_id)]
+    if isinstance(fragment, m.LastPeriodUsage):
+        u2 = fragment
+        return [_reading(u2.meter_mac_id, Kind.LAST_PERIOD_USAGE, u2.end_date, received_at,
+                         u2.last_usage, u2.multiplier, u2.divisor, u2.device_mac_id)]
+    return []
+
+
+def _reading(meter: str, kind: Kind, meter_time_: int | None, received_at: float, raw: int,
+             multiplier: int, divisor: int, device: str) -> Reading:
+    return Reading(meter, kind, meter_time_, received_at, raw, multiplier, divisor,
+                   m.scale(raw, multiplier, divisor), KIND_UNITS[kind], device)
+
+
+class StreamDecoder:
+    """Framer and decoder together: bytes in, fragments and diagnostics out."""
+
+    __slots__ = ("framer",)
+
+    def __init__(self) -> None:
+        self.framer = Framer()
+
+    def reset(self) -> None:
+        self.framer.reset()
+
+    def feed(self, data: bytes) -> list[Fragment | DecodeError | Discarded]:
+        out: list[Fragment | DecodeError | Discarded] = []
+        for event in self.framer.feed(data):
+            out.append(decode(event) if isinstance(event, RawFragment) else event)
+        return out

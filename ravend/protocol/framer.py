@@ -1,0 +1,160 @@
+"""Cut the device's byte stream into whole top-level XML fragments.
+
+Sans-I/O: feed bytes, get back ``RawFragment`` and ``Discarded`` values; nothing here reads a port
+or a clock. The framer survives what real sticks do (PROTOCOL.md, "Stream quirks"): attaching
+mid-fragment, NUL and high-bit noise, CRLF, any split or concatenation of reads, and a fragment
+that never closes because the device reset while sending it.
+
+A fragment starts at an open tag that is either a known root tag (anywhere) or any tag standing
+alone at the end of its line: children are always ``<Tag>text</Tag>`` on one line, so an open tag
+followed by a line break can only be a container. It ends at the matching close tag. If another
+start appears first, the earlier fragment was cut off and is reported as discarded.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ravend.protocol.model import Discarded
+
+#: Largest fragment we wait for. Real fragments are under 1 KiB (ProfileData with many intervals
+#: about 3 KiB); 16 KiB leaves room for firmware surprises while bounding what noise can pin.
+MAX_FRAGMENT_BYTES = 16 * 1024
+
+#: Longest tag name we accept: bounds the tail kept when a read ends inside a start tag.
+MAX_TAG_BYTES = 64
+
+#: How much of discarded input a ``Discarded`` value carries, for a useful log line.
+PREVIEW_BYTES = 80
+
+ROOT_TAGS: frozenset[str] = frozenset(
+    {
+        "InstantaneousDemand",
+        "CurrentSummationDelivered",
+        "ConnectionStatus",
+        "DeviceInfo",
+        "NetworkInfo",
+        "MeterList",
+        "MeterInfo",
+        "TimeCluster",
+        "PriceCluster",
+        "BlockPriceDetail",
+        "MessageCluster",
+        "ScheduleInfo",
+        "CurrentPeriodUsage",
+        "LastPeriodUsage",
+        "ProfileData",
+        "Warning",
+    }
+)
+
+_KNOWN = b"|".join(t.encode() for t in sorted(ROOT_TAGS, key=len, reverse=True))
+# Group 1: a known root tag anywhere. Group 2: any tag alone at the end of its line (a container).
+_START = re.compile(
+    rb"<(" + _KNOWN + rb")>|<([A-Za-z][A-Za-z0-9_]{0,62})>[ \t]*[\r\n]"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RawFragment:
+    """One complete top-level element, bytes exactly as received."""
+
+    tag: str
+    raw: bytes
+
+
+Event = RawFragment | Discarded
+
+
+def _is_noise(data: bytes | bytearray) -> bool:
+    """Whitespace and NULs between fragments are normal line noise, not worth a log line."""
+    return not data.strip(b" \t\r\n\x00")
+
+
+class Framer:
+    """Incremental fragment cutter with bounded memory.
+
+    ``feed(data)`` returns every event completed by ``data``; ``feed(b"")`` means end of stream and
+    reports a half-received fragment as discarded. After ``reset()`` the framer behaves as new,
+    which the device layer does on every (re)open.
+    """
+
+    __slots__ = ("_buf", "_close", "_scan_from", "_tag")
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def __repr__(self) -> str:
+        return f"<Framer buffered={len(self._buf)} in={self._tag!r}>"
+
+    def reset(self) -> None:
+        self._buf = bytearray()
+        self._tag: str | None = None  # root tag of the fragment being collected
+        self._close = b""
+        self._scan_from = 0  # how far the close-tag search already looked (keeps slow input linear)
+
+    def feed(self, data: bytes) -> list[Event]:
+        events: list[Event] = []
+        if not data:
+            if self._buf and not _is_noise(self._buf):
+                reason = "stream ended inside a fragment" if self._tag else "stream ended in noise"
+                events.append(Discarded(reason, len(self._buf), bytes(self._buf[:PREVIEW_BYTES])))
+            self.reset()
+            return events
+        self._buf += data
+        while self._step(events):
+            pass
+        return events
+
+    def _discard(self, events: list[Event], upto: int, reason: str) -> None:
+        chunk = self._buf[:upto]
+        if not _is_noise(chunk):
+            events.append(Discarded(reason, len(chunk), bytes(chunk[:PREVIEW_BYTES])))
+        del self._buf[:upto]
+
+    def _step(self, events: list[Event]) -> bool:
+        """Make one unit of progress; return False when more input is needed."""
+        buf = self._buf
+        if self._tag is None:
+            m = _START.search(buf)
+            if m is None:
+                # Keep a possible partial start tag at the end; everything before it is noise.
+                keep_from = buf.rfind(b"<", max(0, len(buf) - MAX_TAG_BYTES))
+                upto = keep_from if keep_from >= 0 else len(buf)
+                if upto:
+                    self._discard(events, upto, "no fragment start (noise or a partial fragment)")
+                return False
+            # Read the match before discarding: it is a view on the bytearray we are about to cut.
+            tag = (m.group(1) or m.group(2)).decode("ascii")
+            if m.start():
+                self._discard(events, m.start(), "bytes before a fragment start")
+            self._tag = tag
+            self._close = b"</" + tag.encode("ascii") + b">"
+            self._scan_from = len(tag) + 2
+            return True
+
+        end = buf.find(self._close, self._scan_from)
+        limit = end if end >= 0 else len(buf)
+        # A new start before our close tag means this fragment was cut off (device reset).
+        restart = _START.search(buf, self._scan_from, limit)
+        if restart is not None:
+            self._discard(events, restart.start(), f"<{self._tag}> cut off by a new fragment")
+            self._tag = None
+            return True
+        if end < 0:
+            if len(buf) > MAX_FRAGMENT_BYTES:
+                # Keep a possible partial start tag at the very end: it may begin a good fragment.
+                keep_from = buf.rfind(b"<", len(buf) - MAX_TAG_BYTES)
+                upto = keep_from if keep_from > 0 else len(buf)
+                self._discard(events, upto, f"<{self._tag}> longer than {MAX_FRAGMENT_BYTES} bytes")
+                self._tag = None
+                return True
+            # Resume the searches just before the end: the close tag or a start may straddle reads.
+            self._scan_from = max(self._scan_from, len(buf) - MAX_TAG_BYTES - 2)
+            return False
+        stop = end + len(self._close)
+        events.append(RawFragment(self._tag, bytes(buf[:stop])))
+        del buf[:stop]
+        self._tag = None
+        return True

@@ -1,0 +1,212 @@
+"""Wire config, device session and sinks together and run them under systemd (or without).
+
+The main thread only waits: for a signal, for the watchdog interval, or for a status change. The
+device session runs in its own thread and hands every fragment to ``Dispatcher``, which turns it
+into readings and device state and gives them to each sink's worker. READY=1 is sent once the
+configuration is valid and every sink's worker is running (a sink that is down at start spools:
+the service is still ready); WATCHDOG=1 only while the device thread and every worker are alive.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from types import FrameType
+
+from ravend.config import Config
+from ravend.device import DeviceSession
+from ravend.protocol.decoder import readings_from
+from ravend.protocol.model import Fragment, Kind, Reading, UnknownFragment
+from ravend.sinks.base import Sink, StateItem, fragment_body
+from ravend.sinks.worker import SinkWorker
+
+log = logging.getLogger("ravend")
+
+#: STATUS= updates at most this often: systemctl status stays current without a syscall storm.
+STATUS_INTERVAL = 5.0
+#: SIGTERM must end the process within 5 s (systemd's default stop timeout is longer).
+STOP_BUDGET = 4.0
+
+
+class Notifier:
+    """sd_notify when NOTIFY_SOCKET is set; silent otherwise (and without python3-sdnotify)."""
+
+    def __init__(self) -> None:
+        self._notifier = None
+        if os.environ.get("NOTIFY_SOCKET"):
+            try:
+                import sdnotify
+
+                self._notifier = sdnotify.SystemdNotifier()
+            except ImportError:
+                log.warning("NOTIFY_SOCKET is set but python3-sdnotify is missing:"
+                            " install it or use Type=simple")
+
+    def notify(self, message: str) -> None:
+        if self._notifier is not None:
+            self._notifier.notify(message)
+
+    @staticmethod
+    def watchdog_interval() -> float | None:
+        usec = os.environ.get("WATCHDOG_USEC")
+        pid = os.environ.get("WATCHDOG_PID")
+        if not usec or (pid and pid != str(os.getpid())):
+            return None
+        return int(usec) / 1e6 / 2  # ping twice per period
+
+
+class Dispatcher:
+    """Fragment → readings and state → every sink worker; remembers the latest for STATUS=."""
+
+    def __init__(self, workers: Sequence[SinkWorker]) -> None:
+        self.workers = list(workers)
+        self.last: dict[str, Reading] = {}
+        self.readings = 0
+        self.changed = threading.Event()
+
+    def __call__(self, fragment: Fragment, received_at: float) -> None:
+        readings = readings_from(fragment, received_at)
+        states: list[StateItem] = []
+        if not readings:
+            states.append(state_of(fragment, received_at))
+        for worker in self.workers:
+            worker.submit(readings, states)
+        if readings:
+            self.readings += len(readings)
+            for r in readings:
+                self.last[r.kind.value] = r
+            self.changed.set()
+
+    def status_line(self) -> str:
+        demand = self.last.get(Kind.DEMAND.value)
+        parts = [f"{self.readings} readings"]
+        if demand is not None:
+            stamp = time.strftime("%H:%M:%S", time.localtime(demand.received_at))
+            parts.append(f"last demand {demand.value} kW at {stamp}")
+        backlog = sum(w.backlog for w in self.workers)
+        down = [w.name for w in self.workers if not w.stats.up]
+        if down:
+            parts.append("down: " + ", ".join(down))
+        if backlog:
+            parts.append(f"{backlog} waiting")
+        return "; ".join(parts)
+
+
+def state_of(fragment: Fragment, received_at: float) -> StateItem:
+    body = fragment_body(fragment)
+    tag = fragment.tag if isinstance(fragment, UnknownFragment) else type(fragment).__name__
+    device = str(body.get("device_mac_id") or "")
+    meter = str(body.get("meter_mac_id") or "")
+    return StateItem(device, meter, tag, received_at, body)
+
+
+def build_sinks(config: Config) -> list[Sink]:
+    sinks: list[Sink] = []
+    if config.sqlite.enabled:
+        from ravend.sinks.sqlite import SqliteSink
+
+        sinks.append(SqliteSink(config.sqlite_path))
+    return sinks
+
+
+class Service:
+    def __init__(self, config: Config, *, sinks: Sequence[Sink] | None = None) -> None:
+        self.config = config
+        self.start_id = uuid.uuid4().hex  # this service start (CalPlug's run "hash")
+        svc = config.service
+        self.workers = [
+            SinkWorker(sink, svc.state_dir / f"outbox-{sink.name}.db",
+                       queue_size=svc.queue_size, batch_size=svc.batch_size,
+                       max_delay=svc.commit_interval, retry_min=config.device.reconnect_min,
+                       retry_max=config.device.reconnect_max)
+            for sink in (build_sinks(config) if sinks is None else sinks)
+        ]
+        self.dispatcher = Dispatcher(self.workers)
+        self.device = DeviceSession(config.device, self.dispatcher)
+        self.notifier = Notifier()
+        self._stop = threading.Event()
+        self._hup = threading.Event()
+        self._device_thread = threading.Thread(target=self.device.run, name="device", daemon=True)
+
+    def request_stop(self, *_: object) -> None:
+        self._stop.set()
+        self.dispatcher.changed.set()
+
+    def request_reload(self, *_: object) -> None:
+        self._hup.set()
+        self.dispatcher.changed.set()
+
+    def install_signals(self) -> None:
+        def on_term(signum: int, frame: FrameType | None) -> None:
+            self.request_stop()
+
+        def on_hup(signum: int, frame: FrameType | None) -> None:
+            self.request_reload()
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    def healthy(self) -> bool:
+        return self._device_thread.is_alive() and all(w.alive() for w in self.workers)
+
+    def run(self) -> int:
+        if not self.workers:
+            log.warning("no sink is enabled: readings are decoded but not stored")
+        for worker in self.workers:
+            worker.start()
+        self._device_thread.start()
+        names = ", ".join(w.name for w in self.workers) or "none"
+        log.info("ravend started (port %s, sinks: %s, state in %s)", self.config.device.port,
+                 names, self.config.service.state_dir)
+        self.notifier.notify("READY=1\nSTATUS=waiting for the meter")
+        watchdog = self.notifier.watchdog_interval()
+        last_status = 0.0
+        while not self._stop.is_set():
+            self.dispatcher.changed.wait(watchdog)
+            self.dispatcher.changed.clear()
+            if self._hup.is_set():
+                self._hup.clear()
+                log.info("SIGHUP: reopening the device port")
+                self.device.reopen()
+            now = time.monotonic()
+            if watchdog is not None and self.healthy():
+                self.notifier.notify("WATCHDOG=1")
+            if now - last_status >= STATUS_INTERVAL:
+                self.notifier.notify("STATUS=" + self.dispatcher.status_line())
+                last_status = now
+            elif self.dispatcher.readings and not self._stop.is_set():
+                # Coalesce: look again in a moment instead of once per reading.
+                self._stop.wait(min(STATUS_INTERVAL - (now - last_status), watchdog or 60))
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        self.notifier.notify("STOPPING=1")
+        deadline = time.monotonic() + STOP_BUDGET
+        self.device.stop()
+        self._device_thread.join(max(0.1, deadline - time.monotonic() - 2.0))
+        for worker in self.workers:
+            worker.stop(max(0.1, deadline - time.monotonic()))
+        stored = {w.name: w.stats.stored for w in self.workers}
+        log.info("ravend stopped (%d readings received; stored %s)", self.dispatcher.readings,
+                 ", ".join(f"{k}={v}" for k, v in stored.items()) or "nowhere")
+        return 0
+
+
+def setup_logging(level: str) -> None:
+    """Plain lines on stderr; journald adds the time, unit and priority."""
+    handler = logging.StreamHandler(sys.stderr)
+    if sys.stderr.isatty() or not os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
+                                               "%Y-%m-%d %H:%M:%S"))
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

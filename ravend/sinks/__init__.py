@@ -1,0 +1,1 @@
+"""Where readings go: one module per store, all behind the contract in base.py."""

@@ -1,0 +1,136 @@
+"""A durable, bounded, ordered spool for what a sink could not take yet.
+
+One small SQLite file per sink under the state directory. Rows go in at the tail and leave from
+the head only after the sink confirmed them, so a crash between the two replays rather than
+loses. When the file would outgrow its cap, the oldest rows are dropped — counted and logged by
+the caller, never silently — because on a full disk the newest readings are the ones users want.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ravend.protocol.model import Reading
+from ravend.sinks.base import StateItem, dumps, reading_from_dict, reading_to_dict
+
+#: Rows dropped at once when the cap is reached: dropping in chunks keeps the cap check cheap.
+DROP_CHUNK = 1000
+#: Rough bytes one spooled reading takes in the file (JSON + row + index overhead).
+BYTES_PER_ROW = 400
+
+
+@dataclass(frozen=True, slots=True)
+class Spooled:
+    seq: int
+    readings: list[Reading]
+    states: list[StateItem]
+
+
+class OutboxError(Exception):
+    """The outbox itself failed (disk full, unwritable directory)."""
+
+
+class Outbox:
+    """Thread-safe: the reader thread may spill into it while the sink's worker drains it."""
+
+    def __init__(self, path: Path, max_mb: float = 100.0) -> None:
+        self.path = path
+        self.max_rows = max(DROP_CHUNK, int(max_mb * 1024 * 1024 / BYTES_PER_ROW))
+        self.dropped = 0
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(str(path), isolation_level=None,
+                                         check_same_thread=False, timeout=30)
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+                " n INTEGER NOT NULL, body TEXT NOT NULL)"
+            )
+            self._rows = self._conn.execute("SELECT COALESCE(SUM(n), 0) FROM outbox").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise OutboxError(f"cannot open outbox {path}: {exc}") from exc
+
+    def __len__(self) -> int:
+        """Readings and states waiting (not batches)."""
+        return int(self._rows)
+
+    def __repr__(self) -> str:
+        return f"<Outbox {self.path.name} rows={self._rows} dropped={self.dropped}>"
+
+    def append(self, readings: Sequence[Reading], states: Sequence[StateItem]) -> int:
+        """Spool one batch; returns how many old rows had to be dropped to stay under the cap."""
+        n = len(readings) + len(states)
+        if not n:
+            return 0
+        body = dumps({"r": [reading_to_dict(r) for r in readings],
+                      "s": [[s.device_mac, s.meter_mac, s.tag, s.received_at, s.body]
+                            for s in states]})
+        with self._lock:
+            dropped = 0
+            try:
+                while self._rows + n > self.max_rows and self._rows > 0:
+                    dropped += self._drop_oldest_locked()
+                self._conn.execute("INSERT INTO outbox (n, body) VALUES (?, ?)", (n, body))
+            except sqlite3.Error as exc:
+                raise OutboxError(f"cannot spool to {self.path}: {exc}") from exc
+            self._rows += n
+            self.dropped += dropped
+            return dropped
+
+    def _drop_oldest_locked(self) -> int:
+        rows = self._conn.execute(
+            "SELECT seq, n FROM outbox ORDER BY seq LIMIT ?", (max(1, DROP_CHUNK // 100),)
+        ).fetchall()
+        if not rows:
+            return 0
+        last = rows[-1][0]
+        count = sum(n for _, n in rows)
+        self._conn.execute("DELETE FROM outbox WHERE seq <= ?", (last,))
+        self._rows -= count
+        return count
+
+    def peek(self, max_rows: int) -> list[Spooled]:
+        """Oldest batches, up to about max_rows entries, in order."""
+        out: list[Spooled] = []
+        total = 0
+        with self._lock:
+            cursor = self._conn.execute("SELECT seq, n, body FROM outbox ORDER BY seq")
+            for seq, n, body in cursor:
+                if out and total + n > max_rows:
+                    break
+                data = json.loads(body)
+                out.append(Spooled(
+                    seq,
+                    [reading_from_dict(d) for d in data["r"]],
+                    [StateItem(*s) for s in data["s"]],
+                ))
+                total += n
+            cursor.close()
+        return out
+
+    def ack(self, batches: Sequence[Spooled]) -> None:
+        """Forget batches the sink has safely stored."""
+        if not batches:
+            return
+        with self._lock:
+            seqs = [b.seq for b in batches]
+            marks = ",".join("?" * len(seqs))
+            n = self._conn.execute(
+                f"SELECT COALESCE(SUM(n), 0) FROM outbox WHERE seq IN ({marks})", seqs
+            ).fetchone()[0]
+            self._conn.execute(f"DELETE FROM outbox WHERE seq IN ({marks})", seqs)
+            self._rows -= n
+            if self._rows == 0:
+                # Give the space back once empty: an outage's spool should not stay on disk.
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

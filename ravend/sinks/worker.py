@@ -1,0 +1,287 @@
+"""One thread, one bounded queue and one durable outbox per sink.
+
+The device thread hands readings to every worker with ``submit`` and never waits for a store: a
+full queue spills to the outbox on disk. Each worker commits whatever has gathered since its last
+write (group commit: one reading at 1 reading/s, hundreds under load), and while its sink is down
+it spools to the outbox and retries with capped exponential backoff, replaying in order. The
+worker blocks on its queue when idle: no polling tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ravend.protocol.model import Reading
+from ravend.sinks.base import ReadingRejected, Sink, SinkUnavailable, StateItem
+from ravend.sinks.outbox import Outbox, OutboxError
+
+log = logging.getLogger("ravend.sinks")
+
+_STOP = object()
+
+
+@dataclass
+class SinkStats:
+    stored: int = 0
+    spooled: int = 0
+    dropped: int = 0
+    rejected: int = 0
+    up: bool = False
+    last_error: str = ""
+    stored_by_kind: dict[str, int] = field(default_factory=dict)
+
+
+class SinkWorker:
+    def __init__(self, sink: Sink, outbox_path: Path, *, queue_size: int = 10_000,
+                 batch_size: int = 500, max_delay: float = 1.0, spool_max_mb: float = 100.0,
+                 retry_min: float = 1.0, retry_max: float = 60.0) -> None:
+        self.sink = sink
+        self.name = sink.name
+        self.outbox = Outbox(outbox_path, spool_max_mb)
+        self.batch_size = batch_size
+        self.max_delay = max_delay
+        self.retry_min = retry_min
+        self.retry_max = retry_max
+        self.stats = SinkStats()
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
+        self._opened = False
+        self._retry_at = 0.0
+        self._backoff = retry_min
+        self._thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
+        self._outbox_failed = False
+        self.on_stored: list = []  # callbacks(readings) after a durable write (status, metrics)
+
+    def __repr__(self) -> str:
+        return (f"<SinkWorker {self.name} up={self.stats.up} queued={self._queue.qsize()}"
+                f" spooled={len(self.outbox)}>")
+
+    # --- producer side (device thread) ---------------------------------------------------------
+
+    def submit(self, readings: Sequence[Reading], states: Sequence[StateItem] = ()) -> None:
+        if not readings and not states:
+            return
+        try:
+            self._queue.put_nowait((list(readings), list(states)))
+        except queue.Full:
+            self._spool(readings, states, why="queue full")
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 4.0) -> None:
+        """Flush what is queued (to the sink, or else to the outbox) and close."""
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("%s: did not finish within %.0fs; queued readings stay in memory only"
+                        " if not yet spooled", self.name, timeout)
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize() + len(self.outbox)
+
+    # --- worker thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        self._try_open()
+        stopping = False
+        while not stopping:
+            item = self._next(self._wait_time())
+            readings: list[Reading] = []
+            states: list[StateItem] = []
+            deadline = time.monotonic() + self.max_delay
+            while item is not None:
+                if item is _STOP:
+                    stopping = True
+                    break
+                r, s = item  # type: ignore[misc]
+                readings.extend(r)
+                states.extend(s)
+                if len(readings) + len(states) >= self.batch_size or time.monotonic() > deadline:
+                    break
+                item = self._next(0.0)
+            self._handle(readings, states)
+        self._drain_on_stop()
+        self.sink.close()
+        self.outbox.close()
+
+    def _wait_time(self) -> float | None:
+        """Block forever when all is well; otherwise until the next retry (0: replay now)."""
+        if self.stats.up and self._opened:
+            return 0.0 if len(self.outbox) else None
+        return max(0.0, self._retry_at - time.monotonic())
+
+    def _next(self, timeout: float | None) -> object | None:
+        try:
+            if timeout == 0.0:
+                return self._queue.get_nowait()
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def _handle(self, readings: list[Reading], states: list[StateItem]) -> None:
+        if readings or states:
+            if len(self.outbox) or not self.stats.up:
+                # Keep order: anything newer waits behind what is already spooled.
+                self._spool(readings, states, why="sink unavailable")
+            else:
+                self._write(readings, states)
+        if not self._opened:
+            self._try_open()
+        if self._opened and len(self.outbox) and time.monotonic() >= self._retry_at:
+            self._replay()
+
+    def _try_open(self) -> None:
+        if self._opened or time.monotonic() < self._retry_at:
+            return
+        try:
+            self.sink.open()
+        except SinkUnavailable as exc:
+            self._failed(str(exc))
+            return
+        self._opened = True
+        self._recovered()
+
+    def _write(self, readings: list[Reading], states: list[StateItem]) -> bool:
+        try:
+            self.sink.write(readings, states)
+        except SinkUnavailable as exc:
+            self._failed(str(exc))
+            self._spool(readings, states, why="")
+            return False
+        except ReadingRejected as exc:
+            self._reject(readings, states, exc)
+            return True
+        self._stored(readings)
+        return True
+
+    def _replay(self) -> None:
+        """Write spooled batches oldest first; the first success after a failure is recovery."""
+        while len(self.outbox):
+            batches = self.outbox.peek(self.batch_size)
+            if not batches:
+                return
+            readings = [r for b in batches for r in b.readings]
+            states = [s for b in batches for s in b.states]
+            try:
+                self.sink.write(readings, states)
+            except SinkUnavailable as exc:
+                self._failed(str(exc))
+                return
+            except ReadingRejected as exc:
+                self._reject(readings, states, exc)
+            else:
+                self._stored(readings)
+            if not self.stats.up:
+                self._recovered()
+            self.outbox.ack(batches)
+            if not self._queue.empty() and self._queue.qsize() > self._queue.maxsize // 2:
+                return  # let the loop move fresh readings to the outbox before memory fills
+        if not len(self.outbox):
+            log.info("%s: spool replayed, writing directly again", self.name)
+
+    def _reject(self, readings: list[Reading], states: list[StateItem], exc: Exception) -> None:
+        """Write one at a time so that only the bad readings are left out, each logged once."""
+        for r in readings:
+            try:
+                self.sink.write([r], [])
+            except ReadingRejected as one:
+                self.stats.rejected += 1
+                log.error("%s: reading %s rejected and left out: %s", self.name, r.key, one)
+            except SinkUnavailable as down:
+                self._failed(str(down))
+                self._spool([r], [], why="")
+            else:
+                self._stored([r])
+        if states:
+            try:
+                self.sink.write([], states)
+            except (ReadingRejected, SinkUnavailable) as bad:
+                log.warning("%s: device state not stored: %s", self.name, bad)
+
+    def _stored(self, readings: list[Reading]) -> None:
+        self.stats.stored += len(readings)
+        by_kind = self.stats.stored_by_kind
+        for r in readings:
+            by_kind[r.kind.value] = by_kind.get(r.kind.value, 0) + 1
+        for callback in self.on_stored:
+            callback(self.name, readings)
+
+    def _spool(self, readings: Sequence[Reading], states: Sequence[StateItem], why: str) -> None:
+        if not readings and not states:
+            return
+        try:
+            dropped = self.outbox.append(readings, states)
+        except OutboxError as exc:
+            if not self._outbox_failed:
+                log.error("%s: %s; readings are kept in memory until it works again",
+                          self.name, exc)
+                self._outbox_failed = True
+            self._hold_in_memory(readings, states)
+            return
+        if self._outbox_failed:
+            log.info("%s: outbox writable again", self.name)
+            self._outbox_failed = False
+        self.stats.spooled += len(readings)
+        if dropped:
+            self.stats.dropped += dropped
+            log.warning("%s: spool full (%d rows); dropped the %d oldest (%d dropped in all)",
+                        self.name, self.outbox.max_rows, dropped, self.stats.dropped)
+        if why:
+            log.debug("%s: spooled %d readings (%s)", self.name, len(readings), why)
+
+    def _hold_in_memory(self, readings: Sequence[Reading], states: Sequence[StateItem]) -> None:
+        """Last resort when even the outbox fails: requeue if there is room, else count a drop."""
+        try:
+            self._queue.put_nowait((list(readings), list(states)))
+        except queue.Full:
+            self.stats.dropped += len(readings)
+            log.error("%s: queue and outbox both full; dropped %d readings (%d in all)",
+                      self.name, len(readings), self.stats.dropped)
+
+    def _failed(self, error: str) -> None:
+        now = time.monotonic()
+        if self.stats.up or error != self.stats.last_error:
+            log.error("%s: unavailable: %s (spooling to %s, retrying)", self.name, error,
+                      self.outbox.path)
+        else:
+            self._backoff = min(self.retry_max, self._backoff * 2)
+        self.stats.up = False
+        self.stats.last_error = error
+        self._retry_at = now + self._backoff
+
+    def _recovered(self) -> None:
+        if self.stats.last_error:
+            log.info("%s: available again (%d spooled to replay)", self.name, len(self.outbox))
+        self.stats.up = True
+        self.stats.last_error = ""
+        self._backoff = self.retry_min
+        self._retry_at = 0.0
+
+    def _drain_on_stop(self) -> None:
+        pending: list[tuple[list[Reading], list[StateItem]]] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                pending.append(item)  # type: ignore[arg-type]
+        readings = [r for p in pending for r in p[0]]
+        states = [s for p in pending for s in p[1]]
+        if self.stats.up and not len(self.outbox):
+            if (readings or states) and not self._write(readings, states):
+                return
+        else:
+            self._spool(readings, states, why="stopping")

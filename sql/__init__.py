@@ -1,0 +1,1 @@
+"""Schema migrations, shipped inside the package as ``ravend.sql`` (see setup.py)."""
