@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import itertools
 import logging
 import os
 import threading
@@ -127,7 +128,9 @@ class DeviceSession:
         self._last_write = 0.0
         self._waiters: list[_Waiter] = []
         self._waiters_lock = threading.Lock()
-        self._due: list[tuple[float, str]] = []  # (monotonic time, command name)
+        # (monotonic time, order of scheduling, command name): sends in time, then FIFO order.
+        self._due: list[tuple[float, int, str]] = []
+        self._order = itertools.count()
         self._last_demand = 0.0
         self._last_byte = 0.0
         self._noise_bytes = 0
@@ -143,12 +146,7 @@ class DeviceSession:
 
     def stop(self) -> None:
         self._stop.set()
-        ser = self._serial
-        if ser is not None:
-            try:
-                ser.cancel_read()
-            except Exception:
-                pass
+        self.stop_read()
 
     def reopen(self) -> None:
         """SIGHUP: close and reopen the port (a replugged stick, a changed symlink)."""
@@ -156,12 +154,11 @@ class DeviceSession:
         self.stop_read()
 
     def stop_read(self) -> None:
+        """Wake the reader; not every URL handler can cancel, the read timeout then ends it."""
         ser = self._serial
         if ser is not None:
-            try:
+            with contextlib.suppress(Exception):
                 ser.cancel_read()
-            except Exception:
-                pass
 
     def request(self, name: str, args: dict[str, object] | None = None,
                 timeout: float | None = None) -> Fragment | None:
@@ -253,17 +250,16 @@ class DeviceSession:
         # Identify first, then learn the meters, time and price; pushes flow meanwhile.
         names = ["get_device_info", "get_connection_status", "get_meter_list", "get_time",
                  "get_current_price", "get_current_summation_delivered"]
-        self._due = [(now + 0.2 + i * spacing, n) for i, n in enumerate(names)]
+        self._due = [(now + 0.2 + i * spacing, next(self._order), n) for i, n in enumerate(names)]
         return port
 
     def _close(self) -> None:
         self.stats.connected = False
         ser, self._serial = self._serial, None
         if ser is not None:
-            try:
+            # Closing a vanished port may fail any way it likes; it is gone either way.
+            with contextlib.suppress(Exception):
                 ser.close()
-            except Exception:
-                pass
         tail = self.decoder.feed(b"")
         for item in tail:
             self._handle(item, time.time())
@@ -311,36 +307,43 @@ class DeviceSession:
         now = time.monotonic()
         waits = [MAX_READ_WAIT, self.config.silence_timeout - (now - self._last_byte)]
         if self._due:
-            waits.append(min(t for t, _ in self._due) - now)
+            waits.append(min(t for t, _, _ in self._due) - now)
         waits.append(self._last_demand + self.config.demand_poll_after - now)
         return max(0.05, min(waits))
 
     def _run_due(self) -> None:
         now = time.monotonic()
-        if now - self._last_demand >= self.config.demand_poll_after and not any(
-            n == "get_instantaneous_demand" for _, n in self._due
+        if now - self._last_demand >= self.config.demand_poll_after and not self._scheduled(
+            "get_instantaneous_demand"
         ):
-            self._due.append((now, "get_instantaneous_demand"))
+            self._schedule(now, "get_instantaneous_demand")
             self._last_demand = now  # poll again only after another quiet period
-        if not any(n == "get_current_summation_delivered" for _, n in self._due):
-            self._due.append((now + self.config.summation_interval,
-                              "get_current_summation_delivered"))
-        due = sorted(self._due)
-        if not due or due[0][0] > now:
+        if not self._scheduled("get_current_summation_delivered"):
+            self._schedule(now + self.config.summation_interval, "get_current_summation_delivered")
+        if not self._due:
             return
-        when, name = due[0]
+        first = min(self._due)
+        when, order, name = first
+        if when > now:
+            return
         if now - self._last_write < self.config.command_spacing:
-            # Space commands out: push this one back rather than sleep in the reader.
-            self._due.remove((when, name))
-            self._due.append((self._last_write + self.config.command_spacing, name))
+            # Space commands out: push this one back (keeping its place) rather than sleep.
+            self._due.remove(first)
+            self._due.append((self._last_write + self.config.command_spacing, order, name))
             return
-        self._due.remove((when, name))
+        self._due.remove(first)
         args: dict[str, object] = {}
         if self.meter_mac and name in ("get_instantaneous_demand",
                                        "get_current_summation_delivered", "get_current_price",
                                        "get_time"):
             args["MeterMacId"] = self.meter_mac
         self._send(commands.build(name, args), wait_spacing=False)
+
+    def _scheduled(self, name: str) -> bool:
+        return any(n == name for _, _, n in self._due)
+
+    def _schedule(self, when: float, name: str) -> None:
+        self._due.append((when, next(self._order), name))
 
     def _send(self, command: commands.Command, *, wait_spacing: bool) -> None:
         import serial
@@ -379,7 +382,7 @@ class DeviceSession:
                 self.stats.model = "emu2" if "EMU" in item.model_id.upper() else "raven"
         elif isinstance(item, MeterList) and item.meter_mac_ids and not self.meter_mac:
             self.meter_mac = item.meter_mac_ids[0]
-            self._due.append((time.monotonic(), "get_meter_info"))
+            self._schedule(time.monotonic(), "get_meter_info")
         tag = type(item).__name__
         with self._waiters_lock:
             for waiter in self._waiters:

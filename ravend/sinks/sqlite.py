@@ -97,14 +97,15 @@ def reading_row(r: Reading) -> tuple[Any, ...]:
 class SqliteSink(Sink):
     name = "sqlite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, busy_timeout: float = 10.0) -> None:
         self.path = path
+        self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
 
     def open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = connect(self.path)
+            conn = connect(self.path, timeout=self.busy_timeout)
             migrate(conn)
         except (sqlite3.Error, OSError) as exc:
             raise SinkUnavailable(f"cannot open {self.path}: {exc}") from exc

@@ -1,0 +1,111 @@
+# ravend: build and test entry points.
+#
+#   make check        the whole suite, as CI runs it: deps, lint, test-debian, test-pypi
+#   make deps         install what the build and the tests need (idempotent; stamps in .cache/)
+#   make lint         ruff (newest, from .venv-pypi) over ravend tests bench
+#   make test-debian  the tests on Debian's /usr/bin/python3 and its python3-* packages
+#   make test-pypi    the tests on the newest PyPI releases, in .venv-pypi
+#   make demo | bench | bench-quick | deb   run tools/demo.sh, bench/run.py, tools/deb.sh
+#
+# Test selection: make test-pypi PYTEST_ARGS='-k mqtt -x'  (PYTEST_MARK='' also runs the slow ones)
+# Package lists: tools/deps/apt*.txt, tools/deps/pypi.txt, tools/deps/secantus.txt.
+# Parts of the project add their own targets in mk/NAME.mk (included at the end).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := check
+.DELETE_ON_ERROR:
+
+DEBIAN_PYTHON := /usr/bin/python3
+DEBIAN_PATH := /usr/sbin:/usr/bin:/sbin:/bin
+VENV_PYPI := .venv-pypi
+VENV_SECANTUS := .venv-secantus
+CACHE := .cache
+DEPS := tools/deps
+
+APT_LISTS := $(sort $(wildcard $(DEPS)/apt*.txt))
+STAMP_APT := $(CACHE)/apt.stamp
+STAMP_PYPI := $(CACHE)/venv-pypi.stamp
+STAMP_SECANTUS := $(CACHE)/venv-secantus.stamp
+
+PYTEST_MARK ?= not slow
+PYTEST_ARGS ?=
+TESTS ?= tests
+LINT_PATHS := $(wildcard ravend tests bench)
+
+# The package comes from the source tree (PYTHONPATH, and pythonpath in pytest.ini); nothing of
+# the caller's interpreter (pyenv's python3 is first on PATH here) may leak into either run.
+# Debian run: Debian's interpreter, PATH and dist-packages only.
+DEBIAN_ENV := env -u PYTHONHOME PATH=$(DEBIAN_PATH) PYTHONPATH=$(CURDIR) PYTHONNOUSERSITE=1
+# PyPI run: the venv sees only its own site-packages (no Debian dist-packages).
+PYPI_ENV := env -u PYTHONHOME PYTHONPATH=$(CURDIR) PYTHONNOUSERSITE=1
+
+.PHONY: check deps deps-clean lint test test-debian test-pypi demo bench bench-quick deb FORCE
+
+check: deps lint test-debian test-pypi
+
+# ---------------------------------------------------------------------------------------------
+# deps: each stamp is remade when its list (or tools/deps.sh) changes; a venv that is gone is
+# remade too (FORCE). tools/deps.sh only calls apt-get when a package is missing.
+
+deps: $(STAMP_APT) $(STAMP_PYPI) $(STAMP_SECANTUS)
+
+$(CACHE):
+	mkdir -p $@
+
+$(STAMP_APT): $(APT_LISTS) tools/deps.sh | $(CACHE)
+	tools/deps.sh apt $(APT_LISTS)
+	touch $@
+
+$(STAMP_PYPI): $(DEPS)/pypi.txt tools/deps.sh $(if $(wildcard $(VENV_PYPI)/bin/python),,FORCE) | $(STAMP_APT)
+	tools/deps.sh venv $(VENV_PYPI) $(DEPS)/pypi.txt
+	touch $@
+
+$(STAMP_SECANTUS): $(DEPS)/secantus.txt tools/deps.sh $(if $(wildcard $(VENV_SECANTUS)/bin/python),,FORCE) | $(STAMP_APT)
+	tools/deps.sh venv $(VENV_SECANTUS) $(DEPS)/secantus.txt
+	touch $@
+
+FORCE:
+
+# Forget the stamps and the venvs (not the Debian packages): the next `make deps` starts cold.
+deps-clean:
+	rm -rf $(CACHE) $(VENV_PYPI) $(VENV_SECANTUS)
+
+# ---------------------------------------------------------------------------------------------
+# lint and tests
+
+lint: $(STAMP_PYPI)
+	$(VENV_PYPI)/bin/ruff check $(LINT_PATHS)
+
+test: test-debian test-pypi
+
+test-debian: $(STAMP_APT) $(STAMP_SECANTUS)
+	RAVEND_TEST_STACK=debian $(DEBIAN_ENV) $(DEBIAN_PYTHON) -m pytest -p no:cacheprovider \
+		-m "$(PYTEST_MARK)" $(PYTEST_ARGS) $(TESTS)
+
+test-pypi: $(STAMP_APT) $(STAMP_PYPI) $(STAMP_SECANTUS)
+	RAVEND_TEST_STACK=pypi $(PYPI_ENV) $(VENV_PYPI)/bin/python -m pytest \
+		-m "$(PYTEST_MARK)" $(PYTEST_ARGS) $(TESTS)
+
+# ---------------------------------------------------------------------------------------------
+# Entry points whose scripts other parts of the project own: change the script, not the target.
+
+# $(call run-script,SCRIPT,COMMAND): COMMAND, or a clear error while SCRIPT does not exist yet.
+define run-script
+	@test -e $(1) || { echo "make $@: $(1) does not exist yet" >&2; exit 1; }
+	$(2)
+endef
+
+demo: $(STAMP_APT)
+	$(call run-script,tools/demo.sh,$(DEBIAN_ENV) bash tools/demo.sh)
+
+bench: deps
+	$(call run-script,bench/run.py,$(DEBIAN_ENV) $(DEBIAN_PYTHON) bench/run.py)
+
+bench-quick: deps
+	$(call run-script,bench/run.py,$(DEBIAN_ENV) $(DEBIAN_PYTHON) bench/run.py --quick)
+
+deb:
+	$(call run-script,tools/deb.sh,$(DEBIAN_ENV) bash tools/deb.sh)
+
+-include mk/*.mk

@@ -1,0 +1,139 @@
+"""Fixtures that start private real servers (see tests/servers.py) for the tests.
+
+Shared for the whole run (session scope; a test that stops or kills one gets it started again
+after it):
+    mariadb_server   MariaDBServer: host, port, unix_socket, user, password, database,
+                     root_user, root_password; connect_kwargs(), new_database(name), sql(),
+                     stop(), start(), kill()
+    mongo_server     SecantusServer: host, port, uri, storage_path; stop(), start(), kill()
+
+One per test:
+    mosquitto_server MosquittoServer, anonymous, one plain listener: host, port; stop(),
+                     start(), kill()
+
+Factories for servers with options of their own, all killed when the test ends:
+    make_mariadb(**kw)    -> MariaDBServer   (kw: extra_args)
+    make_mosquitto(**kw)  -> MosquittoServer (kw: users, allow_anonymous, tls, extra_config)
+    make_mongo(**kw)      -> SecantusServer  (kw: sync_on_commit, extra_args)
+
+A server that cannot start fails the test loudly with the reason and the fix; nothing skips.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# tests/ is not a package: make `import servers` work whatever pytest's rootdir and import mode.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import servers
+
+
+@contextlib.contextmanager
+def _loud_failure():
+    """Turn a missing program or a server that did not start into pytest.fail (never a skip)."""
+    try:
+        yield
+    except servers.MissingDependency as exc:
+        pytest.fail(f"cannot start a test server: {exc}", pytrace=False)
+    except servers.ServerError as exc:
+        pytest.fail(f"test server failed to start: {exc}", pytrace=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# shared servers
+
+
+@pytest.fixture(scope="session")
+def mariadb_server(tmp_path_factory):
+    with _loud_failure():
+        server = servers.MariaDBServer(tmp_path_factory.mktemp("mariadb")).start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="session")
+def mongo_server(tmp_path_factory):
+    with _loud_failure():
+        server = servers.SecantusServer(tmp_path_factory.mktemp("secantus")).start()
+    yield server
+    server.kill()
+
+
+_SHARED = ("mariadb_server", "mongo_server")
+
+
+@pytest.fixture(autouse=True)
+def _restart_shared_servers(request):
+    """After a test that stopped or killed a shared server, start it again for the next one."""
+    yield
+    for name in _SHARED:
+        if name in request.fixturenames:
+            server = request.getfixturevalue(name)
+            if not server.running:
+                with _loud_failure():
+                    server.start()
+
+
+# ---------------------------------------------------------------------------------------------
+# per-test servers and factories
+
+
+def _factory(cls, tmp_path):
+    started = []
+
+    def make(**kwargs):
+        with _loud_failure():
+            server = cls(tmp_path / f"{cls.kind}{len(started)}", **kwargs).start()
+        started.append(server)
+        return server
+
+    return make, started
+
+
+@pytest.fixture
+def make_mariadb(tmp_path):
+    make, started = _factory(servers.MariaDBServer, tmp_path)
+    yield make
+    for server in started:
+        server.kill()
+
+
+@pytest.fixture
+def make_mosquitto(tmp_path):
+    make, started = _factory(servers.MosquittoServer, tmp_path)
+    yield make
+    for server in started:
+        server.kill()
+
+
+@pytest.fixture
+def make_mongo(tmp_path):
+    make, started = _factory(servers.SecantusServer, tmp_path)
+    yield make
+    for server in started:
+        server.kill()
+
+
+@pytest.fixture
+def mosquitto_server(make_mosquitto):
+    return make_mosquitto()
+
+
+# ---------------------------------------------------------------------------------------------
+# hooks
+
+
+def pytest_report_header(config):
+    stack = os.environ.get("RAVEND_TEST_STACK", "(unset: run through make)")
+    return f"ravend test stack: {stack}; python {sys.executable} {sys.version.split()[0]}"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # Also reached after Ctrl-C; whatever a fixture could not tear down dies here.
+    servers.kill_all()

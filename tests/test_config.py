@@ -1,0 +1,111 @@
+"""Config: defaults, every kind of refusal as one line naming file, line, key and expectation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ravend.config import EX_CONFIG, ConfigError, duration, load
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "ravend.conf"
+    path.write_text(text)
+    return path
+
+
+def test_missing_file_gives_defaults(tmp_path: Path) -> None:
+    config = load(tmp_path / "absent.conf")
+    assert config.device.port == "auto"
+    assert config.sqlite.enabled is True
+    assert config.sqlite_path == Path("/var/lib/ravend/ravend.db")
+
+
+def test_missing_file_refused_when_required(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load(tmp_path / "absent.conf", must_exist=True)
+
+
+def test_shipped_config_parses_to_the_defaults() -> None:
+    """etc/ravend.conf documents every key commented out: it must equal the built-in defaults."""
+    shipped = load(ROOT / "etc" / "ravend.conf")
+    defaults = load("/nonexistent/ravend.conf")
+    assert (shipped.service, shipped.device, shipped.sqlite) == (
+        defaults.service, defaults.device, defaults.sqlite)
+
+
+def test_shipped_config_documents_every_key() -> None:
+    from ravend.config import SECTIONS
+
+    import dataclasses
+    text = (ROOT / "etc" / "ravend.conf").read_text()
+    for section, cls in SECTIONS.items():
+        assert f"[{section}]" in text
+        for f in dataclasses.fields(cls):
+            assert f"#{f.name} = " in text, f"etc/ravend.conf lacks [{section}] {f.name}"
+
+
+def test_values_parse(tmp_path: Path) -> None:
+    path = write(tmp_path, "[device]\nport = socket://pi:3001\nreply_timeout = 2m\n"
+                 "[service]\nlog_level = DEBUG\nstate_dir = /srv/r\n[sqlite]\nenabled = off\n")
+    config = load(path)
+    assert config.device.port == "socket://pi:3001"
+    assert config.device.reply_timeout == 120.0
+    assert config.service.log_level == "debug"
+    assert config.sqlite.enabled is False
+    assert config.sqlite_path == Path("/srv/r/ravend.db")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[device]\nbaud = 9600\n", r"ravend.conf:2: \[device\] baud: unknown key"),
+        ("[devices]\nport = x\n", r"ravend.conf:1: \[devices\]: unknown section"),
+        ("[device]\nbaudrate = fast\n", r"\[device\] baudrate = 'fast': expected a whole number"),
+        ("[device]\nbaudrate = 10\n", r"baudrate = '10': expected a value from 1200 to 4e\+06"),
+        ("[device]\nreply_timeout = soon\n", "expected a duration"),
+        ("[sqlite]\nenabled = maybe\n", "expected yes or no"),
+        ("[service]\nlog_level = loud\n", "expected one of debug, info, warning, error"),
+        ("[device]\nreconnect_min = 2m\nreconnect_max = 1m\n", "must not exceed reconnect_max"),
+        ("[device]\nport = a\nport = b\n", "option 'port' in section 'device' already exists"),
+        ("port = a\n", "File contains no section headers"),
+    ],
+)
+def test_bad_values_refused_in_one_line(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=expected) as info:
+        load(path)
+    assert "\n" not in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_duration_units() -> None:
+    assert duration("90") == 90
+    assert duration("1.5m") == 90
+    assert duration("2h") == 7200
+    assert duration("7d") == 7 * 86400
+    assert duration("250ms") == 0.25
+    with pytest.raises(ValueError):
+        duration("-3s")
+
+
+def test_check_config_exit_status_78_with_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "[device]\nbaudrate = fast\n")
+    proc = subprocess.run([sys.executable, "-m", "ravend.cli.ravend", "--config", str(path),
+                           "--check-config"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == EX_CONFIG
+    assert proc.stderr.count("\n") == 1
+    assert "baudrate" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_check_config_ok(tmp_path: Path) -> None:
+    path = write(tmp_path, "[device]\nport = /dev/ttyUSB0\n")
+    proc = subprocess.run([sys.executable, "-m", "ravend.cli.ravend", "--config", str(path),
+                           "--check-config"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "configuration OK" in proc.stdout
