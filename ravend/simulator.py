@@ -134,7 +134,12 @@ PERSONALITIES: dict[str, _Personality] = {
 
 @dataclass(frozen=True, slots=True)
 class SentReading:
-    """One reading as the simulator put it on the wire: what ravend should end up storing."""
+    """One reading as the simulator put it on the wire: what ravend should end up storing.
+
+    Fragments without Multiplier/Divisor or TimeStamp are recorded the way a reader would scale
+    and time them: a price has multiplier 1 and divisor 10**TrailingDigits; LastPeriodUsage,
+    which has no TimeStamp, is timed by its EndDate.
+    """
 
     meter_mac: str  # '0x' + 16 lower-case hex digits
     kind: str  # a Kind value
@@ -327,6 +332,7 @@ class MeterSimulator:
         self._started = False
         self._stopped = False
         self._first_output = True
+        self._busy = False  # the writer is between picking an item and going idle
         self._paused_until = 0.0  # monotonic; pushes wait while a restart cycle runs
         self._t0 = time.monotonic()
 
@@ -359,7 +365,11 @@ class MeterSimulator:
             raise RuntimeError("a stopped simulator cannot be restarted; make a new one")
         self._started = True
         self._t0 = time.monotonic()
-        self._plug()
+        try:
+            self._plug()
+        except BaseException:
+            self.stop()  # e.g. the link path is taken: leave no pty open behind
+            raise
         for name, target in (("writer", self._writer_loop), ("reader", self._reader_loop)):
             t = threading.Thread(target=target, name=f"meter-sim-{name}", daemon=True)
             self._threads.append(t)
@@ -460,9 +470,9 @@ class MeterSimulator:
             return bytes(self._received)
 
     def idle(self) -> bool:
-        """True when no reply, raw write or send_readings() request is waiting to be written."""
+        """True when nothing is being or waiting to be written (replies, raw, send_readings)."""
         with self._cv:
-            return not self._jobs and not self._timed
+            return not self._jobs and not self._timed and not self._busy
 
     def drain(self, timeout: float = 1.0) -> bool:
         """Wait until everything queued is written and a reader has taken it; True if so."""
@@ -570,21 +580,20 @@ class MeterSimulator:
         while off < len(view):
             if port.closing or self._stop_evt.is_set():
                 return False
-            try:
-                _, writable, _ = select.select([], [port.master], [], 0.05)
-            except (OSError, ValueError):
-                return False
-            if not writable:
-                continue
             with self._fd_lock:
                 if port.closing or port.closed:
                     return False
                 try:
                     off += os.write(port.master, view[off:])
-                except BlockingIOError:
                     continue
+                except BlockingIOError:
+                    pass  # the pty is full: wait below until the reader takes some
                 except OSError:
                     return False
+            try:
+                select.select([], [port.master], [], 0.05)
+            except (OSError, ValueError):
+                return False
         return True
 
     # ------------------------------------------------------------------------------- threads
@@ -661,12 +670,14 @@ class MeterSimulator:
             port = self._port
             if port is None or port.closing:
                 with self._cv:
+                    self._busy = False
                     self._cv.wait(0.05)
                 continue
             now = time.monotonic()
             reply: Callable[[], list[_Out]] | None = None
             job: bytes | _Bulk | None = None
             with self._cv:
+                self._busy = True  # until _idle_wait: idle() must not say "done" mid-fragment
                 if self._timed and self._timed[0][0] <= now:
                     reply = heapq.heappop(self._timed)[2]
                 elif self._jobs:
@@ -692,6 +703,7 @@ class MeterSimulator:
     def _idle_wait(self, now: float, job: _Bulk | None) -> None:
         wake = now + 0.1
         with self._cv:
+            self._busy = False
             if self._timed:
                 wake = min(wake, self._timed[0][0])
             if job is not None:
@@ -1384,7 +1396,10 @@ def _build_parser() -> argparse.ArgumentParser:
             "without hardware. Prints the port to give ravend, then pushes readings on the\n"
             "device's schedule and answers commands until Ctrl-C / SIGTERM."
         ),
-        epilog="quirks (--quirk, repeatable):\n" + quirk_help,
+        epilog="quirks (--quirk, repeatable):\n"
+        + quirk_help
+        + "\n\nexample: ravenctl simulate --speed 10 --quirk nul_noise --quirk duplicates\n"
+        "         (then give ravend the printed port)",
     )
     parser.add_argument("--emu2", action="store_true", help="behave like an EMU-2, not a RAVEn")
     parser.add_argument(

@@ -40,9 +40,9 @@ def _loud_failure():
     try:
         yield
     except servers.MissingDependency as exc:
-        pytest.fail(f"cannot start a test server: {exc}", pytrace=False)
+        raise pytest.fail.Exception(f"cannot start a test server: {exc}", pytrace=False) from None
     except servers.ServerError as exc:
-        pytest.fail(f"test server failed to start: {exc}", pytrace=False)
+        raise pytest.fail.Exception(f"test server failed to start: {exc}", pytrace=False) from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -161,7 +161,7 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
             if row["meter_mac"] != meter:
                 meter = row["meter_mac"]
                 print(f"meter {meter}")
-            print(f"  {row['kind']:<22} {row['value']:>14g} {row['unit']:<8}"
+            print(f"  {row['kind']:<22} {_exact(row):>14} {row['unit']:<8}"
                   f" {row['n']:>9} readings  {_iso(row['oldest'])} .. {_iso(row['newest'])}")
         if newest is not None:
             print(f"newest reading received {_ago(now - newest)}"
@@ -194,10 +194,17 @@ def cmd_info(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _exact(row: Any) -> str:
+    """The value recomputed from the raw integers: the REAL column may round."""
+    from ravend.protocol.model import scale
+
+    return str(scale(row["raw"], row["multiplier"], row["divisor"]))
+
+
 def _format_row(row: Any) -> str:
     meter_time = row["meter_time"]
     when = _iso(meter_time) if meter_time is not None else _iso(row["key_time"]) + " (host)"
-    return f"{when}  {row['meter_mac']}  {row['kind']:<22} {row['value']:g} {row['unit']}"
+    return f"{when}  {row['meter_mac']}  {row['kind']:<22} {_exact(row)} {row['unit']}"
 
 
 def cmd_tail(args: argparse.Namespace, config: Config) -> int:

@@ -1,0 +1,133 @@
+"""ravenctl against a real store: status exit codes, info, export formats, tail, simulate."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from readings import DEVICE, METER, T0, demand, demands
+from ravend_process import ROOT
+
+from ravend.protocol.model import Kind, Reading, scale
+from ravend.sinks.base import StateItem
+from ravend.sinks.sqlite import SqliteSink
+
+
+def ravenctl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ravend.cli.ravenctl", *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+
+
+@pytest.fixture()
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "ravend.db"
+    sink = SqliteSink(path)
+    sink.open()
+    raw = 0x95800BE
+    summation = Reading(METER, Kind.SUMMATION_DELIVERED, T0 + 5, T0 + 5.2, raw, 1, 1000,
+                        scale(raw, 1, 1000), "kWh", DEVICE)
+    sink.write(demands(10) + [summation], [
+        StateItem(DEVICE, "", "DeviceInfo", T0, {"model_id": "Z106-RAVEn", "fw_version": "2.0"})])
+    sink.close()
+    return path
+
+
+def fresh(db: Path) -> None:
+    sink = SqliteSink(db)
+    sink.open()
+    r = demand(100)
+    sink.write([Reading(r.meter_mac, r.kind, int(time.time()), time.time(), r.raw, 1, 1000,
+                        r.value, r.unit, r.device_mac)], [])
+    sink.close()
+
+
+def test_status_stale_exits_3_and_shows_values(db: Path) -> None:
+    proc = ravenctl("status", "--db", str(db), "--config", "/nonexistent")
+    assert proc.returncode == 3, proc.stderr
+    assert METER in proc.stdout
+    assert "156762.302" in proc.stdout  # the summation, exact
+    assert "STALE" in proc.stdout
+
+
+def test_status_fresh_exits_0(db: Path) -> None:
+    fresh(db)
+    proc = ravenctl("status", "--db", str(db), "--config", "/nonexistent", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    kinds = {m["kind"]: m for m in data["meters"]}
+    assert kinds["demand"]["n"] == 11
+    assert data["stale"] is False
+
+
+def test_status_without_database_exits_2(tmp_path: Path) -> None:
+    proc = ravenctl("status", "--db", str(tmp_path / "none.db"), "--config", "/nonexistent")
+    assert proc.returncode == 2
+    assert "no database yet" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_info_shows_device_state(db: Path) -> None:
+    proc = ravenctl("info", "--db", str(db), "--config", "/nonexistent")
+    assert proc.returncode == 0
+    assert "DeviceInfo" in proc.stdout and "Z106-RAVEn" in proc.stdout
+
+
+def test_export_csv_range(db: Path) -> None:
+    proc = ravenctl("export", "--db", str(db), "--config", "/nonexistent", "--since",
+                    str(T0 + 2), "--until", str(T0 + 5), "--kind", "demand")
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert [int(r["key_time"]) for r in rows] == [T0 + 2, T0 + 3, T0 + 4]
+    assert rows[0]["raw"] == "1002" and rows[0]["unit"] == "kW"
+
+
+def test_export_jsonl_iso_dates(db: Path) -> None:
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(T0 + 8))
+    proc = ravenctl("export", "--db", str(db), "--config", "/nonexistent", "--since", since,
+                    "--format", "jsonl")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert {(x["kind"], x["key_time"]) for x in lines} == {
+        ("demand", T0 + 8), ("demand", T0 + 9)}
+
+
+def test_export_bad_time_is_one_line(db: Path) -> None:
+    proc = ravenctl("export", "--db", str(db), "--config", "/nonexistent", "--since", "soon")
+    assert proc.returncode != 0
+    assert "cannot read time 'soon'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_tail_prints_new_readings(db: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "ravend.cli.ravenctl", "tail", "--db",
+                             str(db), "--config", "/nonexistent", "-n", "2", "--count", "1",
+                             "--interval", "0.1"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    time.sleep(1.0)
+    fresh(db)
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    lines = out.splitlines()
+    assert len(lines) == 3  # the last two, then the new one
+    assert "demand" in lines[-1]
+
+
+def test_help_explains_every_command() -> None:
+    proc = ravenctl("--help")
+    assert proc.returncode == 0
+    for command in ("status", "info", "tail", "export", "simulate"):
+        assert command in proc.stdout
+        sub = ravenctl(command, "--help")
+        assert sub.returncode == 0 and len(sub.stdout) > 200, command
+
+
+def test_simulate_count_exits(tmp_path: Path) -> None:
+    link = tmp_path / "sim"
+    proc = ravenctl("simulate", "--link", str(link), "--count", "3", "--flat-out", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert str(link) in proc.stdout

@@ -1,0 +1,3 @@
+import time
+def test_sleep(mariadb_server, mongo_server, mosquitto_server):
+    time.sleep(60)
