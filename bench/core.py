@@ -201,9 +201,9 @@ def table(outcomes: list[Outcome]) -> str:
               for i, h in enumerate(heads)]
 
     def line(cells: tuple[str, ...]) -> str:
-        what, figure, unit, target, status = (c.ljust(w) for c, w in zip(cells, widths,
-                                                                          strict=True))
-        return f"{what}  {figure.rjust(widths[1])}  {unit}  {target}  {status}".rstrip()
+        what, figure, unit, target, status = cells
+        return "  ".join([what.ljust(widths[0]), figure.rjust(widths[1]), unit.ljust(widths[2]),
+                          target.ljust(widths[3]), status]).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(heads), rule, *(line(r) for r in rows)])

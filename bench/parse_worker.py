@@ -21,6 +21,8 @@ What is timed, per run, from the first chunk to the end of stream:
   (none here: that is the fate of a pushed fragment). It converts no field: numbers stay hex
   text; aioraven converts only the replies to its own commands, in device.py. So it does less
   work per fragment than ravend, and the ratio is on the conservative side.
+* framer (information only): ravend's ``Framer().feed`` alone, to show how the time splits
+  between cutting fragments out and decoding them.
 
 Neither parser is asked to survive noise here (both get well-formed fragments); the fuzz row
 covers that for ravend. An untimed pass first checks that both see every fragment.
@@ -55,6 +57,25 @@ def ravend_runner() -> tuple[Callable[[list[bytes]], None], Callable[[list[bytes
         if bad:
             raise SystemExit(f"ravend did not decode the stream cleanly: {bad[0]!r}")
         return len(items)
+
+    return run, count
+
+
+def framer_runner() -> tuple[Callable[[list[bytes]], None], Callable[[list[bytes]], int]]:
+    """ravend's framer alone: where the decoder's time goes, for whoever tunes it."""
+    from ravend.protocol import Framer, RawFragment
+
+    def run(chunks: list[bytes]) -> None:
+        framer = Framer()
+        feed = framer.feed
+        for chunk in chunks:
+            feed(chunk)
+        feed(b"")
+
+    def count(chunks: list[bytes]) -> int:
+        framer = Framer()
+        items = [item for chunk in [*chunks, b""] for item in framer.feed(chunk)]
+        return sum(isinstance(i, RawFragment) for i in items)
 
     return run, count
 
@@ -102,7 +123,7 @@ def aioraven_runner() -> tuple[Callable[[list[bytes]], None], Callable[[list[byt
     return run, count
 
 
-RUNNERS = {"ravend": ravend_runner, "aioraven": aioraven_runner}
+RUNNERS = {"ravend": ravend_runner, "framer": framer_runner, "aioraven": aioraven_runner}
 
 
 def main() -> int:

@@ -43,7 +43,7 @@ log = logging.getLogger("ravend.device")
 RAVEN_USB = (0x0403, 0x8A28)
 EMU2_USB = (0x04B4, 0x0003)
 #: Stable names the udev rules create, tried first by `port = auto`.
-UDEV_LINKS = ("/dev/raven", "/dev/emu2")
+UDEV_LINKS = ("raven", "emu2")
 #: A read returns at least this often to run the session's timers even when the line is quiet.
 MAX_READ_WAIT = 60.0
 #: Bytes asked for per read: a whole burst of fragments fits.
@@ -66,12 +66,16 @@ class CommandFailed(Exception):
     """A user command could not be carried out (no device, timeout, device said no)."""
 
 
-def find_port() -> tuple[str, str]:
-    """The stick's port and model ('raven', 'emu2' or 'unknown') for `port = auto`."""
-    for link in UDEV_LINKS:
+def find_port(dev: str = "/dev") -> tuple[str, str]:
+    """The stick's port and model ('raven', 'emu2' or 'unknown') for `port = auto`.
+
+    Order: the udev rules' stable links, then /dev/serial/by-id names, then USB ids and strings.
+    """
+    for name in UDEV_LINKS:
+        link = os.path.join(dev, name)
         if os.path.exists(link):
-            return link, ("emu2" if "emu2" in link else "unknown")
-    for path in sorted(glob.glob("/dev/serial/by-id/*")):
+            return link, ("emu2" if "emu2" in name else "unknown")
+    for path in sorted(glob.glob(os.path.join(dev, "serial/by-id/*"))):
         name = os.path.basename(path)
         if "RAVEn" in name or "RFA-Z106" in name:
             return path, "raven"

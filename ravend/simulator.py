@@ -1438,6 +1438,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "schedule (benchmarks)",
     )
     parser.add_argument(
+        "--start-time",
+        type=int,
+        default=None,
+        metavar="UNIX",
+        help="the meter clock at start, in Unix seconds (default: now)",
+    )
+    parser.add_argument(
         "--reply-delay",
         type=float,
         default=0.05,
@@ -1464,6 +1471,7 @@ def main(argv: list[str] | None = None) -> int:
         meters=args.meters,
         quirks=args.quirk,
         reply_delay=args.reply_delay,
+        start_time=int(time.time()) if args.start_time is None else args.start_time,
         pushes=not args.flat_out,
         record=False,
     )

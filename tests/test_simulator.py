@@ -183,6 +183,13 @@ def readings_in(data: bytes) -> list[SentReading]:
     return out
 
 
+def fixture_bytes(name: str) -> bytes:
+    path = FIXTURES / name
+    if not path.is_file():
+        pytest.skip(f"device fixture {path} not present")
+    return path.read_bytes()
+
+
 @pytest.fixture
 def tmp_link(tmp_path: Path) -> str:
     return str(tmp_path / "raven-sim")
@@ -206,7 +213,7 @@ def run_flat(quirks=(), *, seed: int = 0, n: int = 60, kinds=ALL_KINDS, personal
 
 def test_raven_format_matches_fixture() -> None:
     data, sent, sim = run_flat(n=1, kinds=("demand",))
-    fixture = (FIXTURES / "raven-instantaneous-demand.xml").read_bytes()
+    fixture = fixture_bytes("raven-instantaneous-demand.xml")
     assert data.startswith(b"<InstantaneousDemand>\r\n  <DeviceMacId>0x")
     assert data.endswith(b"</InstantaneousDemand>\r\n")
     assert b"\n" not in data.replace(b"\r\n", b"")
@@ -226,7 +233,7 @@ def test_raven_format_matches_fixture() -> None:
 
 def test_emu2_format_lf_and_four_spaces() -> None:
     data, sent, _ = run_flat(n=4, kinds=("demand", "summation_delivered"), personality="emu2")
-    fixture = (FIXTURES / "emu2-summation.xml").read_bytes()
+    fixture = fixture_bytes("emu2-summation.xml")
     assert b"\r" not in data
     assert data.startswith(b"<InstantaneousDemand>\n    <DeviceMacId>0xd8d5b9")
     start = data.index(b"<CurrentSummationDelivered>")
