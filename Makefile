@@ -5,7 +5,7 @@
 #   make lint         ruff (newest, from .venv-pypi) over ravend tests bench
 #   make test-debian  the tests on Debian's /usr/bin/python3 and its python3-* packages
 #   make test-pypi    the tests on the newest PyPI releases, in .venv-pypi
-#   make demo | bench | bench-quick | deb   run tools/demo.sh, bench/run.py, tools/deb.sh
+#   make demo | bench | bench-quick | deb   run tools/demo.sh, bench/run.py, tools/package-build.sh
 #
 # Test selection: make test-pypi PYTEST_ARGS='-k mqtt -x'  (PYTEST_MARK='' also runs the slow ones)
 # Package lists: tools/deps/apt*.txt, tools/deps/pypi.txt, tools/deps/secantus.txt.
@@ -31,6 +31,8 @@ STAMP_SECANTUS := $(CACHE)/venv-secantus.stamp
 PYTEST_MARK ?= not slow
 PYTEST_ARGS ?=
 TESTS ?= tests
+# tests/package installs and purges the .deb as root: only `make check-deb` (mk/deb.mk) runs it.
+TEST_IGNORE := --ignore=tests/package
 LINT_PATHS := $(wildcard ravend tests bench)
 
 # The package comes from the source tree (PYTHONPATH, and pythonpath in pytest.ini); nothing of
@@ -81,11 +83,11 @@ test: test-debian test-pypi
 
 test-debian: $(STAMP_APT) $(STAMP_SECANTUS)
 	RAVEND_TEST_STACK=debian $(DEBIAN_ENV) $(DEBIAN_PYTHON) -m pytest -p no:cacheprovider \
-		-m "$(PYTEST_MARK)" $(PYTEST_ARGS) $(TESTS)
+		-m "$(PYTEST_MARK)" $(TEST_IGNORE) $(PYTEST_ARGS) $(TESTS)
 
 test-pypi: $(STAMP_APT) $(STAMP_PYPI) $(STAMP_SECANTUS)
 	RAVEND_TEST_STACK=pypi $(PYPI_ENV) $(VENV_PYPI)/bin/python -m pytest \
-		-m "$(PYTEST_MARK)" $(PYTEST_ARGS) $(TESTS)
+		-m "$(PYTEST_MARK)" $(TEST_IGNORE) $(PYTEST_ARGS) $(TESTS)
 
 # ---------------------------------------------------------------------------------------------
 # Entry points whose scripts other parts of the project own: change the script, not the target.
@@ -96,8 +98,9 @@ define run-script
 	$(2)
 endef
 
-demo: $(STAMP_APT)
-	$(call run-script,tools/demo.sh,$(DEBIAN_ENV) bash tools/demo.sh)
+# The demo needs only python3-serial, which tools/demo.sh installs if it is missing.
+demo:
+	$(DEBIAN_ENV) bash tools/demo.sh
 
 bench: deps
 	$(call run-script,bench/run.py,$(DEBIAN_ENV) $(DEBIAN_PYTHON) bench/run.py)
@@ -105,7 +108,7 @@ bench: deps
 bench-quick: deps
 	$(call run-script,bench/run.py,$(DEBIAN_ENV) $(DEBIAN_PYTHON) bench/run.py --quick)
 
-deb:
-	$(call run-script,tools/deb.sh,$(DEBIAN_ENV) bash tools/deb.sh)
+deb: $(STAMP_APT)
+	$(call run-script,tools/package-build.sh,$(DEBIAN_ENV) bash tools/package-build.sh --out out)
 
 -include mk/*.mk

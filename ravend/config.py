@@ -80,6 +80,44 @@ def one_of(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def mqtt_topic(value: str) -> str:
+    """A topic prefix: one or more levels, no wildcards, no empty level at either end."""
+    v = value.strip()
+    if not v or v.startswith("/") or v.endswith("/") or "+" in v or "#" in v or "\0" in v:
+        raise ValueError("a topic such as ravend or home/meter (no + or #, no leading or"
+                         " trailing /)")
+    return v
+
+
+def mqtt_client_id(value: str) -> str:
+    """An MQTT client id; %h stands for the host name. It also names a topic level."""
+    v = value.strip()
+    if not v or any(c in v for c in "+#/ \0"):
+        raise ValueError("a client id such as ravend-%h (no spaces, +, # or /)")
+    return v
+
+
+def read_secret(path: str | os.PathLike[str], where: str = "") -> str:
+    """The first line of a secret file that only its owner may read, or ConfigError."""
+    label = f"{where}: " if where else ""
+    try:
+        mode = os.stat(path).st_mode
+        if mode & 0o077:
+            raise ConfigError(
+                f"{label}{path} is accessible by group or others (mode {mode & 0o777:04o}):"
+                f" make it readable by the service user only (chmod 600 {path})")
+        with open(path, encoding="utf-8") as handle:
+            first = handle.readline()
+    except FileNotFoundError:
+        raise ConfigError(f"{label}{path}: no such file") from None
+    except PermissionError:
+        raise ConfigError(f"{label}{path}: permission denied (readable by the service user?)"
+                          ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{label}{path}: cannot read: {exc}") from None
+    return first.rstrip("\r\n")
+
+
 def opt(name: str, parse: Callable[[str], Any], default: Any, *, low: float | None = None,
         high: float | None = None) -> Any:
     """A config key: its parser and bounds travel in the dataclass field's metadata."""
@@ -92,7 +130,7 @@ def opt(name: str, parse: Callable[[str], Any], default: Any, *, low: float | No
 @dataclass(frozen=True)
 class ServiceConfig:
     # Where the SQLite store, outboxes and other state live (systemd's StateDirectory).
-    state_dir: Path = opt("state directory", Path, DEFAULT_STATE_DIR)
+    state_dir: Path = opt("state directory", Path, DEFAULT_STATE_DIR)  # noqa: RUF009 - a field()
     log_level: str = opt("log level", one_of("debug", "info", "warning", "error"), "info")
     # Group commit: readings are written at most this long after they arrive, or sooner when
     # `batch_size` are waiting. One second keeps latency low and a Pi's SD card happy.
@@ -129,7 +167,121 @@ class DeviceConfig:
 class SqliteConfig:
     enabled: bool = opt("enabled", boolean, True)
     # Relative paths are under [service] state_dir.
-    path: Path = opt("database path", Path, DEFAULT_SQLITE_NAME)
+    path: Path = opt("database path", Path, DEFAULT_SQLITE_NAME)  # noqa: RUF009 - a field()
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """The MQTT sink of ravend; ravend-repeater (and other companions) reuse the broker keys."""
+
+    enabled: bool = opt("enabled", boolean, False)
+    host: str = opt("broker host", text, "localhost")
+    port: int = opt("broker port", integer, 1883, low=1, high=65535)
+    tls: bool = opt("TLS", boolean, False)
+    # TLS files; an empty ca_file means the system's CA certificates.
+    ca_file: str = opt("CA certificate file", text, "")
+    cert_file: str = opt("client certificate file", text, "")
+    key_file: str = opt("client key file", text, "")
+    # The certificate chain is always verified; this only skips the host name check.
+    tls_insecure: bool = opt("skip the host name check", boolean, False)
+    username: str = opt("user name", text, "")
+    password: str = opt("password", text, "")
+    # Preferred over `password`: the first line of a file only the service user may read.
+    password_file: str = opt("password file", text, "")
+    # Stable across restarts (a broker keys sessions by it); %h is the host name.
+    client_id: str = opt("client id", mqtt_client_id, "ravend-%h")
+    keepalive: float = opt("keepalive", duration, 60.0, low=5, high=65535)
+    # 1: every message acknowledged by the broker before the outbox lets go of it.
+    qos: int = opt("QoS", integer, 1, low=0, high=2)
+    topic_prefix: str = opt("topic prefix", mqtt_topic, "ravend")
+    # Readings and device state retained: a new subscriber sees the latest value at once.
+    retain_state: bool = opt("retain state", boolean, True)
+    discovery: bool = opt("Home Assistant discovery", boolean, True)
+    discovery_prefix: str = opt("discovery prefix", mqtt_topic, "homeassistant")
+    # Cap of the on-disk outbox that holds readings while the broker is unreachable.
+    spool_max_mb: float = opt("spool size cap", number, 100.0, low=1, high=1_000_000)
+    # A batch not fully acknowledged within this time counts as a failure (spool, reconnect).
+    publish_timeout: float = opt("publish timeout", duration, 10.0, low=0.1, high=3600)
+
+
+@dataclass(frozen=True)
+class RepeaterConfig:
+    """ravend-repeater: rows of the SQL store after a watermark → MQTT, as [mqtt] says."""
+
+    source: str = opt("source store", one_of("sqlite", "mysql"), "sqlite")
+    batch_size: int = opt("batch size", integer, 500, low=1, high=10_000)
+    # Idle: look for new rows after 50 ms, doubling up to this.
+    poll_interval: float = opt("poll interval", duration, 1.0, low=0.05, high=3600)
+    # Relative paths are under [service] state_dir.
+    watermark_file: Path = opt("watermark", Path, Path("repeater.watermark"))  # noqa: RUF009
+    # Without a watermark file: publish the whole store (oldest) or only new rows (newest).
+    start: str = opt("start", one_of("oldest", "newest"), "oldest")
+    client_id: str = opt("client id", mqtt_client_id, "ravend-repeater-%h")
+
+
+@dataclass(frozen=True)
+class MysqlConfig:
+    """The MySQL/MariaDB sink (python3-mysqldb); ravenctl and the repeater reuse its connection."""
+
+    enabled: bool = opt("enabled", boolean, False)
+    host: str = opt("server host", text, "localhost")
+    port: int = opt("server port", integer, 3306, low=1, high=65535)
+    # A local server's socket; when set, host and port are not used.
+    unix_socket: str = opt("unix socket", text, "")
+    user: str = opt("user", text, "ravend")
+    password: str = opt("password", text, "")
+    # Preferred over `password`: the first line of a file only the service user may read.
+    password_file: str = opt("password file", text, "")
+    database: str = opt("database", text, "ravend")
+    # TLS: any of these turns it on (and then a server without TLS is refused).
+    ssl_ca: str = opt("CA certificate file", text, "")
+    ssl_cert: str = opt("client certificate file", text, "")
+    ssl_key: str = opt("client key file", text, "")
+    # Check that the server's certificate names `host` (the chain is checked against ssl_ca).
+    ssl_verify_server_cert: bool = opt("verify the server certificate", boolean, True)
+    connect_timeout: float = opt("connect timeout", duration, 10.0, low=1, high=3600)
+    # A query unanswered this long means a lost server: reconnect and retry (spooling meanwhile).
+    query_timeout: float = opt("query timeout", duration, 60.0, low=1, high=86400)
+    # The CalPlug scripts' `run` column and run_info.name.
+    run_name: str = opt("run name", text, "ravend")
+    # Also fill the CalPlug python-raven tables (instantaneous_demand, run_info).
+    calplug_tables: bool = opt("CalPlug tables", boolean, True)
+
+
+def time_zone(value: str) -> str:
+    """``local`` (the host's zone) or an IANA zone name that this system's tzdata knows."""
+    v = value.strip()
+    if v.lower() == "local":
+        return "local"
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(v)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError("local or a time zone name such as Europe/Berlin or UTC") from None
+    return v
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """Roll-ups and purges of the SQL stores, done by ravend's maintenance thread."""
+
+    # Raw readings older than this are purged once rolled up; 0 keeps them forever. 400 days
+    # keep a year and a month for comparisons and cost a Pi about 0.8 GB of SQLite at the
+    # default push rates (a demand every 8 s).
+    raw_days: int = opt("raw retention", integer, 400, low=0, high=100_000)
+    # Hourly and daily roll-ups older than this are purged; 0 keeps them forever.
+    rollup_days: int = opt("roll-up retention", integer, 0, low=0, high=100_000)
+    rollups: bool = opt("roll-ups", boolean, True)
+    # Local days of the daily roll-ups: `local` (the host's zone) or a name such as Europe/Paris.
+    time_zone: str = opt("time zone", time_zone, "local")
+    rollup_interval: float = opt("roll-up interval", duration, 300.0, low=1, high=86400)
+    purge_interval: float = opt("purge interval", duration, 3600.0, low=1, high=30 * 86400)
+    # Rows per purge transaction, and the pause between two: the writer waits at most one chunk.
+    purge_chunk: int = opt("purge chunk", integer, 2000, low=10, high=1_000_000)
+    purge_pause: float = opt("purge pause", duration, 0.05, low=0, high=60)
+    # SQLite only: past this size, purge the oldest (rolled-up) raw readings too; 0: no cap.
+    max_db_mb: float = opt("SQLite size cap", number, 0.0, low=0, high=10_000_000)
 
 
 @dataclass(frozen=True)
@@ -137,6 +289,10 @@ class Config:
     service: ServiceConfig = field(default_factory=ServiceConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
     sqlite: SqliteConfig = field(default_factory=SqliteConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    repeater: RepeaterConfig = field(default_factory=RepeaterConfig)
+    mysql: MysqlConfig = field(default_factory=MysqlConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     source: str = "(defaults)"
 
     @property
@@ -148,6 +304,10 @@ SECTIONS: dict[str, type] = {
     "service": ServiceConfig,
     "device": DeviceConfig,
     "sqlite": SqliteConfig,
+    "mqtt": MqttConfig,
+    "repeater": RepeaterConfig,
+    "mysql": MysqlConfig,
+    "retention": RetentionConfig,
 }
 
 
@@ -240,6 +400,52 @@ def _check_across(config: Config, path: str) -> None:
             f"{_where(path, 'device', 'reconnect_min')}: must not exceed reconnect_max "
             f"({dev.reconnect_min:g} > {dev.reconnect_max:g})"
         )
+    _check_mqtt(config.mqtt, path)
+    _check_mysql(config.mysql, path)
+
+
+def _check_mqtt(mq: MqttConfig, path: str) -> None:
+    if mq.password and mq.password_file:
+        raise ConfigError(f"{_where(path, 'mqtt', 'password_file')}: set password or"
+                          " password_file, not both")
+    if mq.password_file:
+        read_secret(mq.password_file, _where(path, "mqtt", "password_file"))
+    if mq.key_file and not mq.cert_file:
+        raise ConfigError(f"{_where(path, 'mqtt', 'key_file')}: needs cert_file as well")
+    for key in ("ca_file", "cert_file", "key_file"):
+        value = getattr(mq, key)
+        if value and not mq.tls:
+            raise ConfigError(f"{_where(path, 'mqtt', key)}: set, but tls = no"
+                              " (the connection would not be encrypted)")
+        if value and not os.path.isfile(value):
+            raise ConfigError(f"{_where(path, 'mqtt', key)} = {value!r}: no such file")
+
+
+def _check_mysql(my: MysqlConfig, path: str) -> None:
+    if my.password and my.password_file:
+        raise ConfigError(f"{_where(path, 'mysql', 'password_file')}: set password or"
+                          " password_file, not both")
+    if my.password_file:
+        # Only the mode here: whoever runs ravenctl may not be allowed to read it; the service
+        # reads it at each connection (read_secret), so a fixed file is picked up on the retry.
+        try:
+            mode = os.stat(my.password_file).st_mode
+        except FileNotFoundError:
+            raise ConfigError(f"{_where(path, 'mysql', 'password_file')} ="
+                              f" {my.password_file!r}: no such file") from None
+        except OSError:
+            mode = 0
+        if mode & 0o077:
+            raise ConfigError(
+                f"{_where(path, 'mysql', 'password_file')}: {my.password_file} is accessible by"
+                f" group or others (mode {mode & 0o777:04o}): make it readable by the service"
+                f" user only (chmod 600 {my.password_file})")
+    if my.ssl_key and not my.ssl_cert:
+        raise ConfigError(f"{_where(path, 'mysql', 'ssl_key')}: needs ssl_cert as well")
+    for key in ("ssl_ca", "ssl_cert", "ssl_key"):
+        value = getattr(my, key)
+        if value and not os.path.isfile(value):
+            raise ConfigError(f"{_where(path, 'mysql', key)} = {value!r}: no such file")
 
 
 def replace(config: Config, **sections: dict[str, Any]) -> Config:

@@ -40,9 +40,9 @@ def test_shipped_config_parses_to_the_defaults() -> None:
 
 
 def test_shipped_config_documents_every_key() -> None:
-    from ravend.config import SECTIONS
-
     import dataclasses
+
+    from ravend.config import SECTIONS
     text = (ROOT / "etc" / "ravend.conf").read_text()
     for section, cls in SECTIONS.items():
         assert f"[{section}]" in text

@@ -14,10 +14,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from ravend_process import RavendProcess, stored_rows, wait_for, write_config
 
 from ravend.protocol.model import scale
 from ravend.simulator import MeterSimulator
+from ravend_process import RavendProcess, stored_rows, wait_for, write_config
 
 SCENARIOS = {
     "raven": ("raven", ("nul_noise", "partial_start", "duplicates", "negative_demand",

@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-from readings import DEVICE, METER, T0, demand, demands
-from ravend_process import ROOT
 
 from ravend.protocol.model import Kind, Reading, scale
 from ravend.sinks.base import StateItem
 from ravend.sinks.sqlite import SqliteSink
+from ravend_process import ROOT
+from readings import DEVICE, METER, T0, demand, demands
 
 
 def ravenctl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -32,7 +32,7 @@ def db(tmp_path: Path) -> Path:
     raw = 0x95800BE
     summation = Reading(METER, Kind.SUMMATION_DELIVERED, T0 + 5, T0 + 5.2, raw, 1, 1000,
                         scale(raw, 1, 1000), "kWh", DEVICE)
-    sink.write(demands(10) + [summation], [
+    sink.write([*demands(10), summation], [
         StateItem(DEVICE, "", "DeviceInfo", T0, {"model_id": "Z106-RAVEn", "fw_version": "2.0"})])
     sink.close()
     return path

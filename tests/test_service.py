@@ -10,9 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from ravend_process import ROOT, RavendProcess, stored_rows, wait_for, write_config
-
 from ravend.simulator import MeterSimulator
+from ravend_process import ROOT, RavendProcess, stored_rows, wait_for, write_config
 
 
 def notify_socket(tmp_path: Path) -> socket.socket:
