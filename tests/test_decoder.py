@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -135,7 +135,7 @@ def test_instantaneous_demand_decodes_all_fields() -> None:
     )
     assert d.kw == Decimal("5.44")
     # PROTOCOL.md's example: 2019-09-15 22:58:39 UTC.
-    assert d.time_stamp == datetime(2019, 9, 15, 22, 58, 39, tzinfo=timezone.utc).timestamp()
+    assert d.time_stamp == datetime(2019, 9, 15, 22, 58, 39, tzinfo=UTC).timestamp()
 
 
 def test_current_summation_delivered_decodes_with_received() -> None:
@@ -514,7 +514,7 @@ def test_warning_keeps_its_text() -> None:
 def test_timestamp_zero_is_2000_01_01_utc_not_1970() -> None:
     d = one(demand_fragment(stamp="0x00000000"))
     assert d.time_stamp == 946_684_800
-    assert d.time_stamp == datetime(2000, 1, 1, tzinfo=timezone.utc).timestamp()
+    assert d.time_stamp == datetime(2000, 1, 1, tzinfo=UTC).timestamp()
 
 
 @pytest.mark.parametrize("unset", ["0xffffffff", "0xffffff", "0xFFFFFFFF"])

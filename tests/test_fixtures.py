@@ -6,6 +6,7 @@ fragment; each way must give exactly the same fragments, and then the same readi
 
 from __future__ import annotations
 
+import os
 import random
 from decimal import Decimal
 from pathlib import Path
@@ -17,7 +18,10 @@ from ravend.protocol import model as m
 from ravend.protocol.decoder import StreamDecoder, readings_from
 from ravend.protocol.model import METER_EPOCH_OFFSET, Discarded, Kind
 
-FIXTURES = Path("/work/shared/fixtures")
+#: The shared captures; RAVEND_FIXTURES or a tests/fixtures copy (for a package build) wins.
+_CANDIDATES = [os.environ.get("RAVEND_FIXTURES", ""), Path(__file__).parent / "fixtures",
+               "/work/shared/fixtures"]
+FIXTURES = next((Path(c) for c in _CANDIDATES if c and Path(c).is_dir()), Path(_CANDIDATES[-1]))
 RECEIVED = 1_713_770_000.25
 TRAILER = b"<InstantaneousDemand>\r\n  <DeviceMacId>0xd8d5"
 

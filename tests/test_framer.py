@@ -9,12 +9,15 @@ range there and exactly only for the whole feed.
 
 from __future__ import annotations
 
+import os
 import random
+from pathlib import Path
 
 import pytest
 
 from ravend.protocol.framer import (
     MAX_FRAGMENT_BYTES,
+    MAX_PAD_BYTES,
     MAX_TAG_BYTES,
     PREVIEW_BYTES,
     Event,
@@ -24,6 +27,11 @@ from ravend.protocol.framer import (
 from ravend.protocol.model import Discarded
 
 # --- helpers ----------------------------------------------------------------------------------
+
+#: The shared captures (as in test_fixtures.py): RAVEND_FIXTURES or a tests/fixtures copy wins.
+_CANDIDATES = [os.environ.get("RAVEND_FIXTURES", ""), Path(__file__).parent / "fixtures",
+               "/work/shared/fixtures"]
+FIXTURES = next((Path(c) for c in _CANDIDATES if c and Path(c).is_dir()), Path(_CANDIDATES[-1]))
 
 #: The start of a fragment that never finishes: fed after a stream, it must change nothing.
 TRAILER = b"<InstantaneousDemand>\r\n  <DeviceMacId>0xd8d5b90000"
@@ -146,8 +154,7 @@ def test_lf_only_fragment_is_cut_like_crlf() -> None:
 
 
 def test_emu2_children_at_column_zero_do_not_start_fragments() -> None:
-    with open("/work/shared/fixtures/emu2-demand-multiplier-3.xml", "rb") as f:
-        data = f.read()
+    data = (FIXTURES / "emu2-demand-multiplier-3.xml").read_bytes()
     assert b"\n<Demand>" in data  # the quirk under test: children are not indented
     ways = three_ways(data + data)
     one = RawFragment("InstantaneousDemand", data.rstrip(b"\n"))
@@ -202,6 +209,40 @@ def test_unknown_root_tag_alone_on_its_line_is_framed_as_a_container() -> None:
         ways,
         [RawFragment("FirmwareNotice", unknown), RawFragment("InstantaneousDemand", DEMAND)],
     )
+
+
+@pytest.mark.parametrize(
+    "start",
+    [
+        pytest.param(b"<FutureThing> \t \t \t \t ", id="blanks-before-line-break"),
+        pytest.param(b"<" + b"F" * MAX_TAG_BYTES + b">", id="longest-name"),
+        pytest.param(b"<" + b"F" * MAX_TAG_BYTES + b">" + b" " * MAX_PAD_BYTES, id="both"),
+    ],
+)
+def test_unknown_container_start_split_anywhere_is_still_found(start: bytes) -> None:
+    # A read ending inside the longest possible start tag must keep all of it.
+    tag = start[1 : start.index(b">")]
+    unknown = start + b"\r\n  <A>1</A>\r\n</" + tag + b">"
+    ways = three_ways(b"\r\n" + unknown + b"\r\n" + DEMAND + b"\r\n")
+    assert_same_fragments(
+        ways, [RawFragment(tag.decode(), unknown), RawFragment("InstantaneousDemand", DEMAND)]
+    )
+
+
+@pytest.mark.parametrize(
+    "start",
+    [
+        pytest.param(b"<FutureThing>" + b" " * (MAX_PAD_BYTES + 1), id="too-many-blanks"),
+        pytest.param(b"<" + b"F" * (MAX_TAG_BYTES + 1) + b">", id="name-too-long"),
+    ],
+)
+def test_overlong_start_tag_is_noise_whatever_the_split(start: bytes) -> None:
+    tag = start[1 : start.index(b">")]
+    unknown = start + b"\r\n  <A>1</A>\r\n</" + tag + b">\r\n"
+    ways = three_ways(unknown + DEMAND + b"\r\n")
+    assert_same_fragments(ways, [RawFragment("InstantaneousDemand", DEMAND)])
+    for name, events in ways.items():
+        assert discards(events), name
 
 
 # --- noise between fragments ------------------------------------------------------------------

@@ -15,6 +15,7 @@ import html
 import os
 from dataclasses import dataclass
 from decimal import Decimal
+from itertools import pairwise
 from typing import Any, get_args
 
 from hypothesis import HealthCheck, event, given, settings
@@ -23,7 +24,14 @@ from hypothesis import strategies as st
 from ravend.protocol import model as m
 from ravend.protocol.commands import encode_command
 from ravend.protocol.decoder import StreamDecoder, readings_from
-from ravend.protocol.framer import MAX_FRAGMENT_BYTES, PREVIEW_BYTES, Framer, RawFragment
+from ravend.protocol.framer import (
+    MAX_FRAGMENT_BYTES,
+    MAX_PAD_BYTES,
+    MAX_TAG_BYTES,
+    PREVIEW_BYTES,
+    Framer,
+    RawFragment,
+)
 from ravend.protocol.model import METER_EPOCH_OFFSET, DecodeError, Discarded, Kind
 
 EXAMPLES = int(os.environ.get("RAVEND_FUZZ_EXAMPLES", "250"))
@@ -45,6 +53,7 @@ class Layout:
     indent: str  # "" for EMU-2's column-0 children
     compact: bool  # the whole fragment on one line
     upper: bool  # upper-case hex digits
+    pad: str  # blanks after the root start tag, before its line break
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,7 @@ layouts = st.builds(
     indent=st.sampled_from(["", "  ", "    ", "\t"]),
     compact=st.booleans(),
     upper=st.booleans(),
+    pad=st.sampled_from(["", " ", "\t", " " * MAX_PAD_BYTES]),
 )
 
 
@@ -71,8 +81,9 @@ def render(tag: str, children: list[tuple[str, str]], layout: Layout) -> bytes:
     if layout.compact:
         text = f"<{tag}>" + "".join(f"<{t}>{x}</{t}>" for t, x in children) + f"</{tag}>"
     else:
-        lines = [f"<{tag}>", *(f"{layout.indent}<{t}>{x}</{t}>" for t, x in children), f"</{tag}>"]
-        text = layout.eol.join(lines)
+        lines = [f"<{tag}>{layout.pad}"]
+        lines += [f"{layout.indent}<{t}>{x}</{t}>" for t, x in children]
+        text = layout.eol.join([*lines, f"</{tag}>"])
     return text.encode("cp1252")
 
 
@@ -271,8 +282,9 @@ def warnings(draw: st.DrawFn) -> Generated:
 @st.composite
 def unknowns(draw: st.DrawFn) -> Generated:
     """A root tag this version does not know: only recognisable as a container on its own line."""
-    lay = draw(layouts.map(lambda x: Layout(x.eol, x.indent, False, x.upper)))
-    tag = draw(st.from_regex(r"Zz[A-Za-z0-9]{0,10}", fullmatch=True))
+    lay = draw(layouts.map(lambda x: Layout(x.eol, x.indent, False, x.upper, x.pad)))
+    size = draw(st.one_of(st.integers(0, 10), st.just(MAX_TAG_BYTES - 2)))  # up to the longest
+    tag = "Zz" + draw(st.text(alphabet="abXY09_", min_size=size, max_size=size))
     fields = draw(st.lists(st.tuples(
         st.from_regex(r"[A-Z][A-Za-z]{0,10}", fullmatch=True),
         st.text(alphabet="abc 0x19.", max_size=10),
@@ -300,7 +312,7 @@ junk_gaps = st.binary(max_size=40).map(lambda b: b.replace(b"<", b""))
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     """``data`` cut at the given offsets; never an empty read (that would mean end of stream)."""
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    return [data[a:b] for a, b in zip(points, points[1:]) if b > a]
+    return [data[a:b] for a, b in pairwise(points) if b > a]
 
 
 def run_decoder(chunks: list[bytes]) -> list[Any]:
@@ -320,7 +332,7 @@ def values(out: list[Any]) -> list[Any]:
 
 def build_stream(frags: list[Generated], gaps: list[bytes]) -> bytes:
     data = gaps[0]
-    for frag, gap in zip(frags, gaps[1:]):
+    for frag, gap in zip(frags, gaps[1:], strict=True):
         data += frag.wire + gap
     return data
 

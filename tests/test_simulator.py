@@ -25,7 +25,7 @@ from ravend.protocol.model import METER_EPOCH_OFFSET, Kind
 from ravend.simulator import QUIRKS, MeterSimulator, SentReading, main
 
 REPO = Path(__file__).resolve().parent.parent
-FIXTURES = REPO.parent / "shared" / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"  # copies of ../shared/fixtures (real device output)
 
 READING_TAGS = (
     "InstantaneousDemand",
@@ -186,7 +186,7 @@ def readings_in(data: bytes) -> list[SentReading]:
 def fixture_bytes(name: str) -> bytes:
     path = FIXTURES / name
     if not path.is_file():
-        pytest.skip(f"device fixture {path} not present")
+        pytest.fail(f"device fixture {path} is missing from the tree")
     return path.read_bytes()
 
 
@@ -426,7 +426,7 @@ def test_restart_cycles_connection_status() -> None:
 
 
 def test_pyserial_client_gets_replies() -> None:
-    serial = pytest.importorskip("serial")
+    import serial  # a hard dependency: missing means the setup is broken
     with MeterSimulator(pushes=False, reply_delay=0.01) as sim:
         port = serial.Serial(sim.port, 115200, timeout=0.05)
         try:

@@ -40,9 +40,11 @@ REPLIES: dict[str, str | None] = {
 
 SCHEDULE_EVENTS = ("time", "price", "demand", "summation", "message")
 
-#: Largest values the fields take on the wire (Frequency and Duration are 16-bit seconds,
-#: Price 32-bit, TrailingDigits one byte).
+#: Largest values the fields take on the wire (schedule Frequency is 16-bit seconds, Price
+#: 32-bit, TrailingDigits one byte; fast poll is limited by the device to 255 s for 15 min).
 MAX_U16 = 0xFFFF
+MAX_FAST_POLL_SECONDS = 0xFF
+MAX_FAST_POLL_MINUTES = 0x0F
 MAX_U32 = 0xFFFFFFFE  # 0xffffffff means "no price"
 
 
@@ -118,8 +120,9 @@ def build(name: str, args: Mapping[str, object] | None = None) -> Command:
         price = _int_in("Price", args.pop("Price", None), 0, MAX_U32)
         fields += [("Price", _hex(price, 8)), ("TrailingDigits", _hex(trailing, 2))]
     elif name == "set_fast_poll":
-        freq = _int_in("Frequency", args.pop("Frequency", None), 1, MAX_U16)
-        duration = _int_in("Duration", args.pop("Duration", None), 0, 15 * 60)
+        # RAVEn XML API: Frequency in seconds (1-255), Duration in minutes (0-15).
+        freq = _int_in("Frequency", args.pop("Frequency", None), 1, MAX_FAST_POLL_SECONDS)
+        duration = _int_in("Duration", args.pop("Duration", None), 0, MAX_FAST_POLL_MINUTES)
         fields += [("Frequency", _hex(freq, 4)), ("Duration", _hex(duration, 4))]
     elif name == "confirm_message":
         msg_id = str(args.pop("Id", "")).strip()

@@ -49,11 +49,17 @@ ROOT_TAGS: frozenset[str] = frozenset(
     }
 )
 
+#: Blanks allowed between a container's start tag and its line break (bounded, like the name).
+MAX_PAD_BYTES = 16
+
 _KNOWN = b"|".join(t.encode() for t in sorted(ROOT_TAGS, key=len, reverse=True))
 # Group 1: a known root tag anywhere. Group 2: any tag alone at the end of its line (a container).
 _START = re.compile(
-    rb"<(" + _KNOWN + rb")>|<([A-Za-z][A-Za-z0-9_]{0,62})>[ \t]*[\r\n]"
+    rb"<(" + _KNOWN + rb")>|<([A-Za-z][A-Za-z0-9_]{0,%d})>[ \t]{0,%d}[\r\n]"
+    % (MAX_TAG_BYTES - 1, MAX_PAD_BYTES)
 )
+#: The longest start match: what to keep, or search again, when a read ends inside one.
+_START_SPAN = 1 + MAX_TAG_BYTES + 1 + MAX_PAD_BYTES + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +126,7 @@ class Framer:
             m = _START.search(buf)
             if m is None:
                 # Keep a possible partial start tag at the end; everything before it is noise.
-                keep_from = buf.rfind(b"<", max(0, len(buf) - MAX_TAG_BYTES))
+                keep_from = buf.rfind(b"<", max(0, len(buf) - _START_SPAN))
                 upto = keep_from if keep_from >= 0 else len(buf)
                 if upto:
                     self._discard(events, upto, "no fragment start (noise or a partial fragment)")
@@ -145,13 +151,13 @@ class Framer:
         if end < 0:
             if len(buf) > MAX_FRAGMENT_BYTES:
                 # Keep a possible partial start tag at the very end: it may begin a good fragment.
-                keep_from = buf.rfind(b"<", len(buf) - MAX_TAG_BYTES)
+                keep_from = buf.rfind(b"<", len(buf) - _START_SPAN)
                 upto = keep_from if keep_from > 0 else len(buf)
                 self._discard(events, upto, f"<{self._tag}> longer than {MAX_FRAGMENT_BYTES} bytes")
                 self._tag = None
                 return True
             # Resume the searches just before the end: the close tag or a start may straddle reads.
-            self._scan_from = max(self._scan_from, len(buf) - MAX_TAG_BYTES - 2)
+            self._scan_from = max(self._scan_from, len(buf) - _START_SPAN)
             return False
         stop = end + len(self._close)
         events.append(RawFragment(self._tag, bytes(buf[:stop])))
