@@ -126,6 +126,8 @@ class DeviceSession:
         self.decoder = StreamDecoder()
         self.device_mac = ""
         self.meter_mac = ""
+        # The latest fragment of each root tag, for `ravenctl device info` without a round trip.
+        self.latest: dict[str, Fragment] = {}
         self._serial = None  # serial.Serial | None
         self._stop = threading.Event()
         self._write_lock = threading.Lock()
@@ -388,6 +390,7 @@ class DeviceSession:
             self.meter_mac = item.meter_mac_ids[0]
             self._schedule(time.monotonic(), "get_meter_info")
         tag = type(item).__name__
+        self.latest[tag] = item
         with self._waiters_lock:
             for waiter in self._waiters:
                 if waiter.tag == tag and not waiter.event.is_set():

@@ -22,7 +22,8 @@ FAST_DEVICE = {
 
 def write_config(path: Path, state_dir: Path, port: str, **sections: dict[str, str]) -> Path:
     device = {**FAST_DEVICE, "port": port, **sections.pop("device", {})}
-    service = {"state_dir": str(state_dir), "log_level": "info", **sections.pop("service", {})}
+    service = {"state_dir": str(state_dir), "log_level": "info",
+               "control_socket": str(state_dir / "control"), **sections.pop("service", {})}
     parts = {"service": service, "device": device, **sections}
     text = "".join(
         f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())

@@ -25,6 +25,7 @@ mkdir -p "$demo/state"
 cat > "$demo/ravend.conf" <<CONF
 [service]
 state_dir = $demo/state
+control_socket = $demo/control
 [device]
 port = $demo/raven
 CONF

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ravend import __version__
+from ravend.cli import device_commands
 from ravend.config import DEFAULT_PATH, EX_CONFIG, Config, ConfigError, load, replace
 
 DESCRIPTION = """\
@@ -27,6 +28,8 @@ examples:
   ravenctl tail                       follow new readings as ravend stores them
   ravenctl export --since 2026-11-01 --format csv > november.csv
   ravenctl simulate --link /tmp/raven a fake RAVEn on a pty (point [device] port at it)
+  ravenctl device info --refresh      ask the stick (through the running ravend)
+  ravenctl price set 0.1234 --currency USD
 Run 'ravenctl COMMAND --help' for each command's options. See ravenctl(1).
 """
 
@@ -80,6 +83,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--format", choices=["csv", "jsonl"], default="csv")
     e.add_argument("--kind", action="append", help="only this kind (repeatable)")
 
+    device_commands.add_parsers(sub, _config_args)
+
     sim = sub.add_parser("simulate", help="run a simulated RAVEn/EMU-2 on a pty",
                          description="Run the meter simulator; all arguments go to it"
                          " (see 'ravenctl simulate --help').", add_help=False)
@@ -99,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ravenctl: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
+    if args.command in device_commands.NAMES:
+        return device_commands.run(args, config)
     command = {"status": cmd_status, "info": cmd_info, "tail": cmd_tail,
                "export": cmd_export}[args.command]
     try:

@@ -108,6 +108,11 @@ def build(name: str, args: Mapping[str, object] | None = None) -> Command:
     meter = args.pop("MeterMacId", None)
     if meter is not None:
         fields.append(("MeterMacId", _mac(meter)))
+    if name == "get_schedule" and "Event" in args:
+        event = str(args.pop("Event"))
+        if event not in SCHEDULE_EVENTS:
+            raise CommandError(f"Event must be one of {', '.join(SCHEDULE_EVENTS)}, got {event!r}")
+        fields.append(("Event", event))
     if name == "set_schedule":
         event = str(args.pop("Event", ""))
         if event not in SCHEDULE_EVENTS:
