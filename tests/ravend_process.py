@@ -24,7 +24,9 @@ def write_config(path: Path, state_dir: Path, port: str, **sections: dict[str, s
     device = {**FAST_DEVICE, "port": port, **sections.pop("device", {})}
     service = {"state_dir": str(state_dir), "log_level": "info",
                "control_socket": str(state_dir / "control"), **sections.pop("service", {})}
-    parts = {"service": service, "device": device, **sections}
+    # The simulator's meter clock starts in 2023: keep raw readings unless a test says otherwise.
+    retention = {"raw_days": "0", **sections.pop("retention", {})}
+    parts = {"service": service, "device": device, "retention": retention, **sections}
     text = "".join(
         f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
         for name, keys in parts.items()

@@ -80,7 +80,7 @@ WARNING = crlf(
 
 def buffered(framer: Framer) -> int:
     """Bytes the framer holds between feeds (what a hostile stream could make it pin)."""
-    return len(framer._buf)
+    return framer.buffered
 
 
 def random_chunks(data: bytes, rng: random.Random) -> list[bytes]:

@@ -315,14 +315,14 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in pairwise(points) if b > a]
 
 
-def run_decoder(chunks: list[bytes]) -> list[Any]:
-    decoder = StreamDecoder()
+def run_decoder(chunks: list[bytes], *, fast: bool = True) -> list[Any]:
+    decoder = StreamDecoder(fast=fast)
     out: list[Any] = []
     for chunk in chunks:
         out += decoder.feed(chunk)
-        assert len(decoder.framer._buf) <= MAX_FRAGMENT_BYTES + len(chunk)
+        assert decoder.framer.buffered <= MAX_FRAGMENT_BYTES + len(chunk)
     out += decoder.feed(b"")
-    assert len(decoder.framer._buf) == 0
+    assert decoder.framer.buffered == 0
     return out
 
 
@@ -418,9 +418,9 @@ def test_arbitrary_bytes_give_only_documented_values_with_bounded_memory(
     out: list[Any] = []
     for chunk in split(blob, cuts):
         out += decoder.feed(chunk)  # any exception here fails the test
-        assert len(decoder.framer._buf) <= MAX_FRAGMENT_BYTES + len(chunk)
+        assert decoder.framer.buffered <= MAX_FRAGMENT_BYTES + len(chunk)
     out += decoder.feed(b"")
-    assert len(decoder.framer._buf) == 0
+    assert decoder.framer.buffered == 0
     for value in out:
         assert isinstance(value, DOCUMENTED), value
         if isinstance(value, Discarded):
@@ -491,3 +491,29 @@ def test_set_current_price_round_trips_through_our_own_reader(price: int, digits
     fields = dict(cmd.fields)
     assert int(fields["Price"], 16) == price
     assert int(fields["TrailingDigits"], 16) == digits
+
+
+# --- 4. the fast paths change nothing but the speed -------------------------------------------
+
+
+@FUZZ
+@given(
+    frags=st.lists(fragments, min_size=1, max_size=6),
+    data=st.data(),
+    cuts=st.lists(st.integers(min_value=0), max_size=25),
+)
+def test_fast_paths_give_exactly_what_the_general_path_gives(
+    frags: list[Generated], data: st.DataObject, cuts: list[int]
+) -> None:
+    gaps = data.draw(st.lists(st.one_of(blank_gaps, junk_gaps), min_size=len(frags) + 1,
+                              max_size=len(frags) + 1))
+    stream = build_stream(frags, gaps)
+    general = run_decoder([stream], fast=False)
+    assert run_decoder([stream]) == general
+    assert run_decoder(split(stream, cuts)) == run_decoder(split(stream, cuts), fast=False)
+
+
+@FUZZ
+@given(blob=noisy_bytes, cuts=st.lists(st.integers(min_value=0), max_size=40))
+def test_fast_paths_agree_on_arbitrary_bytes(blob: bytes, cuts: list[int]) -> None:
+    assert run_decoder(split(blob, cuts)) == run_decoder(split(blob, cuts), fast=False)

@@ -20,7 +20,7 @@ from enum import Enum
 from typing import Any
 
 from ravend.protocol import model as m
-from ravend.protocol.framer import Framer, RawFragment
+from ravend.protocol.framer import FastPath, Framer, RawFragment
 from ravend.protocol.model import (
     KIND_UNITS,
     METER_EPOCH_OFFSET,
@@ -34,6 +34,8 @@ from ravend.protocol.model import (
 _CHILD = re.compile(r"<([A-Za-z][A-Za-z0-9_]*)>([^<]*)</\1>")
 _OPEN = re.compile(r"\A\s*<([A-Za-z][A-Za-z0-9_]*)>")
 _BLANK = " \t\r\n\x00"
+#: A body made only of flat children and blanks (one pass, nothing built).
+_FLAT_BODY = re.compile(r"(?:[ \t\r\n\x00]*<([A-Za-z][A-Za-z0-9_]*)>[^<]*</\1>)*[ \t\r\n\x00]*")
 
 
 class FieldError(ValueError):
@@ -44,10 +46,17 @@ class FieldError(ValueError):
 
 
 #: What a hex field may hold: int(text, 16) alone would also take a sign and "_" separators.
-_HEX_TEXT = re.compile(r"\s*(?:0[xX])?[0-9A-Fa-f]+\s*")
+_HEX_TEXT = re.compile(r"[ \t\r\n]*(?:0[xX])?[0-9A-Fa-f]+[ \t\r\n]*")
 
 
 def _unsigned(text: str) -> int:
+    # Fast path for what devices send ('0x001540'): ASCII letters and digits only, so no sign,
+    # "_" or blank for int() to be lenient about; int() still refuses non-hex letters.
+    if text.isascii() and text.isalnum():
+        try:
+            return int(text, 16)
+        except ValueError:
+            raise FieldError(f"expected hex digits, got {text!r}") from None
     if not _HEX_TEXT.fullmatch(text):
         raise FieldError(f"expected hex digits, got {text!r}")
     return int(text, 16)  # the 0x prefix and surrounding blanks are fine
@@ -137,11 +146,19 @@ def text_field(text: str) -> str:
 
 
 def mac(text: str) -> str:
+    cached = _MAC_STR.get(text)
+    if cached is not None:
+        return cached
     t = text.strip().lower()
     digits = t[2:] if t[:2] == "0x" else t
     if not digits or digits.strip("0123456789abcdef"):
         raise FieldError(f"expected a hex MAC id, got {text!r}")
+    if len(_MAC_STR) < 64:  # MAC ids repeat in every fragment; the cache stays small
+        _MAC_STR[text] = "0x" + digits
     return "0x" + digits
+
+
+_MAC_STR: dict[str, str] = {}
 
 
 def _enum(cls: type[Enum]) -> Callable[[str], Any]:
@@ -326,9 +343,9 @@ def _children(tag: str, raw: bytes) -> list[tuple[str, str]] | DecodeError:
     body_end = text.rfind("</")
     children: list[tuple[str, str]] = _CHILD.findall(text, body_start, body_end)
     # Whatever the children do not cover must be blank, or the fragment is not what we think.
-    rest = _CHILD.sub("", text[body_start:body_end])
-    if rest.strip(_BLANK):
-        return DecodeError(tag, None, f"unexpected content {rest.strip(_BLANK)[:40]!r}", raw)
+    if _FLAT_BODY.fullmatch(text, body_start, body_end) is None:
+        rest = _CHILD.sub("", text[body_start:body_end]).strip(_BLANK)
+        return DecodeError(tag, None, f"unexpected content {rest[:40]!r}", raw)
     return children
 
 
@@ -424,13 +441,166 @@ def _reading(meter: str, kind: Kind, meter_time_: int | None, received_at: float
                    m.scale(raw, multiplier, divisor), KIND_UNITS[kind], device)
 
 
+# --- the fast path for the fragments that make up almost all traffic ----------------------------
+#
+# A demand fragment arrives every 8 s and makes up most of the stream; summation most of the
+# rest. For these two, one regular expression over the buffer checks the usual layout, frames
+# the fragment and captures every value in a single pass, and the values are converted straight
+# from bytes. Anything else about them (unknown children, odd spacing, lower-case y/n, a missing
+# 0x) fails the match and takes the general path, which gives the same result for what the fast
+# path accepts — tests/test_decoder.py checks both paths agree.
+
+_WS = rb"[ \t\r\n]*"
+_HEX = rb"(0x[0-9a-fA-F]{1,16})"
+
+
+def _fast_pattern(root: bytes, children: str) -> re.Pattern[bytes]:
+    """The usual layout of ``root``: children in order, a trailing ``?`` marks an optional one."""
+    parts = [rb"[ \t\r\n\x00]*<" + root + rb">" + _WS]
+    for name in children.split():
+        tag = name.rstrip("?").encode()
+        value = rb"([YN])" if tag == b"SuppressLeadingZero" else _HEX
+        child = rb"<" + tag + rb">" + value + rb"</" + tag + rb">" + _WS
+        parts.append(rb"(?:" + child + rb")?" if name.endswith("?") else child)
+    parts.append(rb"</" + root + rb">")
+    return re.compile(b"".join(parts))
+
+
+_DISPLAY = "DigitsRight? DigitsLeft? SuppressLeadingZero?"
+_FAST_DEMAND = _fast_pattern(
+    b"InstantaneousDemand",
+    f"DeviceMacId MeterMacId TimeStamp Demand Multiplier Divisor {_DISPLAY}",
+)
+_FAST_SUMMATION = _fast_pattern(
+    b"CurrentSummationDelivered",
+    "DeviceMacId MeterMacId TimeStamp SummationDelivered SummationReceived? Multiplier Divisor"
+    f" {_DISPLAY}",
+)
+
+
+#: MAC ids repeat in every fragment: remember the text of the last few (bounded).
+_MAC_TEXT: dict[bytes, str] = {}
+_MAC_CACHE_SIZE = 64
+
+
+def _mac_b(raw: bytes) -> str:
+    text = _MAC_TEXT.get(raw)
+    if text is None:
+        text = "0x" + raw[2:].decode().lower()
+        if len(_MAC_TEXT) < _MAC_CACHE_SIZE:
+            _MAC_TEXT[raw] = text
+    return text
+
+
+def _fast_demand(buf: bytearray, pos: int) -> tuple[int, object] | None:
+    match = _FAST_DEMAND.match(buf, pos)
+    if match is None:
+        return None
+    dev, meter, ts, demand, mult, div, right, left, slz = match.groups()
+    stamp = int(ts, 16)
+    value = int(demand, 16)
+    if value >= 1 << 31:
+        value -= 1 << 32
+    elif len(demand) <= 8 and value >= 1 << 23:  # six digits after "0x": int24
+        value -= 1 << 24
+    return match.end(), m.InstantaneousDemand(
+        _MAC_TEXT.get(dev) or _mac_b(dev), _MAC_TEXT.get(meter) or _mac_b(meter),
+        None if stamp in _UNSET_TIMES else stamp + METER_EPOCH_OFFSET,
+        value, int(mult, 16), int(div, 16),
+        None if right is None else int(right, 16), None if left is None else int(left, 16),
+        None if slz is None else slz == b"Y",
+    )
+
+
+def _s64_b(raw: bytes) -> int:
+    value = int(raw, 16)
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _fast_summation(buf: bytearray, pos: int) -> tuple[int, object] | None:
+    match = _FAST_SUMMATION.match(buf, pos)
+    if match is None:
+        return None
+    dev, meter, ts, delivered, received, mult, div, right, left, slz = match.groups()
+    stamp = int(ts, 16)
+    return match.end(), m.CurrentSummationDelivered(
+        _mac_b(dev), _mac_b(meter),
+        None if stamp in _UNSET_TIMES else stamp + METER_EPOCH_OFFSET,
+        _s64_b(delivered), None if received is None else _s64_b(received), int(mult, 16),
+        int(div, 16), None if right is None else int(right, 16),
+        None if left is None else int(left, 16), None if slz is None else slz == b"Y",
+    )
+
+
+def _layout_path(tag: str, children: str) -> FastPath:
+    """A shortcut for a fragment in its usual child order, converted by TABLE's own converters.
+
+    Less quick than the two above (each value goes through its converter), but it still frames
+    and splits the fragment in one match; any converter's complaint sends the fragment down the
+    general path, which reports it.
+    """
+    spec = TABLE[tag]
+    names = children.split()
+    # Labels and messages are cp1252 text; everything else must be ASCII, and Python decodes
+    # ASCII in C while cp1252 goes through a Python-level codec.
+    converters = [
+        (*spec.fields[n.rstrip("?")],
+         *(("cp1252", "ravend-cp1252") if n.rstrip("?") in _TEXT_FIELDS else ("ascii", "strict")))
+        for n in names
+    ]
+    parts = [rb"[ \t\r\n\x00]*<" + tag.encode() + rb">" + _WS]
+    for name in names:
+        wire = name.rstrip("?").encode()
+        child = rb"<" + wire + rb">([^<]*)</" + wire + rb">" + _WS
+        parts.append(rb"(?:" + child + rb")?" if name.endswith("?") else child)
+    parts.append(rb"</" + tag.encode() + rb">")
+    pattern = re.compile(b"".join(parts))
+    defaults = dict.fromkeys(_NONE_DEFAULTS.get(tag, ()))
+
+    def shortcut(buf: bytearray, pos: int) -> tuple[int, object] | None:
+        match = pattern.match(buf, pos)
+        if match is None:
+            return None
+        values = dict(defaults)
+        try:
+            for (field, convert, codec, errors), raw in zip(converters, match.groups(),
+                                                            strict=True):
+                if raw is not None:
+                    values[field] = convert(raw.decode(codec, errors))
+        except (FieldError, UnicodeDecodeError):
+            return None
+        return match.end(), spec.cls(**values)
+
+    return shortcut
+
+
+#: Children whose text is free text (cp1252 on the wire) rather than numbers, MACs or flags.
+_TEXT_FIELDS = frozenset({"TierLabel", "RateLabel", "Text", "Id", "Priority", "Queue", "Status",
+                          "Description"})
+
+FAST_PATHS: dict[str, FastPath] = {
+    "InstantaneousDemand": _fast_demand,
+    "CurrentSummationDelivered": _fast_summation,
+    "PriceCluster": _layout_path(
+        "PriceCluster", "DeviceMacId MeterMacId TimeStamp Price Currency TrailingDigits Tier?"
+        " TierLabel? StartTime? Duration? RateLabel?"),
+    "MessageCluster": _layout_path(
+        "MessageCluster", "DeviceMacId MeterMacId TimeStamp Id Text Priority? StartTime?"
+        " Duration? ConfirmationRequired? Confirmed? Queue?"),
+    "TimeCluster": _layout_path("TimeCluster", "DeviceMacId MeterMacId UTCTime LocalTime"),
+    "ConnectionStatus": _layout_path(
+        "ConnectionStatus", "DeviceMacId MeterMacId? Status Description? StatusCode? ExtPanId?"
+        " Channel? ShortAddr? LinkStrength?"),
+}
+
+
 class StreamDecoder:
     """Framer and decoder together: bytes in, fragments and diagnostics out."""
 
     __slots__ = ("framer",)
 
-    def __init__(self) -> None:
-        self.framer = Framer()
+    def __init__(self, *, fast: bool = True) -> None:
+        self.framer = Framer(FAST_PATHS if fast else None)
 
     def reset(self) -> None:
         self.framer.reset()
@@ -438,5 +608,5 @@ class StreamDecoder:
     def feed(self, data: bytes) -> list[Fragment | DecodeError | Discarded]:
         out: list[Fragment | DecodeError | Discarded] = []
         for event in self.framer.feed(data):
-            out.append(decode(event) if isinstance(event, RawFragment) else event)
+            out.append(decode(event) if isinstance(event, RawFragment) else event)  # type: ignore[arg-type]
         return out
