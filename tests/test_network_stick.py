@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-import servers
 
+import servers
 from ravend.simulator import MeterSimulator
 from ravend_process import RavendProcess, stored_rows, wait_for, write_config
 

@@ -75,8 +75,9 @@ Event = RawFragment | Discarded
 
 #: An optional shortcut for common fragments: given the buffer and a position where the fragment
 #: (after blanks or NULs, which are line noise) may start, return (end position, decoded value)
-#: when the complete fragment is there in its usual shape, else None (the general path frames it). The decoder supplies these; the framer only
-#: calls them, so that a well-formed demand fragment is scanned once instead of three times.
+#: when the complete fragment is there in its usual shape, else None (the general path frames
+#: it). The decoder supplies these; the framer only calls them, so that a well-formed demand
+#: fragment is scanned once instead of three times.
 FastPath = Callable[[bytearray, int], "tuple[int, object] | None"]
 
 
