@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import operator
 import os
 import platform
@@ -43,13 +44,12 @@ class Target:
 
     op: str
     bound: float
-    unit: str = ""
 
     def met(self, value: float) -> bool:
         return _OPS[self.op](value, self.bound)
 
     def __str__(self) -> str:
-        return f"{self.op} {_fmt(self.bound)}{' ' + self.unit if self.unit else ''}"
+        return f"{self.op} {_fmt(self.bound)}"
 
 
 @dataclass(slots=True)
@@ -59,6 +59,10 @@ class Result:
     value: float | None
     display: str | None = None  # how to print the figure when a plain number says too little
     detail: dict[str, Any] = field(default_factory=dict)
+    what: str | None = None  # the row's label, when it depends on the run (sizes, versions)
+
+
+RowFn = Callable[["Context"], Result]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +71,7 @@ class RowSpec:
     what: str
     unit: str
     target: Target | None
-    fn: Callable[[Context], Result]
+    fn: RowFn
 
 
 @dataclass(slots=True)
@@ -87,11 +91,10 @@ class Outcome:
 ROWS: list[RowSpec] = []
 
 
-def row(key: str, what: str, unit: str,
-        target: Target | None) -> Callable[[Callable[[Context], Result]], Callable[..., Result]]:
+def row(key: str, what: str, unit: str, target: Target | None) -> Callable[[RowFn], RowFn]:
     """Register a row function under ``key`` (used by ``--only``)."""
 
-    def register(fn: Callable[[Context], Result]) -> Callable[[Context], Result]:
+    def register(fn: RowFn) -> RowFn:
         if any(r.key == key for r in ROWS):
             raise ValueError(f"duplicate bench row {key!r}")
         ROWS.append(RowSpec(key, what, unit, target, fn))
@@ -128,6 +131,8 @@ class Context:
 
 
 def _fmt(value: float) -> str:
+    if not math.isfinite(value):
+        return str(value)
     if value == int(value) and abs(value) >= 1:
         return f"{int(value):,}"
     if abs(value) >= 100:
@@ -139,6 +144,7 @@ def _fmt(value: float) -> str:
 
 def run_rows(ctx: Context, only: set[str] | None) -> list[Outcome]:
     outcomes = []
+    reported: set[int] = set()  # a shared run's failure is logged in full once
     for spec in ROWS:
         if only and spec.key not in only:
             continue
@@ -147,8 +153,10 @@ def run_rows(ctx: Context, only: set[str] | None) -> list[Outcome]:
         try:
             result = spec.fn(ctx)
         except Exception as exc:
-            ctx.log("".join(traceback.format_exception(exc)).rstrip())
-            outcomes.append(Outcome(spec.key, spec.what, None, f"error: {exc}"[:60], spec.unit,
+            if id(exc) not in reported:
+                reported.add(id(exc))
+                ctx.log("".join(traceback.format_exception(exc)).rstrip())
+            outcomes.append(Outcome(spec.key, spec.what, None, "error (see log)", spec.unit,
                                     str(spec.target or "-"), "ERROR",
                                     time.monotonic() - started, {"error": repr(exc)}))
             continue
@@ -157,9 +165,9 @@ def run_rows(ctx: Context, only: set[str] | None) -> list[Outcome]:
         else:
             status = "pass" if spec.target.met(result.value) else "FAIL"
         display = result.display or ("-" if result.value is None else _fmt(result.value))
-        outcomes.append(Outcome(spec.key, spec.what, result.value, display, spec.unit,
-                                str(spec.target or "-"), status, time.monotonic() - started,
-                                result.detail))
+        outcomes.append(Outcome(spec.key, result.what or spec.what, result.value, display,
+                                spec.unit, str(spec.target or "-"), status,
+                                time.monotonic() - started, result.detail))
     return outcomes
 
 

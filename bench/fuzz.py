@@ -16,6 +16,7 @@ its seed, index and bytes, so that a test can be written from it.
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections.abc import Callable
@@ -157,7 +158,7 @@ def chunks(rng: random.Random, data: bytes) -> list[bytes]:
         return [data[i : i + 1] for i in range(len(data))]
     cuts = sorted(set(rng.randrange(1, len(data)) for _ in range(rng.randint(1, 8))))
     bounds = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 @dataclass
@@ -196,6 +197,6 @@ def run(n: int, seed: int = 2024) -> FuzzResult:
                 decoder = StreamDecoder()
                 break
             # The framer's buffer is private; its bound is the very thing under test.
-            max_buffer = max(max_buffer, len(decoder.framer._buf))
+            max_buffer = max(max_buffer, decoder.framer.buffered)
     return FuzzResult(n, total, time.perf_counter() - started, escapes, max_buffer, items,
                       examples)

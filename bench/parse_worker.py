@@ -1,6 +1,6 @@
 """Time one parser on a stream file, pinned to one core; prints one JSON object.
 
-Run as a script by bench/rows.py, once with Debian's interpreter for ravend and once with the
+Run as a script by bench/parsing.py, once with Debian's interpreter for ravend and once with the
 bench venv's interpreter (the same /usr/bin/python3 binary, made a venv so that aioraven and its
 dependencies come from PyPI, pinned) for aioraven. Each gets a process of its own so that neither
 warms the other's caches or shares its heap, and both see the same bytes cut into the same 4 KiB
@@ -16,11 +16,12 @@ What is timed, per run, from the first chunk to the end of stream:
   ``eof_received()``, with a real ``RAVEnReader`` behind it: this is what its serial and TCP
   transports call. The protocol feeds the bytes into one ``xml.etree.ElementTree.XMLPullParser``
   (expat, in C) under a synthetic ``<root>`` that stays open, so every element stays in memory
-  for the life of the connection; each completed child of the root goes to
-  ``RAVEnReader.feed_element``, which makes a dict of child tag to text and hands it to a waiter
-  (none here: that is the fate of a pushed fragment). It converts no field: numbers stay hex
-  text; aioraven converts only the replies to its own commands, in device.py. So it does less
-  work per fragment than ravend, and the ratio is on the conservative side.
+  for the life of the connection. Every element that ends (each fragment, and each of its
+  children too) goes to ``RAVEnReader.feed_element``, which makes a dict of the element's child
+  tags to their text and hands it to a waiter (none here: that is the fate of a pushed
+  fragment). It converts no field: numbers stay hex text; aioraven converts only the replies to
+  its own commands, in device.py. So it does less work per fragment than ravend, and the ratio
+  is on the conservative side.
 * framer (information only): ravend's ``Framer().feed`` alone, to show how the time splits
   between cutting fragments out and decoding them.
 
@@ -38,8 +39,11 @@ import sys
 import time
 from collections.abc import Callable
 
+#: (timed run over the chunks, untimed count of the fragments it sees)
+Runner = tuple[Callable[[list[bytes]], None], Callable[[list[bytes]], int]]
 
-def ravend_runner() -> tuple[Callable[[list[bytes]], None], Callable[[list[bytes]], int]]:
+
+def ravend_runner() -> Runner:
     from ravend.protocol import Discarded, StreamDecoder
     from ravend.protocol.model import DecodeError
 
@@ -61,7 +65,7 @@ def ravend_runner() -> tuple[Callable[[list[bytes]], None], Callable[[list[bytes
     return run, count
 
 
-def framer_runner() -> tuple[Callable[[list[bytes]], None], Callable[[list[bytes]], int]]:
+def framer_runner() -> Runner:
     """ravend's framer alone: where the decoder's time goes, for whoever tunes it."""
     from ravend.protocol import Framer, RawFragment
 
@@ -80,7 +84,7 @@ def framer_runner() -> tuple[Callable[[list[bytes]], None], Callable[[list[bytes
     return run, count
 
 
-def aioraven_runner() -> tuple[Callable[[list[bytes]], None], Callable[[list[bytes]], int]]:
+def aioraven_runner() -> Runner:
     import asyncio
     from xml.etree.ElementTree import Element
 

@@ -127,11 +127,12 @@ class Store:
 
     def _scalar(self, sql: str, params: tuple[object, ...]) -> Any:
         try:
-            return self.conn.execute(sql, params).fetchone()[0]
+            found = self.conn.execute(sql, params).fetchone()
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):  # the writer has not migrated yet
                 return None
             raise
+        return None if found is None else found[0]
 
     def newest_demand(self, meter: str) -> int | None:
         value = self._scalar("SELECT MAX(key_time) FROM readings WHERE meter_mac = ? AND"

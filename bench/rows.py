@@ -1,0 +1,145 @@
+"""Every row of the bench table, in print order: one function per row.
+
+To add a row, write ``def name(ctx: Context) -> Result`` under ``@row(key, what, unit,
+target)``; reuse a shared run through the measurement modules (their runs are memoised on the
+context, so several rows cost one run), or measure something new in a module of its own.
+``target=None`` makes a row informational: printed, kept, never failing.
+"""
+
+from __future__ import annotations
+
+from bench import fuzz, latency, parsing, throughput
+from bench.core import Context, Result, Target, row
+from ravend.protocol.framer import MAX_FRAGMENT_BYTES
+
+MIB = 1024.0
+
+# --- 1. parsing on one core --------------------------------------------------------------------
+
+
+@row("decoder", "decoder fragments/s, one core (ravend)", "frag/s", Target(">=", 50_000))
+def decoder_rate(ctx: Context) -> Result:
+    run = parsing.result(ctx, "ravend")
+    return Result(run.rate, detail={**run.detail(), "mix": dict(parsing.stream(ctx).counts)})
+
+
+@row("framer", "  framer alone, same stream (ravend)", "frag/s", None)
+def framer_rate(ctx: Context) -> Result:
+    run = parsing.result(ctx, "framer")
+    return Result(run.rate, detail=run.detail())
+
+
+@row("aioraven", "aioraven 0.7.1 parser, same stream", "frag/s", None)
+def aioraven_rate(ctx: Context) -> Result:
+    run = parsing.result(ctx, "aioraven")
+    return Result(run.rate, detail=run.detail())
+
+
+@row("decoder-ratio", "decoder speed ravend / aioraven", "x", Target(">=", 3))
+def decoder_ratio(ctx: Context) -> Result:
+    ours, theirs = parsing.result(ctx, "ravend"), parsing.result(ctx, "aioraven")
+    return Result(ours.rate / theirs.rate)
+
+
+# --- 2. pty -> ravend -> SQLite, flat out ------------------------------------------------------
+
+
+@row("simulator", "simulator flat-out ceiling (reader: cat)", "readings/s", None)
+def simulator_ceiling(ctx: Context) -> Result:
+    run = throughput.simulator_ceiling(ctx)
+    return Result(run.rate, detail={"readings": run.readings, "seconds": run.seconds})
+
+
+@row("throughput", "pty -> ravend -> SQLite committed", "readings/s", Target(">=", 2_000))
+def ravend_throughput(ctx: Context) -> Result:
+    run = throughput.ravend_flat_out(ctx)
+    last = run.checkpoints[-1]  # the longest segment, past start-up
+    return Result(last.rate, detail=run.detail())
+
+
+@row("cpu", "ravend CPU per 1,000 readings", "s", Target("<=", 0.1))
+def ravend_cpu(ctx: Context) -> Result:
+    return Result(throughput.ravend_flat_out(ctx).checkpoints[-1].cpu_per_1000)
+
+
+@row("naive", "naive logger (pyserial, etree, commit/row)", "readings/s", None)
+def naive_throughput(ctx: Context) -> Result:
+    run = throughput.naive_peer(ctx)
+    return Result(run.rate, detail={"readings": run.readings, "seconds": run.seconds})
+
+
+@row("naive-ratio", "throughput ravend / naive logger", "x", Target(">=", 5))
+def naive_ratio(ctx: Context) -> Result:
+    ours = throughput.ravend_flat_out(ctx).checkpoints[-1].rate
+    return Result(ours / throughput.naive_peer(ctx).rate)
+
+
+# --- 3. latency at 1 reading/s -----------------------------------------------------------------
+
+
+@row("latency-p50", "fragment end -> committed, p50", "ms", None)
+def latency_p50(ctx: Context) -> Result:
+    run = latency.measure(ctx)
+    return Result(latency.percentile(run.total_ms, 50), detail=run.detail())
+
+
+@row("latency-p99", "fragment end -> committed, p99", "ms", Target("<=", 10))
+def latency_p99(ctx: Context) -> Result:
+    run = latency.measure(ctx)
+    if run.lost:  # a reading never committed counts as the longest wait we allowed
+        return Result(latency.GIVE_UP_S * 1000, f"{run.lost} lost", run.detail())
+    return Result(latency.percentile(run.total_ms, 99))
+
+
+# --- 4. memory and descriptors after many readings ---------------------------------------------
+
+
+def _marks(ctx: Context) -> tuple[throughput.Checkpoint, throughput.Checkpoint]:
+    checkpoints = throughput.ravend_flat_out(ctx).checkpoints
+    return checkpoints[0], checkpoints[-1]
+
+
+@row("rss", "ravend RSS after the last checkpoint", "MiB", Target("<=", 40))
+def rss(ctx: Context) -> Result:
+    first, last = _marks(ctx)
+    return Result(last.rss_kib / MIB, what=f"ravend RSS after {last.readings:,} readings",
+                  detail={"first_kib": first.rss_kib, "last_kib": last.rss_kib})
+
+
+@row("rss-growth", "ravend RSS growth between checkpoints", "MiB", Target("<=", 1))
+def rss_growth(ctx: Context) -> Result:
+    first, last = _marks(ctx)
+    return Result((last.rss_kib - first.rss_kib) / MIB,
+                  what=f"ravend RSS growth {first.readings:,} -> {last.readings:,}")
+
+
+@row("fds", "ravend open fds growth between checkpoints", "fds", Target("<=", 0))
+def fds(ctx: Context) -> Result:
+    first, last = _marks(ctx)
+    return Result(last.fds - first.fds, f"{first.fds} -> {last.fds}",
+                  what=f"ravend open fds {first.readings:,} -> {last.readings:,}")
+
+
+# --- 5. fuzz ------------------------------------------------------------------------------------
+
+
+def _fuzz(ctx: Context) -> fuzz.FuzzResult:
+    return ctx.once("fuzz", lambda: fuzz.run(ctx.pick(20_000, 1_000_000)))
+
+
+@row("fuzz-rate", "fuzz framer+decoder (generation included)", "inputs/s", None)
+def fuzz_rate(ctx: Context) -> Result:
+    r = _fuzz(ctx)
+    return Result(r.inputs / r.seconds, detail={"inputs": r.inputs, "bytes": r.bytes,
+                                                "seconds": r.seconds, "items": r.items})
+
+
+@row("fuzz-escapes", "fuzz exceptions escaped", "inputs", Target("<=", 0))
+def fuzz_escapes(ctx: Context) -> Result:
+    r = _fuzz(ctx)
+    return Result(r.escapes, f"{r.escapes} of {r.inputs:,}", {"examples": r.examples})
+
+
+@row("fuzz-buffer", "fuzz largest framer buffer", "bytes", Target("<=", MAX_FRAGMENT_BYTES))
+def fuzz_buffer(ctx: Context) -> Result:
+    return Result(_fuzz(ctx).max_buffer)
