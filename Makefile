@@ -44,7 +44,7 @@ PYPI_ENV := env -u PYTHONHOME PYTHONPATH=$(CURDIR) PYTHONNOUSERSITE=1
 
 .PHONY: check deps deps-clean lint test test-debian test-pypi demo bench bench-quick deb FORCE
 
-check: deps lint test-debian test-pypi
+check: deps lint test-debian test-pypi check-deb
 
 # ---------------------------------------------------------------------------------------------
 # deps: each stamp is remade when its list (or tools/deps.sh) changes; a venv that is gone is
