@@ -173,5 +173,5 @@ def test_meter_clock_nonsense_is_stored_once_never_a_crash(tmp_path: Path) -> No
     assert code == 0
     assert max(stored.values()) == 1
     assert set(stored) - {k for k in stored if k[2] is None} == want
-    assert [r for r in rows if r[2] is None][0][3] == 500  # host-timed, kept
+    assert next(r for r in rows if r[2] is None)[3] == 500  # host-timed, kept
     assert os.path.getsize(db) > 0
