@@ -179,6 +179,19 @@ def _cp1252_or_latin1(err: UnicodeError) -> tuple[str, int]:
 
 codecs.register_error("ravend-cp1252", _cp1252_or_latin1)
 
+#: Latin-1 → cp1252 for the 0x80-0x9F range (the five bytes cp1252 leaves undefined stay as
+#: their Latin-1 characters): decoding as Latin-1 runs in C, the table fixes the difference.
+_CP1252_FIX = {
+    b: ch for b in range(0x80, 0xA0)
+    if (ch := bytes([b]).decode("cp1252", "ravend-cp1252")) != chr(b)
+}
+
+
+def cp1252(raw: bytes | bytearray) -> str:
+    """cp1252 text as the devices send it, undefined bytes kept; the same as the codec, faster."""
+    text = raw.decode("latin-1")
+    return text if text.isascii() else text.translate(_CP1252_FIX)
+
 
 # --- the table --------------------------------------------------------------------------------
 
@@ -337,7 +350,7 @@ def _children(tag: str, raw: bytes) -> list[tuple[str, str]] | DecodeError:
     if b"<!" in raw or b"<?" in raw:
         return DecodeError(tag, None, "markup declarations (DTD/entity) are refused", raw)
     # One decode of the whole fragment: labels are cp1252, everything else is ASCII.
-    text = raw.decode("cp1252", "ravend-cp1252")
+    text = cp1252(raw)
     opened = _OPEN.match(text)
     body_start = opened.end() if opened else 0
     body_end = text.rfind("</")
@@ -541,12 +554,10 @@ def _layout_path(tag: str, children: str) -> FastPath:
     """
     spec = TABLE[tag]
     names = children.split()
-    # Labels and messages are cp1252 text; everything else must be ASCII, and Python decodes
-    # ASCII in C while cp1252 goes through a Python-level codec.
+    # Labels and messages are cp1252 text; everything else must be ASCII (strict: anything else
+    # is left to the general path to report).
     converters = [
-        (*spec.fields[n.rstrip("?")],
-         *(("cp1252", "ravend-cp1252") if n.rstrip("?") in _TEXT_FIELDS else ("ascii", "strict")))
-        for n in names
+        (*spec.fields[n.rstrip("?")], n.rstrip("?") in _TEXT_FIELDS) for n in names
     ]
     parts = [rb"[ \t\r\n\x00]*<" + tag.encode() + rb">" + _WS]
     for name in names:
@@ -563,10 +574,9 @@ def _layout_path(tag: str, children: str) -> FastPath:
             return None
         values = dict(defaults)
         try:
-            for (field, convert, codec, errors), raw in zip(converters, match.groups(),
-                                                            strict=True):
+            for (field, convert, is_text), raw in zip(converters, match.groups(), strict=True):
                 if raw is not None:
-                    values[field] = convert(raw.decode(codec, errors))
+                    values[field] = convert(cp1252(raw) if is_text else raw.decode("ascii"))
         except (FieldError, UnicodeDecodeError):
             return None
         return match.end(), spec.cls(**values)
@@ -600,13 +610,10 @@ class StreamDecoder:
     __slots__ = ("framer",)
 
     def __init__(self, *, fast: bool = True) -> None:
-        self.framer = Framer(FAST_PATHS if fast else None)
+        self.framer = Framer(FAST_PATHS if fast else None, decode)
 
     def reset(self) -> None:
         self.framer.reset()
 
     def feed(self, data: bytes) -> list[Fragment | DecodeError | Discarded]:
-        out: list[Fragment | DecodeError | Discarded] = []
-        for event in self.framer.feed(data):
-            out.append(decode(event) if isinstance(event, RawFragment) else event)  # type: ignore[arg-type]
-        return out
+        return self.framer.feed(data)  # type: ignore[return-value]

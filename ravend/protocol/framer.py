@@ -95,10 +95,15 @@ class Framer:
     come out already decoded instead of as RawFragment.
     """
 
-    __slots__ = ("_buf", "_close", "_fast", "_last_fast", "_pos", "_scan_from", "_tag")
+    __slots__ = ("_buf", "_close", "_fast", "_finish", "_last_fast", "_pos", "_scan_from",
+                 "_tag")
 
-    def __init__(self, fast: Mapping[str, FastPath] | None = None) -> None:
+    def __init__(self, fast: Mapping[str, FastPath] | None = None,
+                 finish: Callable[[RawFragment], object] | None = None) -> None:
         self._fast: Mapping[str, FastPath] = fast or {}
+        # What becomes of a fragment framed the general way (the decoder passes `decode`, so
+        # that every event comes out in one list, in order, without a second pass).
+        self._finish = finish
         # Fragments come in runs of one kind (demand after demand): try the last shortcut
         # that worked before searching for a start tag at all.
         self._last_fast: FastPath | None = None
@@ -203,7 +208,8 @@ class Framer:
             self._scan_from = max(self._scan_from, len(buf) - _START_SPAN)
             return False
         stop = end + len(self._close)
-        events.append(RawFragment(self._tag, bytes(buf[pos:stop])))
+        raw = RawFragment(self._tag, bytes(buf[pos:stop]))
+        events.append(raw if self._finish is None else self._finish(raw))  # type: ignore[arg-type]
         self._pos = stop
         self._tag = None
         return True
