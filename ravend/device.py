@@ -313,7 +313,8 @@ class DeviceSession:
         now = time.monotonic()
         waits = [MAX_READ_WAIT, self.config.silence_timeout - (now - self._last_byte)]
         if self._due:
-            waits.append(min(t for t, _, _ in self._due) - now)
+            spaced = self._last_write + self.config.command_spacing
+            waits.append(max(min(t for t, _, _ in self._due), spaced) - now)
         waits.append(self._last_demand + self.config.demand_poll_after - now)
         return max(0.05, min(waits))
 
@@ -329,14 +330,11 @@ class DeviceSession:
         if not self._due:
             return
         first = min(self._due)
-        when, order, name = first
+        when, _, name = first
         if when > now:
             return
         if now - self._last_write < self.config.command_spacing:
-            # Space commands out: push this one back (keeping its place) rather than sleep.
-            self._due.remove(first)
-            self._due.append((self._last_write + self.config.command_spacing, order, name))
-            return
+            return  # spaced out: the read wait ends when the spacing has passed (_read_wait)
         self._due.remove(first)
         args: dict[str, object] = {}
         if self.meter_mac and name in ("get_instantaneous_demand",
