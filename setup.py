@@ -33,6 +33,8 @@ setup(
         "console_scripts": [
             "ravend = ravend.cli.ravend:main",
             "ravenctl = ravend.cli.ravenctl:main",
+            "ravend-repeater = ravend.cli.repeater:main",
+            "ravend-mongo-ingest = ravend.cli.mongo_ingest:main",
         ]
     },
     classifiers=[

@@ -143,3 +143,99 @@ def fuzz_escapes(ctx: Context) -> Result:
 @row("fuzz-buffer", "fuzz largest framer buffer", "bytes", Target("<=", MAX_FRAGMENT_BYTES))
 def fuzz_buffer(ctx: Context) -> Result:
     return Result(_fuzz(ctx).max_buffer)
+
+
+# --- 6. stores and MQTT: measured by their own modules (bench/mqtt.py, bench/purge.py) ----------
+#
+# Those modules run standalone too and return a list of {"name", "value", ...} rows; the table
+# takes each figure it shows from there, by a phrase of its name, and keeps the whole list.
+
+
+def _external(ctx: Context, module: str, fn: str) -> list[dict[str, object]]:
+    def run() -> list[dict[str, object]]:
+        import importlib
+
+        return getattr(importlib.import_module(f"bench.{module}"), fn)(ctx.quick)
+
+    return ctx.once(f"{module}.{fn}", run)
+
+
+def _pick(rows: list[dict[str, object]], phrase: str, scale: float = 1.0) -> Result:
+    for r in rows:
+        if phrase in str(r["name"]):
+            value = r["value"]
+            return Result(None if value is None else float(value) * scale,  # type: ignore[arg-type]
+                          what=str(r["name"]), detail={"rows": rows})
+    raise LookupError(f"no row named like {phrase!r} in {[r['name'] for r in rows]}")
+
+
+@row("repeater-drain", "ravend-repeater SQLite -> Mosquitto, QoS 1", "msg/s", Target(">=", 5_000))
+def repeater_drain(ctx: Context) -> Result:
+    return _pick(_external(ctx, "mqtt", "bench_repeater_drain"), "repeater drain, QoS 1")
+
+
+@row("mqtt-p50", "fragment end -> MQTT subscriber, p50", "ms", None)
+def mqtt_p50(ctx: Context) -> Result:
+    return _pick(_external(ctx, "mqtt", "bench_mqtt_latency"), "latency p50")
+
+
+@row("mqtt-p99", "fragment end -> MQTT subscriber, p99", "ms", Target("<=", 50))
+def mqtt_p99(ctx: Context) -> Result:
+    return _pick(_external(ctx, "mqtt", "bench_mqtt_latency"), "latency p99")
+
+
+@row("purge-mariadb-stall", "MariaDB purge: writer's worst insert", "ms", Target("<=", 200))
+def purge_mariadb_stall(ctx: Context) -> Result:
+    return _pick(_external(ctx, "purge", "bench_purge_mariadb"), "writer's worst write")
+
+
+@row("purge-mariadb-rate", "MariaDB purge rate", "rows/s", None)
+def purge_mariadb_rate(ctx: Context) -> Result:
+    return _pick(_external(ctx, "purge", "bench_purge_mariadb"), "purge rate")
+
+
+@row("purge-sqlite-stall", "SQLite purge: writer's worst insert", "ms", Target("<=", 200))
+def purge_sqlite_stall(ctx: Context) -> Result:
+    return _pick(_external(ctx, "purge", "bench_purge_sqlite"), "writer's worst write")
+
+
+@row("purge-sqlite-rate", "SQLite purge rate", "rows/s", None)
+def purge_sqlite_rate(ctx: Context) -> Result:
+    return _pick(_external(ctx, "purge", "bench_purge_sqlite"), "purge rate")
+
+
+@row("purge-sqlite-file", "SQLite file after purging 80 %", "MB", None)
+def purge_sqlite_file(ctx: Context) -> Result:
+    rows = _external(ctx, "purge", "bench_purge_sqlite")
+    before = _pick(rows, "before purge").value
+    after = _pick(rows, "after purge")
+    after.display = f"{before:g} -> {after.value:g}" if before and after.value else None
+    return after
+
+
+# --- 7. MongoDB ingest (bench/mongo.py) ----------------------------------------------------------
+
+
+@row("mongo-ingest", "ravend-mongo-ingest Mosquitto -> SecantusDB", "docs/s", None)
+def mongo_ingest(ctx: Context) -> Result:
+    return _pick(_external(ctx, "mongo", "bench_mongo_ingest"), "mongo ingest, MQTT")
+
+
+@row("mongo-insert", "  SecantusDB insert_many, same documents", "docs/s", None)
+def mongo_insert(ctx: Context) -> Result:
+    return _pick(_external(ctx, "mongo", "bench_mongo_ingest"), "insert_many, same documents")
+
+
+@row("mongo-ratio", "mongo ingest / insert_many", "%", Target(">=", 80))
+def mongo_ratio(ctx: Context) -> Result:
+    return _pick(_external(ctx, "mongo", "bench_mongo_ingest"), "/ insert_many rate")
+
+
+@row("mongo-replay", "mongo documents added by a replay", "docs", Target("<=", 0))
+def mongo_replay(ctx: Context) -> Result:
+    return _pick(_external(ctx, "mongo", "bench_mongo_ingest"), "added by a replay")
+
+
+@row("mongo-exact", "mongo documents == readings published", "yes=1", Target(">=", 1))
+def mongo_exact(ctx: Context) -> Result:
+    return _pick(_external(ctx, "mongo", "bench_mongo_ingest"), "stored == readings published")

@@ -138,6 +138,9 @@ class ServiceConfig:
     batch_size: int = opt("batch size", integer, 500, low=1, high=100_000)
     # Readings waiting in memory per sink before they go to its on-disk outbox instead.
     queue_size: int = opt("queue size", integer, 10_000, low=100, high=10_000_000)
+    # Unix socket for `ravenctl device|price|period|schedule|...` (systemd's RuntimeDirectory);
+    # empty: no control socket.
+    control_socket: str = opt("control socket", text, "/run/ravend/control")
 
 
 @dataclass(frozen=True)
@@ -246,19 +249,22 @@ class MysqlConfig:
     run_name: str = opt("run name", text, "ravend")
     # Also fill the CalPlug python-raven tables (instantaneous_demand, run_info).
     calplug_tables: bool = opt("CalPlug tables", boolean, True)
+    # Cap of the on-disk outbox that holds readings while the server is unreachable.
+    spool_max_mb: float = opt("spool size cap", number, 100.0, low=1, high=1_000_000)
 
 
 def time_zone(value: str) -> str:
     """``local`` (the host's zone) or an IANA zone name that this system's tzdata knows."""
     v = value.strip()
-    if v.lower() == "local":
-        return "local"
+    if v.lower() in ("local", "utc"):
+        return v.lower() if v.lower() == "local" else "UTC"  # neither needs tzdata
     import zoneinfo
 
     try:
         zoneinfo.ZoneInfo(v)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError("local or a time zone name such as Europe/Berlin or UTC") from None
+        raise ValueError("local, UTC or a time zone name such as Europe/Berlin (names need"
+                         " the tzdata package)") from None
     return v
 
 
@@ -267,7 +273,7 @@ class RetentionConfig:
     """Roll-ups and purges of the SQL stores, done by ravend's maintenance thread."""
 
     # Raw readings older than this are purged once rolled up; 0 keeps them forever. 400 days
-    # keep a year and a month for comparisons and cost a Pi about 0.8 GB of SQLite at the
+    # keep a year and a month for comparisons and cost a Pi about 0.75 GB of SQLite at the
     # default push rates (a demand every 8 s).
     raw_days: int = opt("raw retention", integer, 400, low=0, high=100_000)
     # Hourly and daily roll-ups older than this are purged; 0 keeps them forever.
@@ -277,11 +283,84 @@ class RetentionConfig:
     time_zone: str = opt("time zone", time_zone, "local")
     rollup_interval: float = opt("roll-up interval", duration, 300.0, low=1, high=86400)
     purge_interval: float = opt("purge interval", duration, 3600.0, low=1, high=30 * 86400)
-    # Rows per purge transaction, and the pause between two: the writer waits at most one chunk.
+    # At most this many rows per purge transaction (fewer when that takes over ~50 ms), and the
+    # pause between two: the writer waits for one short transaction at most.
     purge_chunk: int = opt("purge chunk", integer, 2000, low=10, high=1_000_000)
     purge_pause: float = opt("purge pause", duration, 0.05, low=0, high=60)
     # SQLite only: past this size, purge the oldest (rolled-up) raw readings too; 0: no cap.
     max_db_mb: float = opt("SQLite size cap", number, 0.0, low=0, high=10_000_000)
+
+
+def mongo_uri(value: str) -> str:
+    """A MongoDB connection string; checked in full (options, hosts) by the ingest's driver."""
+    v = value.strip()
+    if not v.startswith(("mongodb://", "mongodb+srv://")) or len(v) <= len("mongodb://"):
+        raise ValueError("a MongoDB URI such as mongodb://localhost:27017/ or"
+                         " mongodb+srv://cluster.example.net/")
+    return v
+
+
+def mongo_name(what: str, forbidden: str) -> Callable[[str], str]:
+    """A database or collection name: not empty, at most 64 characters, none of forbidden."""
+
+    def parse(value: str) -> str:
+        v = value.strip()
+        if not v or len(v) > 64 or any(c in v for c in forbidden) or v.startswith("system."):
+            shown = " ".join(repr(c) for c in forbidden)
+            raise ValueError(f"a {what} name of 1 to 64 characters, without {shown}")
+        return v
+
+    return parse
+
+
+def mqtt_filter(value: str) -> str:
+    """A subscription topic filter (empty: the default); + and # only as whole levels."""
+    v = value.strip()
+    if not v:
+        return v
+    levels = v.split("/")
+    bad = ("\0" in v or v.startswith("$share/")
+           or any(("+" in lv or "#" in lv) and lv not in ("+", "#") for lv in levels)
+           or "#" in levels[:-1])
+    if bad:
+        raise ValueError("a topic filter such as ravend/+/+ or ravend/+/demand (+ and # only as"
+                         " whole levels, # only last; a shared subscription goes in share_group)")
+    return v
+
+
+def mqtt_share_group(value: str) -> str:
+    v = value.strip()
+    if any(c in v for c in "+#/ \0"):
+        raise ValueError("a share group name such as ravend-mongo (no spaces, +, # or /)")
+    return v
+
+
+#: [mongo] uri when nothing is set.
+DEFAULT_MONGO_URI = "mongodb://localhost:27017/"
+
+
+@dataclass(frozen=True)
+class MongoConfig:
+    """ravend-mongo-ingest: readings from the broker of [mqtt] → a MongoDB collection."""
+
+    # Authentication, TLS and replica sets are options of the URI (see ravend-mongo-ingest(8)).
+    uri: str = opt("MongoDB URI", mongo_uri, DEFAULT_MONGO_URI)
+    # Preferred when the URI holds a password: the first line of a file only the service user
+    # may read; read again at each connection.
+    uri_file: str = opt("MongoDB URI file", text, "")
+    database: str = opt("database", mongo_name("database", '/\\. "$'), "ravend")
+    collection: str = opt("collection", mongo_name("collection", "$"), "readings")
+    # Empty: <[mqtt] topic_prefix>/+/+, the reading topics and nothing else.
+    topic_filter: str = opt("topic filter", mqtt_filter, "")
+    # Several ingests with the same group share the messages ($share/<group>/<filter>).
+    share_group: str = opt("share group", mqtt_share_group, "")
+    # A batch is written when it is full, when no message came for a few ms, or after
+    # max_batch_delay. Small: with paho-mqtt 1.6 up to one batch is acknowledged to the
+    # broker before it is stored (see ravend-mongo-ingest(8)).
+    batch_size: int = opt("batch size", integer, 200, low=1, high=10_000)
+    max_batch_delay: float = opt("maximum batch delay", duration, 0.25, low=0.001, high=60)
+    # Stable across restarts: the broker keeps the persistent session under this id.
+    client_id: str = opt("client id", mqtt_client_id, "ravend-mongo-ingest-%h")
 
 
 @dataclass(frozen=True)
@@ -293,6 +372,7 @@ class Config:
     repeater: RepeaterConfig = field(default_factory=RepeaterConfig)
     mysql: MysqlConfig = field(default_factory=MysqlConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    mongo: MongoConfig = field(default_factory=MongoConfig)
     source: str = "(defaults)"
 
     @property
@@ -308,6 +388,7 @@ SECTIONS: dict[str, type] = {
     "repeater": RepeaterConfig,
     "mysql": MysqlConfig,
     "retention": RetentionConfig,
+    "mongo": MongoConfig,
 }
 
 
@@ -402,6 +483,7 @@ def _check_across(config: Config, path: str) -> None:
         )
     _check_mqtt(config.mqtt, path)
     _check_mysql(config.mysql, path)
+    _check_mongo(config.mongo, path)
 
 
 def _check_mqtt(mq: MqttConfig, path: str) -> None:
@@ -446,6 +528,26 @@ def _check_mysql(my: MysqlConfig, path: str) -> None:
         value = getattr(my, key)
         if value and not os.path.isfile(value):
             raise ConfigError(f"{_where(path, 'mysql', key)} = {value!r}: no such file")
+
+
+def _check_mongo(mo: MongoConfig, path: str) -> None:
+    if mo.uri_file and mo.uri != DEFAULT_MONGO_URI:
+        raise ConfigError(f"{_where(path, 'mongo', 'uri_file')}: set uri or uri_file, not both")
+    if mo.uri_file:
+        # Only the mode, as for [mysql] password_file: ravend-mongo-ingest reads the file at
+        # each connection, and whoever runs `ravend --check-config` may not be allowed to.
+        try:
+            mode = os.stat(mo.uri_file).st_mode
+        except FileNotFoundError:
+            raise ConfigError(f"{_where(path, 'mongo', 'uri_file')} = {mo.uri_file!r}:"
+                              " no such file") from None
+        except OSError:
+            mode = 0
+        if mode & 0o077:
+            raise ConfigError(
+                f"{_where(path, 'mongo', 'uri_file')}: {mo.uri_file} is accessible by group or"
+                f" others (mode {mode & 0o777:04o}): make it readable by the service user only"
+                f" (chmod 600 {mo.uri_file})")
 
 
 def replace(config: Config, **sections: dict[str, Any]) -> Config:

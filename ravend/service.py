@@ -17,12 +17,15 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 from ravend.config import Config
+from ravend.control import ControlServer
 from ravend.device import DeviceSession
 from ravend.protocol.decoder import readings_from
 from ravend.protocol.model import Fragment, Kind, Reading, UnknownFragment
+from ravend.retention import Maintenance
 from ravend.sinks.base import Sink, StateItem, fragment_body
 from ravend.sinks.worker import SinkWorker
 
@@ -32,6 +35,8 @@ log = logging.getLogger("ravend")
 STATUS_INTERVAL = 5.0
 #: SIGTERM must end the process within 5 s (systemd's default stop timeout is longer).
 STOP_BUDGET = 4.0
+#: Outbox cap of a sink whose config section has no spool_max_mb of its own.
+SPOOL_MAX_MB = 100.0
 
 
 class Notifier:
@@ -106,13 +111,27 @@ def state_of(fragment: Fragment, received_at: float) -> StateItem:
     return StateItem(device, meter, tag, received_at, body)
 
 
-def build_sinks(config: Config) -> list[Sink]:
+def build_sinks(config: Config, start_id: str = "") -> list[Sink]:
     sinks: list[Sink] = []
     if config.sqlite.enabled:
         from ravend.sinks.sqlite import SqliteSink
 
         sinks.append(SqliteSink(config.sqlite_path))
+    if config.mysql.enabled:
+        # ConfigError (exit 78) naming python3-mysqldb when mysqlclient is missing.
+        from ravend.sinks.mysql import MysqlSink
+
+        sinks.append(MysqlSink(config.mysql, start_id=start_id))
+    if config.mqtt.enabled:
+        from ravend.sinks.mqtt import MqttSink
+
+        sinks.append(MqttSink(config.mqtt))
     return sinks
+
+
+def spool_max_mb(config: Config, sink: Sink) -> float:
+    """The outbox cap of a sink: `spool_max_mb` of the config section named after it."""
+    return float(getattr(getattr(config, sink.name, None), "spool_max_mb", SPOOL_MAX_MB))
 
 
 class Service:
@@ -124,11 +143,17 @@ class Service:
             SinkWorker(sink, svc.state_dir / f"outbox-{sink.name}.db",
                        queue_size=svc.queue_size, batch_size=svc.batch_size,
                        max_delay=svc.commit_interval, retry_min=config.device.reconnect_min,
-                       retry_max=config.device.reconnect_max)
-            for sink in (build_sinks(config) if sinks is None else sinks)
+                       retry_max=config.device.reconnect_max,
+                       spool_max_mb=spool_max_mb(config, sink))
+            for sink in (build_sinks(config, self.start_id) if sinks is None else sinks)
         ]
+        # Roll-ups and purges of the configured SQL stores, on connections of their own.
+        self.maintenance = (Maintenance(config) if sinks is None and Maintenance.wanted(config)
+                            else None)
         self.dispatcher = Dispatcher(self.workers)
         self.device = DeviceSession(config.device, self.dispatcher)
+        self.control = (ControlServer(Path(svc.control_socket), self.device)
+                        if svc.control_socket else None)
         self.notifier = Notifier()
         self._stop = threading.Event()
         self._hup = threading.Event()
@@ -161,7 +186,11 @@ class Service:
             log.warning("no sink is enabled: readings are decoded but not stored")
         for worker in self.workers:
             worker.start()
+        if self.maintenance is not None:
+            self.maintenance.start()
         self._device_thread.start()
+        if self.control is not None:
+            self.control.start()
         names = ", ".join(w.name for w in self.workers) or "none"
         log.info("ravend started (port %s, sinks: %s, state in %s)", self.config.device.port,
                  names, self.config.service.state_dir)
@@ -189,6 +218,10 @@ class Service:
     def shutdown(self) -> int:
         self.notifier.notify("STOPPING=1")
         deadline = time.monotonic() + STOP_BUDGET
+        if self.control is not None:
+            self.control.stop()
+        if self.maintenance is not None:
+            self.maintenance.stop(0.5)  # stops between chunks; a daemon thread otherwise
         self.device.stop()
         self._device_thread.join(max(0.1, deadline - time.monotonic() - 2.0))
         for worker in self.workers:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ravend import __version__
-from ravend.cli import device_commands
+from ravend.cli import device_commands, store_commands
 from ravend.config import DEFAULT_PATH, EX_CONFIG, Config, ConfigError, load, replace
 
 DESCRIPTION = """\
@@ -30,6 +30,9 @@ examples:
   ravenctl simulate --link /tmp/raven a fake RAVEn on a pty (point [device] port at it)
   ravenctl device info --refresh      ask the stick (through the running ravend)
   ravenctl price set 0.1234 --currency USD
+  ravenctl export --rollup daily      one row per meter and day: demand avg/min/max, kWh
+  ravenctl purge --dry-run            what the retention settings would delete now
+  ravenctl db migrate                 create/upgrade the SQLite and MySQL tables
 Run 'ravenctl COMMAND --help' for each command's options. See ravenctl(1).
 """
 
@@ -83,7 +86,10 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--format", choices=["csv", "jsonl"], default="csv")
     e.add_argument("--kind", action="append", help="only this kind (repeatable)")
 
+    store_commands.add_export_args(e)
+
     device_commands.add_parsers(sub, _config_args)
+    store_commands.add_parsers(sub, _config_args)
 
     sim = sub.add_parser("simulate", help="run a simulated RAVEn/EMU-2 on a pty",
                          description="Run the meter simulator; all arguments go to it"
@@ -106,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         return EX_CONFIG
     if args.command in device_commands.NAMES:
         return device_commands.run(args, config)
+    if args.command in store_commands.NAMES:
+        return store_commands.run(args, config)
     command = {"status": cmd_status, "info": cmd_info, "tail": cmd_tail,
                "export": cmd_export}[args.command]
     try:
@@ -251,6 +259,8 @@ def parse_when(text: str) -> float:
 def cmd_export(args: argparse.Namespace, config: Config) -> int:
     since = parse_when(args.since) if args.since else None
     until = parse_when(args.until) if args.until else None
+    if args.rollup:
+        return store_commands.export_rollups(args, config, since, until)
     reader = _reader(args, config)
     from ravend.sinks.sqlite import READING_COLUMNS
 

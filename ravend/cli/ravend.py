@@ -92,6 +92,16 @@ def _check_modules(config: object) -> None:
         import serial  # noqa: F401
     except ImportError:
         raise ConfigError("python3-serial is not installed (apt install python3-serial)") from None
+    if getattr(getattr(config, "mqtt", None), "enabled", False):
+        try:
+            import paho.mqtt.client  # noqa: F401
+        except ImportError:
+            raise ConfigError("[mqtt] enabled = yes, but python3-paho-mqtt is not installed"
+                              " (apt install python3-paho-mqtt)") from None
+    if getattr(getattr(config, "mysql", None), "enabled", False):
+        from ravend.sinks.mysql import driver
+
+        driver()  # ConfigError naming python3-mysqldb
 
 
 def _run_daemon(config: object, pidfile: Path) -> int:

@@ -1,0 +1,239 @@
+"""``ravenctl db migrate``, ``ravenctl purge`` and ``ravenctl export --rollup``: the SQL stores.
+
+Thin: argument parsing and printing; the work is in ``ravend.sinks.*`` and ``ravend.retention``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import datetime as dt
+import json
+import sys
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from ravend.config import Config
+
+NAMES = frozenset({"db", "purge"})
+EX_FAILED = 1
+
+ROLLUP_OUT = (
+    "meter_mac", "period_start", "period_end", "demand_samples", "demand_avg_kw",
+    "demand_min_kw", "demand_max_kw", "delivered_kwh", "received_kwh", "energy_seconds",
+    "counter_resets",
+)
+
+
+def add_parsers(sub: Any, config_args: Callable[[argparse.ArgumentParser], None]) -> None:
+    db = sub.add_parser(
+        "db", help="database schema: ravenctl db migrate",
+        description="Manage the schema of the SQL stores.")
+    actions = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    m = actions.add_parser(
+        "migrate", help="create or upgrade the tables of the enabled stores",
+        description="Apply this version's numbered schema migrations (sql/<engine>/NNN_*.sql)"
+        " to the enabled stores: the SQLite file ([sqlite]) and the MySQL/MariaDB database"
+        " ([mysql]). ravend does the same whenever it opens a store; run this to upgrade a"
+        " database ahead of time, for example a CalPlug python-raven database, whose"
+        " instantaneous_demand and run_info tables are upgraded in place with their rows kept"
+        " (error rows and wrapped negative demands are flagged, not deleted).")
+    config_args(m)
+    m.add_argument("--store", choices=["sqlite", "mysql"], action="append",
+                   help="only this store (repeatable; default: every enabled one; naming a"
+                   " store uses its settings even if it is not enabled)")
+
+    p = sub.add_parser(
+        "purge", help="roll up, then delete what [retention] says may go",
+        description="Do now what ravend's maintenance thread does every purge_interval: bring"
+        " the hourly and daily roll-ups up to date, then delete raw readings older than"
+        " raw_days (only rolled-up ones), roll-ups older than rollup_days and, for SQLite,"
+        " the oldest raw readings past max_db_mb; then give the space back to the file system"
+        " (SQLite). In chunks, with pauses: safe while ravend runs. --dry-run only counts.")
+    config_args(p)
+    p.add_argument("--dry-run", action="store_true", help="say what would go; change nothing")
+    p.add_argument("--store", choices=["sqlite", "mysql"], action="append",
+                   help="only this store (repeatable; default: every enabled one)")
+
+
+def add_export_args(e: argparse.ArgumentParser) -> None:
+    e.add_argument("--rollup", choices=["hourly", "daily"],
+                   help="export the hourly or daily roll-ups instead of raw readings (times:"
+                   " period start; daily rows also give the local date)")
+    e.add_argument("--store", choices=["sqlite", "mysql"], default="sqlite",
+                   help="with --rollup: the store to read (default sqlite)")
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    if args.command == "db":
+        return cmd_migrate(args, config)
+    return cmd_purge(args, config)
+
+
+def _sqlite_path(args: argparse.Namespace, config: Config) -> Path:
+    return Path(args.db) if getattr(args, "db", None) else config.sqlite_path
+
+
+def _chosen(args: argparse.Namespace, config: Config) -> list[str]:
+    if args.store:
+        return list(dict.fromkeys(args.store))
+    chosen = [name for name, on in (("sqlite", config.sqlite.enabled),
+                                    ("mysql", config.mysql.enabled)) if on]
+    return chosen
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    from ravend.retention import store_errors
+
+    return store_errors()  # ConfigError included: a password file that cannot be used
+
+
+def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
+    status = 0
+    for name in _chosen(args, config):
+        try:
+            if name == "sqlite":
+                from ravend.sinks.sqlite import connect, migrate, schema_version
+
+                path = _sqlite_path(args, config)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                conn = connect(path)
+                try:
+                    applied = migrate(conn)
+                    version = schema_version(conn)
+                finally:
+                    conn.close()
+                label = f"sqlite {path}"
+            else:
+                from ravend.sinks import mysql
+
+                cfg = config.mysql
+                applied = mysql.migrate_database(cfg)
+                conn = mysql.connect(cfg)
+                try:
+                    version = mysql.schema_version(conn)
+                finally:
+                    conn.close()
+                label = f"mysql {mysql.where(cfg)}"
+        except _errors() as exc:
+            print(f"ravenctl: {name}: {exc}", file=sys.stderr)
+            status = EX_FAILED
+            continue
+        if applied:
+            print(f"{label}: applied {', '.join(map(str, applied))} (schema version {version})")
+        else:
+            print(f"{label}: up to date (schema version {version})")
+    return status
+
+
+def cmd_purge(args: argparse.Namespace, config: Config) -> int:
+    from ravend import retention
+
+    status = 0
+    for name in _chosen(args, config):
+        if name == "sqlite":
+            path = _sqlite_path(args, config)
+
+            def opener(path: Path = path) -> retention.Store:
+                if not path.exists():
+                    raise FileNotFoundError(f"{path}: no database yet (has ravend run?)")
+                return retention.SqliteStore(path)
+        else:
+            def opener() -> retention.Store:
+                return retention.MysqlStore(config.mysql)
+        try:
+            report = retention.run_once(opener, config.retention, dry_run=args.dry_run)
+        except FileNotFoundError as exc:
+            print(f"ravenctl: {exc}", file=sys.stderr)
+            status = status or 2
+            continue
+        except _errors() as exc:
+            print(f"ravenctl: {name}: {exc}", file=sys.stderr)
+            status = EX_FAILED
+            continue
+        lines = report.lines(dry_run=args.dry_run)
+        if config.retention.raw_days == 0:
+            lines.append(f"{name}: raw readings are kept forever ([retention] raw_days = 0)")
+        print("\n".join(lines) if lines else f"{name}: nothing to do")
+    return status
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return value
+
+
+def _iso(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def export_rollups(args: argparse.Namespace, config: Config, since: float | None,
+                   until: float | None) -> int:
+    table = f"rollup_{args.rollup}"
+    columns = ROLLUP_OUT + (("day", "time_zone") if args.rollup == "daily" else ())
+    where = []
+    params: list[Any] = []
+    if since is not None:
+        where.append("period_start >= ?")
+        params.append(int(since))
+    if until is not None:
+        where.append("period_start < ?")
+        params.append(int(until))
+    sql = (f"SELECT {', '.join(columns)} FROM {table}"
+           + (f" WHERE {' AND '.join(where)}" if where else "")
+           + " ORDER BY period_start, meter_mac")
+    try:
+        if args.store == "mysql":
+            from ravend.sinks import mysql
+
+            conn = mysql.connect(config.mysql)
+            sql = sql.replace("?", "%s")
+        else:
+            from ravend.sinks.sqlite import connect
+
+            path = _sqlite_path(args, config)
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: no database yet (has ravend run?)")
+            conn = connect(path, readonly=True)
+        cur = conn.cursor()
+        cur.execute(sql, params)
+    except FileNotFoundError:
+        raise
+    except _errors() as exc:
+        print(f"ravenctl: {args.store}: {exc} (is the schema migrated? ravenctl db migrate)",
+              file=sys.stderr)
+        return EX_FAILED
+    try:
+        out = sys.stdout
+        writer = csv.writer(out) if args.format == "csv" else None
+        if writer is not None:
+            writer.writerow(columns)
+        for row in cur:
+            values = [_plain(v) for v in row]
+            values[1], values[2] = _iso(values[1]), _iso(values[2])
+            if args.rollup == "daily" and not isinstance(values[11], str):
+                values[11] = values[11].isoformat()
+            if writer is not None:
+                writer.writerow(["" if v is None else v for v in values])
+            else:
+                out.write(_json_line(columns, values) + "\n")
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
+    return 0
+
+
+def _json_line(columns: tuple[str, ...], values: list[Any]) -> str:
+    """Decimal values as JSON numbers written exactly as stored (no float rounding)."""
+    parts = []
+    for name, value in zip(columns, values, strict=True):
+        if name.endswith(("_kw", "_kwh")) and value is not None:
+            encoded = str(value)
+        else:
+            encoded = json.dumps(value)
+        parts.append(f"{json.dumps(name)}: {encoded}")
+    return "{" + ", ".join(parts) + "}"

@@ -1,0 +1,435 @@
+"""ravend-repeater: publish the rows of the SQL store to MQTT, resuming exactly where it stopped.
+
+The store's ``readings`` table has an ever-growing integer ``id``. The repeater keeps one number,
+the watermark: the highest id the broker has acknowledged, in a small file written atomically
+(write, fsync, rename, fsync the directory). Each round reads the rows after the watermark (one
+batch, in id order), publishes them through the MQTT sink (same topics, payloads, discovery and
+availability as ravend's own MQTT sink) and moves the watermark only once the broker has
+acknowledged every message of the batch. A crash, kill -9 or broker outage at any point therefore
+repeats at most one batch (same keys, same values) and never skips a row.
+
+Idle, it looks for new rows after 50 ms, then twice as long each time up to ``poll_interval``:
+no busy loop, and a burst is picked up within 50 ms. For SQLite, ``PRAGMA data_version`` tells
+whether another connection committed anything since the last look, so an idle look costs no
+table read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol
+
+from ravend.config import Config, ConfigError
+from ravend.protocol.model import Kind, Reading, scale
+from ravend.sinks.base import SinkUnavailable, StateItem
+
+log = logging.getLogger("ravend.repeater")
+
+#: First idle pause; doubles up to [repeater] poll_interval.
+IDLE_MIN = 0.05
+#: STATUS= at most this often.
+STATUS_INTERVAL = 5.0
+
+_COLUMNS = ("id, meter_mac, kind, key_time, meter_time, received_at, device_mac, raw,"
+            " multiplier, divisor, unit")
+
+
+class SourceUnavailable(Exception):
+    """The store cannot be read now (no database yet, server down); retry later."""
+
+
+class Source(Protocol):
+    description: str
+
+    def fetch(self, after_id: int, limit: int) -> list[tuple[int, Reading]]: ...
+
+    def newest_id(self) -> int: ...
+
+    def maybe_changed(self) -> bool: ...
+
+    def states(self) -> list[StateItem]: ...
+
+    def close(self) -> None: ...
+
+
+def row_reading(row: Sequence[Any]) -> tuple[int, Reading]:
+    """(id, Reading) of a row in _COLUMNS order; the value is recomputed exactly from raw."""
+    (id_, meter, kind, key_time, meter_time, received_at, device, raw, multiplier, divisor,
+     unit) = row
+    reading = Reading(
+        meter_mac=meter, kind=Kind(kind),
+        meter_time=None if meter_time is None else int(meter_time),
+        received_at=float(received_at), raw=int(raw), multiplier=int(multiplier),
+        divisor=int(divisor), value=scale(int(raw), int(multiplier), int(divisor)),
+        unit=unit, device_mac=device or "",
+    )
+    if reading.key_time != int(key_time):  # host-timed rows: received_at and key_time agree
+        reading = dataclasses.replace(reading, received_at=float(key_time))
+    return int(id_), reading
+
+
+class SqliteSource:
+    """ravend's SQLite store, read-only (WAL: never in ravend's way)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.description = f"sqlite:{path}"
+        self._conn: sqlite3.Connection | None = None
+        self._data_version: int | None = None
+        self._state_seen: dict[tuple[str, str, str], float] = {}
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            if not self.path.exists():
+                raise SourceUnavailable(f"{self.path}: no database yet (has ravend run?)")
+            try:
+                self._conn = sqlite3.connect(f"file:{self.path.resolve()}?mode=ro", uri=True,
+                                             timeout=10, check_same_thread=False)
+                self._conn.execute("SELECT 1 FROM readings LIMIT 1")
+            except sqlite3.Error as exc:
+                self.close()
+                raise SourceUnavailable(f"{self.path}: {exc}") from exc
+        return self._conn
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        conn = self._connection()
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            self.close()
+            raise SourceUnavailable(f"{self.path}: {exc}") from exc
+
+    def fetch(self, after_id: int, limit: int) -> list[tuple[int, Reading]]:
+        rows = self._query(f"SELECT {_COLUMNS} FROM readings WHERE id > ? ORDER BY id LIMIT ?",
+                           (after_id, limit))
+        return [row_reading(r) for r in rows]
+
+    def newest_id(self) -> int:
+        return int(self._query("SELECT COALESCE(MAX(id), 0) FROM readings")[0][0])
+
+    def maybe_changed(self) -> bool:
+        """False only when no other connection committed since the last call."""
+        version = self._query("PRAGMA data_version")[0][0]
+        changed = version != self._data_version
+        self._data_version = version
+        return changed
+
+    def states(self) -> list[StateItem]:
+        """Device state rows that changed since the last call (DeviceInfo for discovery ...)."""
+        rows = self._query("SELECT device_mac, meter_mac, tag, received_at, body"
+                           " FROM device_state")
+        return _changed_states(rows, self._state_seen)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+            self._data_version = None
+
+
+class MysqlSource:
+    """The MySQL/MariaDB store of [mysql], through ravend.sinks.mysql's own connect()."""
+
+    def __init__(self, cfg: Any) -> None:
+        from ravend.sinks.mysql import where
+
+        self.cfg = cfg
+        self.description = where(cfg)
+        self._conn: Any = None
+        self._state_seen: dict[tuple[str, str, str], float] = {}
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        from ravend.sinks.mysql import connect, driver, explain
+
+        db = driver()
+        try:
+            if self._conn is None:
+                self._conn = connect(self.cfg)
+                # Each query must see rows committed since the last one: no open snapshot.
+                self._conn.autocommit(True)
+            cursor = self._conn.cursor()
+            cursor.execute(sql, tuple(params))
+            rows = list(cursor.fetchall())
+            cursor.close()
+            return rows
+        except (SinkUnavailable, ConfigError) as exc:  # server down; password file unusable
+            self.close()
+            raise SourceUnavailable(str(exc)) from exc
+        except db.Error as exc:
+            self.close()
+            raise SourceUnavailable(explain(exc, self.cfg)) from exc
+
+    def fetch(self, after_id: int, limit: int) -> list[tuple[int, Reading]]:
+        rows = self._query(f"SELECT {_COLUMNS} FROM readings WHERE id > %s ORDER BY id"
+                           " LIMIT %s", (after_id, limit))
+        return [row_reading(r) for r in rows]
+
+    def newest_id(self) -> int:
+        return int(self._query("SELECT COALESCE(MAX(id), 0) FROM readings")[0][0])
+
+    def maybe_changed(self) -> bool:
+        return True  # no cheap change counter: the primary-key look-up is the check
+
+    def states(self) -> list[StateItem]:
+        rows = self._query("SELECT device_mac, meter_mac, tag, received_at, body"
+                           " FROM device_state")
+        return _changed_states(rows, self._state_seen)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+
+def _changed_states(rows: Sequence[Sequence[Any]],
+                    seen: dict[tuple[str, str, str], float]) -> list[StateItem]:
+    """Device state rows whose received_at changed since the last call."""
+    out = []
+    for device, meter, tag, received_at, body in rows:
+        key = (device, meter, tag)
+        if seen.get(key) == received_at:
+            continue
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            continue
+        seen[key] = received_at
+        out.append(StateItem(device, meter, tag, float(received_at), parsed))
+    return out
+
+
+def make_source(config: Config) -> Source:
+    if config.repeater.source == "sqlite":
+        return SqliteSource(config.sqlite_path)
+    from ravend.sinks.mysql import driver
+
+    driver()  # ConfigError naming the package when mysqlclient is missing
+    return MysqlSource(config.mysql)
+
+
+# --- the watermark -----------------------------------------------------------------------------
+
+
+class Watermark:
+    """The id of the last row the broker acknowledged, in a file replaced atomically."""
+
+    def __init__(self, path: Path, source: str) -> None:
+        self.path = path
+        self.source = source
+
+    def load(self) -> int | None:
+        """The saved id, None if there is no file yet; ConfigError if it is someone else's."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            last = int(data["last_id"])
+            source = str(data.get("source", self.source))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{self.path}: unreadable watermark ({exc}); fix or delete it"
+                              " (deleting publishes the store again from [repeater] start)"
+                              ) from None
+        if source != self.source:
+            raise ConfigError(f"{self.path}: watermark of {source}, but the source is now"
+                              f" {self.source}; delete it to start over")
+        return last
+
+    def save(self, last_id: int) -> None:
+        """Write, fsync, rename over the old file, fsync the directory: old or new, never torn."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        body = json.dumps({"last_id": last_id, "source": self.source,
+                           "saved_at": round(time.time(), 3)}) + "\n"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, body.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+# --- the service -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RepeaterStats:
+    published: int = 0
+    batches: int = 0
+    watermark: int = 0
+    backlog: int = 0
+    up: bool = False
+
+
+class Repeater:
+    """Main loop; ``run`` returns the exit status. ``request_stop`` may come from any thread."""
+
+    def __init__(self, config: Config, *, source: Source | None = None,
+                 sink: Any = None, notifier: Any = None) -> None:
+        from ravend.service import Notifier
+        from ravend.sinks.mqtt import MqttSink
+
+        self.config = config
+        rc = config.repeater
+        self.source = source if source is not None else make_source(config)
+        self.sink = sink if sink is not None else MqttSink(
+            dataclasses.replace(config.mqtt, client_id=rc.client_id))
+        path = rc.watermark_file
+        if not path.is_absolute():
+            path = config.service.state_dir / path
+        self.watermark = Watermark(path, self.source.description)
+        self.notifier = notifier if notifier is not None else Notifier()
+        self.stats = RepeaterStats()
+        self._stop = threading.Event()
+        self._opened = False
+        # Retry pauses double from [device] reconnect_min to reconnect_max, as ravend's sinks do.
+        self._retry_min = config.device.reconnect_min
+        self._retry_max = config.device.reconnect_max
+        self._retry = self._retry_min
+        self._last_error = ""
+        self._pending_states: list[StateItem] = []
+
+    def request_stop(self, *_: object) -> None:
+        self._stop.set()
+
+    def install_signals(self) -> None:
+        def on_term(signum: int, frame: FrameType | None) -> None:
+            self.request_stop()
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+
+    # --- loop ---------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        rc = self.config.repeater
+        try:
+            start = self.watermark.load()
+        except ConfigError as exc:
+            log.error("%s", exc)
+            return exc.exit_status
+        log.info("ravend-repeater started (%s → %s as %s, watermark %s)",
+                 self.source.description, f"{self.config.mqtt.host}:{self.config.mqtt.port}",
+                 self.sink.client_id, self.watermark.path)
+        self.notifier.notify("READY=1\nSTATUS=starting")
+        watchdog = self.notifier.watchdog_interval()
+        last_ping = last_status = 0.0
+        idle = IDLE_MIN
+        wm = start
+        checked = False
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if watchdog is not None and now - last_ping >= watchdog:
+                self.notifier.notify("WATCHDOG=1")
+                last_ping = now
+            if now - last_status >= STATUS_INTERVAL:
+                self.notifier.notify("STATUS=" + self.status_line())
+                last_status = now
+            try:
+                if wm is None:
+                    wm = 0 if rc.start == "oldest" else self.source.newest_id()
+                    self.watermark.save(wm)
+                    log.info("no watermark yet: starting after row %d (start = %s)", wm,
+                             rc.start)
+                self.stats.watermark = wm
+                if not checked:
+                    checked = self._check_watermark(wm)
+                self._pending_states += self.source.states()
+                rows = self.source.fetch(wm, rc.batch_size) if self._worth_a_look(idle) else []
+            except SourceUnavailable as exc:
+                self._failed(f"store: {exc}")
+                continue
+            if not rows and not self._pending_states:
+                self._stop.wait(idle)
+                idle = min(idle * 2, rc.poll_interval)
+                continue
+            idle = IDLE_MIN
+            if not self._publish([r for _, r in rows]):
+                continue
+            if rows:
+                wm = rows[-1][0]
+                self.watermark.save(wm)
+                self.stats.watermark = wm
+                self.stats.published += len(rows)
+                self.stats.batches += 1
+        self.shutdown()
+        return 0
+
+    def _check_watermark(self, wm: int) -> bool:
+        """Once: a watermark past the newest row means the store was replaced or restored."""
+        newest = self.source.newest_id()
+        if wm > newest:
+            log.warning("watermark %d is past the newest row (%d) of %s: was the store"
+                        " replaced? Rows up to %d will not be published; delete %s to"
+                        " publish the store from its start", wm, newest,
+                        self.source.description, wm, self.watermark.path)
+        return True
+
+    def _worth_a_look(self, idle: float) -> bool:
+        """After an idle pause, read the table only if the store changed (or now and then)."""
+        if idle == IDLE_MIN:
+            return True
+        return self.source.maybe_changed() or idle >= self.config.repeater.poll_interval
+
+    def _publish(self, readings: list[Reading]) -> bool:
+        try:
+            if not self._opened:
+                self.sink.open()
+                self._opened = True
+            self.sink.write(readings, self._pending_states)
+        except SinkUnavailable as exc:
+            self._failed(f"broker: {exc}")
+            return False
+        self._pending_states = []
+        if not self.stats.up:
+            if self._last_error:
+                log.info("publishing again (watermark %d)", self.stats.watermark)
+            self.stats.up = True
+            self._last_error = ""
+            self._retry = self._retry_min
+        return True
+
+    def _failed(self, error: str) -> None:
+        if self.stats.up or error != self._last_error:
+            log.error("%s (retrying; watermark stays at %s)", error, self.stats.watermark)
+        else:
+            self._retry = min(self._retry_max, self._retry * 2)
+        self.stats.up = False
+        self._last_error = error
+        self.notifier.notify("STATUS=" + self.status_line())
+        self._stop.wait(self._retry)
+
+    def status_line(self) -> str:
+        parts = [f"{self.stats.published} published", f"watermark {self.stats.watermark}"]
+        with contextlib.suppress(SourceUnavailable):
+            backlog = max(0, self.source.newest_id() - self.stats.watermark)
+            self.stats.backlog = backlog
+            parts.append(f"{backlog} to go")
+        if self._last_error:
+            parts.append(f"waiting: {self._last_error}")
+        return "; ".join(parts)
+
+    def shutdown(self) -> None:
+        self.notifier.notify("STOPPING=1")
+        self.sink.close()
+        self.source.close()
+        log.info("ravend-repeater stopped (%d readings published, watermark %d)",
+                 self.stats.published, self.stats.watermark)

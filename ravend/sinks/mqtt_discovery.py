@@ -1,0 +1,136 @@
+"""Home Assistant MQTT discovery configs for what ravend publishes: pure functions.
+
+One Home Assistant device per meter (identifier ``ravend_<meter mac>``), named after the meter
+and described with the stick's model and firmware from its DeviceInfo. Sensors read the ravend
+topics directly (``state_topic`` plus a ``value_template`` into the JSON payload), so discovery
+adds no messages per reading. Every config names ravend's availability topic: the entities go
+"unavailable" when ravend's connection to the broker dies (its last will).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ravend import __version__
+from ravend.protocol.model import Kind
+
+MANUFACTURER = "Rainforest Automation"
+CONNECTION_STATUS_TAG = "ConnectionStatus"
+
+
+@dataclass(frozen=True, slots=True)
+class SensorSpec:
+    object_id: str
+    name: str
+    device_class: str | None
+    state_class: str | None
+    unit: str | None  # None: the reading's own unit (price: <currency>/kWh)
+    value_template: str
+    entity_category: str | None = None
+    icon: str | None = None
+
+
+_READING = "{{ value_json.value }}"
+
+READING_SENSORS: dict[Kind, SensorSpec] = {
+    Kind.DEMAND: SensorSpec("demand", "Demand", "power", "measurement", "kW", _READING),
+    Kind.SUMMATION_DELIVERED: SensorSpec("summation_delivered", "Energy delivered", "energy",
+                                         "total_increasing", "kWh", _READING),
+    Kind.SUMMATION_RECEIVED: SensorSpec("summation_received", "Energy received", "energy",
+                                        "total_increasing", "kWh", _READING),
+    # A price per kWh is not a total: no state_class (monetary allows only "total").
+    Kind.PRICE: SensorSpec("price", "Price", "monetary", None, None, _READING),
+}
+
+LINK_SENSORS: tuple[SensorSpec, ...] = (
+    SensorSpec("link_strength", "Link strength", None, "measurement", "%",
+               "{{ value_json.body.link_strength }}", "diagnostic", "mdi:signal"),
+    SensorSpec("connection_status", "Connection status", None, None, None,
+               "{{ value_json.body.status }}", "diagnostic", "mdi:zigbee"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The topic settings a config refers to."""
+
+    prefix: str  # [mqtt] topic_prefix
+    discovery_prefix: str
+    availability: str  # ravend's status topic
+
+
+def node_id(meter_mac: str) -> str:
+    """``ravend_<16 hex digits>``: only [a-z0-9_], as discovery topics require."""
+    return "ravend_" + meter_mac.lower().removeprefix("0x")
+
+
+def config_topic(discovery_prefix: str, meter_mac: str, object_id: str) -> str:
+    return f"{discovery_prefix}/sensor/{node_id(meter_mac)}/{object_id}/config"
+
+
+def device_block(meter_mac: str, device_info: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The HA device of a meter; model and firmware are the stick's (from DeviceInfo)."""
+    info = device_info or {}
+    device: dict[str, Any] = {
+        "identifiers": [node_id(meter_mac)],
+        "name": f"Meter {meter_mac}",
+        "manufacturer": info.get("manufacturer") or MANUFACTURER,
+    }
+    for key, field in (("model", "model_id"), ("sw_version", "fw_version"),
+                       ("hw_version", "hw_version")):
+        if info.get(field):
+            device[key] = str(info[field])
+    return device
+
+
+def sensor_config(spec: SensorSpec, topics: Topics, meter_mac: str, state_topic: str,
+                  device_info: Mapping[str, Any] | None, unit: str | None = None) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "name": spec.name,
+        "unique_id": f"{node_id(meter_mac)}_{spec.object_id}",
+        "state_topic": state_topic,
+        "value_template": spec.value_template,
+        "availability_topic": topics.availability,
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "device": device_block(meter_mac, device_info),
+        "origin": {"name": "ravend", "sw_version": __version__},
+    }
+    if spec.device_class:
+        config["device_class"] = spec.device_class
+    if spec.state_class:
+        config["state_class"] = spec.state_class
+    if spec.unit or unit:
+        config["unit_of_measurement"] = spec.unit or unit
+    if spec.entity_category:
+        config["entity_category"] = spec.entity_category
+    if spec.icon:
+        config["icon"] = spec.icon
+    return config
+
+
+def reading_config(topics: Topics, meter_mac: str, kind: Kind, unit: str,
+                   device_info: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]] | None:
+    """(config topic, config) of the sensor showing a kind of reading; None if it has none."""
+    spec = READING_SENSORS.get(kind)
+    if spec is None:
+        return None
+    state = f"{topics.prefix}/{meter_mac}/{kind.value}"
+    return (config_topic(topics.discovery_prefix, meter_mac, spec.object_id),
+            sensor_config(spec, topics, meter_mac, state, device_info, unit))
+
+
+def link_configs(topics: Topics, meter_mac: str, device_mac: str,
+                 device_info: Mapping[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
+    """Link strength and connection status of the stick a meter is heard through."""
+    state = f"{topics.prefix}/{device_mac}/info/{CONNECTION_STATUS_TAG}"
+    return [(config_topic(topics.discovery_prefix, meter_mac, spec.object_id),
+             sensor_config(spec, topics, meter_mac, state, device_info))
+            for spec in LINK_SENSORS]
+
+
+def encode(config: Mapping[str, Any]) -> bytes:
+    return json.dumps(config, separators=(",", ":"), sort_keys=True).encode()

@@ -1,0 +1,199 @@
+"""mqtt_client.Connection against a real Mosquitto (on whichever paho this run has).
+
+Acknowledgements at every QoS, refusals that say why, TLS with a CA made here (host name checked
+unless tls_insecure), the last will on a crash, and failures detected at once or at the timeout.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+import servers
+from mqtt_helpers import Subscriber
+from ravend.mqtt_client import PAHO_2, PAHO_VERSION, Connection, Endpoint, Message, MqttError
+
+
+def endpoint(server, **kw) -> Endpoint:
+    return Endpoint(host=server.host, port=kw.pop("port", server.port),
+                    client_id=kw.pop("client_id", "test-publisher"), **kw)
+
+
+def test_paho_version_is_the_one_this_stack_promises() -> None:
+    import os
+
+    stack = os.environ.get("RAVEND_TEST_STACK")
+    if stack == "debian":
+        assert PAHO_VERSION.startswith("1.6") and not PAHO_2
+    elif stack == "pypi":
+        assert PAHO_2
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_publish_all_returns_once_acknowledged_in_order(mosquitto_server, qos: int) -> None:
+    # Mosquitto 2.0.11 (Debian 12) stops forwarding what came in at QoS 2 once more than its
+    # 20 in-flight messages wait for one subscriber; ravend publishes at QoS 1 by default.
+    count = 300 if qos < 2 else 20
+    sub = Subscriber(mosquitto_server.host, mosquitto_server.port, ["t/#"], qos=2).start()
+    conn = Connection(endpoint(mosquitto_server))
+    conn.connect(5)
+    try:
+        n = conn.publish_all([Message(f"t/{i % 3}", str(i).encode(), qos)
+                              for i in range(count)], 10)
+        assert n == count
+        assert conn.publish_all([], 1) == 0
+    finally:
+        conn.close()
+    assert sub.wait_for(lambda: len(sub.on("t/.*")) == count, 10)
+    sub.stop()
+    assert [int(m.payload) for m in sub.on("t/.*")] == list(range(count))
+
+
+def test_unreachable_broker_fails_at_once() -> None:
+    port = servers.free_port()
+    started = time.monotonic()
+    with pytest.raises(MqttError, match="refused"):
+        Connection(Endpoint(host=servers.LOOPBACK, port=port, client_id="x")).connect(5)
+    assert time.monotonic() - started < 2
+
+
+def test_wrong_password_is_refused_with_the_reason(make_mosquitto) -> None:
+    broker = make_mosquitto(users={"ravend": "right"})
+    with pytest.raises(MqttError, match=r"(?i)refused by the broker: .*(not author|bad user)"):
+        Connection(endpoint(broker, username="ravend", password="wrong")).connect(5)
+    with pytest.raises(MqttError, match="refused by the broker"):
+        Connection(endpoint(broker)).connect(5)  # anonymous
+    conn = Connection(endpoint(broker, username="ravend", password="right"))
+    conn.connect(5)
+    assert conn.publish_all([Message("a", b"1")], 5) == 1
+    conn.close()
+
+
+@pytest.fixture
+def tls_broker(make_mosquitto, tmp_path):
+    """TLS listener with a proper certificate (tls_port) and one whose certificate names
+    another host (attribute wrong_name_port), both signed by the same test CA."""
+    wrong = servers.make_test_certificates(tmp_path / "wrong", hostnames=("elsewhere.example",),
+                                           ips=())
+    port = servers.free_port()
+    broker = make_mosquitto(users={"ravend": "s3cret"}, tls=True, extra_config=(
+        f"listener {port} {servers.LOOPBACK}\ncafile {wrong.ca_cert}\n"
+        f"certfile {wrong.server_cert}\nkeyfile {wrong.server_key}"))
+    broker.wrong_name_port = port
+    broker.wrong_ca = str(wrong.ca_cert)
+    return broker
+
+
+def test_tls_with_the_test_ca_and_password(tls_broker) -> None:
+    ep = endpoint(tls_broker, port=tls_broker.tls_port, tls=True, ca_file=tls_broker.ca_cert,
+                  username="ravend", password="s3cret")
+    conn = Connection(ep)
+    conn.connect(5)
+    assert conn.publish_all([Message("secure", b"1", 1)], 5) == 1
+    conn.close()
+
+
+def test_tls_refuses_a_certificate_from_an_unknown_ca(tls_broker) -> None:
+    ep = endpoint(tls_broker, port=tls_broker.tls_port, tls=True,  # system CAs only
+                  username="ravend", password="s3cret")
+    with pytest.raises(MqttError, match="certificate"):
+        Connection(ep).connect(5)
+
+
+def test_tls_checks_the_host_name_unless_insecure(tls_broker) -> None:
+    ep = endpoint(tls_broker, port=tls_broker.wrong_name_port, tls=True,
+                  ca_file=tls_broker.wrong_ca, username="ravend", password="s3cret")
+    with pytest.raises(MqttError, match=r"(?i)hostname|host name|match"):
+        Connection(ep).connect(5)
+    insecure = Endpoint(**{**ep.__dict__, "tls_insecure": True})
+    conn = Connection(insecure)
+    conn.connect(5)  # the chain is still verified, only the name is not
+    conn.close()
+
+
+def test_last_will_on_crash_not_on_clean_close(mosquitto_server) -> None:
+    sub = Subscriber(mosquitto_server.host, mosquitto_server.port, ["status/#"]).start()
+    will = Message("status/a", b"offline", 1, True)
+    crash = Connection(endpoint(mosquitto_server, client_id="a"), will=will)
+    crash.connect(5)
+    crash.publish_all([Message("status/a", b"online", 1, True)], 5)
+    crash.close(clean=False)
+    assert sub.wait_for(lambda: [m.payload for m in sub.on("status/a")] == [b"online",
+                                                                           b"offline"], 5)
+    clean = Connection(endpoint(mosquitto_server, client_id="b"),
+                       will=Message("status/b", b"offline", 1, True))
+    clean.connect(5)
+    clean.publish_all([Message("status/b", b"online", 1, True)], 5)
+    clean.close()
+    time.sleep(0.5)
+    sub.stop()
+    assert [m.payload for m in sub.on("status/b")] == [b"online"]
+
+
+def test_broker_death_is_noticed_during_the_wait(mosquitto_server) -> None:
+    conn = Connection(endpoint(mosquitto_server))
+    conn.connect(5)
+    mosquitto_server.kill()
+    started = time.monotonic()
+    with pytest.raises(MqttError):
+        for _ in range(50):  # the first publishes may still fit in the socket buffer
+            conn.publish_all([Message("x", b"1" * 1000, 1)] * 100, 20)
+    assert time.monotonic() - started < 5
+    assert not conn.connected
+    conn.close()
+
+
+class SilentBroker:
+    """Accepts a connection, answers CONNECT with CONNACK, then never acknowledges anything."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server((servers.LOOPBACK, 0))
+        self.port = self.sock.getsockname()[1]
+        self.received = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            conn.recv(4096)  # CONNECT
+            conn.sendall(b"\x20\x02\x00\x00")  # CONNACK, accepted
+            while data := conn.recv(65536):
+                self.received += len(data)
+
+    def close(self) -> None:
+        self._thread.join(5)
+        self.sock.close()
+
+
+def test_missing_acknowledgements_time_out() -> None:
+    silent = SilentBroker()
+    conn = Connection(Endpoint(host=servers.LOOPBACK, port=silent.port, client_id="x"))
+    conn.connect(5)
+    started = time.monotonic()
+    with pytest.raises(MqttError, match=r"2 of 2 messages not acknowledged within 0\.5 s"):
+        conn.publish_all([Message("a", b"1", 1), Message("b", b"2", 1)], 0.5)
+    assert 0.5 <= time.monotonic() - started < 2
+    conn.close(clean=False)
+    silent.close()
+
+
+def test_no_connack_times_out() -> None:
+    server = socket.create_server((servers.LOOPBACK, 0))
+    try:
+        ep = Endpoint(host=servers.LOOPBACK, port=server.getsockname()[1], client_id="x")
+        with pytest.raises(MqttError, match=r"no CONNACK within 0\.5 s"):
+            Connection(ep).connect(0.5)
+        server.accept()[0].close()  # the connection waiting in the backlog
+    finally:
+        server.close()
+
+
+def test_subscribe_reports_granted_qos(mosquitto_server) -> None:
+    conn = Connection(endpoint(mosquitto_server))
+    conn.connect(5)
+    assert conn.subscribe([("a/#", 1), ("b", 2), ("c", 0)], 5) == [1, 2, 0]
+    conn.close()

@@ -1,0 +1,402 @@
+"""ravend-repeater: a SQLite backlog to a real Mosquitto, across kill -9 and broker outages.
+
+The repeater runs as the real ``ravend-repeater`` process. What the subscriber got is compared,
+row by row, with what the store holds: every row published, repeats only as exact copies of one
+batch at most, the watermark never ahead of what the broker acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from mqtt_helpers import Subscriber, reading_messages, save_broker_state, validate_ha_sensor
+from ravend.config import load
+from ravend.protocol.model import Kind, Reading, scale
+from ravend.repeater import SqliteSource, Watermark
+from ravend.sinks.base import StateItem
+from ravend.sinks.mqtt_payload import parse_reading
+from ravend.sinks.sqlite import SqliteSink
+from readings import DEVICE, METER, T0
+
+ROOT = Path(__file__).resolve().parent.parent
+BROKER_CONFIG = "max_queued_messages 1000000"
+
+
+def backlog(n: int, start: int = 0) -> list[Reading]:
+    """Demand (one in ten host-timed), summations and prices, as ravend would have stored."""
+    out = []
+    for i in range(start, start + n):
+        kind = (Kind.DEMAND, Kind.DEMAND, Kind.SUMMATION_DELIVERED, Kind.PRICE)[i % 4]
+        raw = (i * 7919) % 100_000 - 20_000 if kind is Kind.DEMAND else 10_000 + i
+        divisor = 1000 if kind is not Kind.PRICE else 100
+        meter_time = None if i % 10 == 9 else T0 + i
+        unit = {Kind.DEMAND: "kW", Kind.SUMMATION_DELIVERED: "kWh"}.get(kind, "USD/kWh")
+        out.append(Reading(METER, kind, meter_time, T0 + i + 0.25, raw, 1, divisor,
+                           scale(raw, 1, divisor), unit, DEVICE))
+    return out
+
+
+def store(db: Path, readings: list[Reading]) -> None:
+    sink = SqliteSink(db)
+    sink.open()
+    for i in range(0, len(readings), 2000):
+        sink.write(readings[i:i + 2000], [])
+    sink.close()
+
+
+class RepeaterProcess:
+    def __init__(self, config: Path, log: Path) -> None:
+        self.log_path = log
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ravend.cli.repeater", "--config", str(config)],
+                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def write_config(tmp_path: Path, broker, **repeater: str) -> Path:
+    state = tmp_path / "state"
+    state.mkdir(exist_ok=True)
+    settings = {"client_id": "test-repeater", "poll_interval": "0.2", **repeater}
+    keys = "".join(f"{k} = {v}\n" for k, v in settings.items())
+    path = tmp_path / "ravend.conf"
+    path.write_text(f"[service]\nstate_dir = {state}\n"
+                    "[device]\nreconnect_min = 0.1\nreconnect_max = 0.5\n"
+                    f"[mqtt]\nhost = {broker.host}\n"
+                    f"port = {broker.port}\npublish_timeout = 3s\n[repeater]\n{keys}")
+    return path
+
+
+def watermark(tmp_path: Path) -> int:
+    try:
+        return json.loads((tmp_path / "state" / "repeater.watermark").read_text())["last_id"]
+    except (FileNotFoundError, ValueError):
+        return -1
+
+
+def wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())
+
+
+def check_received(sub: Subscriber, readings: list[Reading], max_repeats: int = 0) -> None:
+    """Every reading arrived with its stored values; at most max_repeats exact repeats."""
+    got = [parse_reading(m.payload) for m in reading_messages(sub)]
+    by_key: dict[tuple, Reading] = {}
+    for r in got:
+        assert by_key.setdefault(r.key, r) == r, f"{r.key}: a repeat with other values"
+    assert set(by_key) == {r.key for r in readings}, "missing or unexpected readings"
+    for r in readings:
+        assert by_key[r.key] == r
+    repeats = sum(n - 1 for n in Counter(r.key for r in got).values())
+    assert repeats <= max_repeats, f"{repeats} repeats"
+
+
+def drain(tmp_path: Path, broker, n: int, timeout: float, **repeater: str) -> None:
+    readings = backlog(n)
+    config = write_config(tmp_path, broker, **repeater)
+    store(tmp_path / "state" / "ravend.db", readings)
+    sub = Subscriber(broker.host, broker.port, ["ravend/+/+"]).start()
+    proc = RepeaterProcess(config, tmp_path / "repeater.log")
+    try:
+        assert wait_for(lambda: watermark(tmp_path) == n, timeout), proc.log()
+        assert sub.wait_for(lambda: len(reading_messages(sub)) >= n, 20)
+    finally:
+        assert proc.stop() == 0, proc.log()
+        sub.stop()
+    check_received(sub, readings)
+    assert "Traceback" not in proc.log()
+
+
+def test_backlog_drains_completely(tmp_path: Path, make_mosquitto) -> None:
+    drain(tmp_path, make_mosquitto(extra_config=BROKER_CONFIG), 20_000, 60)
+
+
+@pytest.mark.slow
+def test_large_backlog_drains_completely(tmp_path: Path, make_mosquitto) -> None:
+    drain(tmp_path, make_mosquitto(extra_config=BROKER_CONFIG), 100_000, 300)
+
+
+def test_kill_9_mid_drain_then_restart_leaves_no_gap(tmp_path: Path, make_mosquitto) -> None:
+    broker = make_mosquitto(extra_config=BROKER_CONFIG)
+    n = 20_000
+    readings = backlog(n)
+    config = write_config(tmp_path, broker, batch_size="500")
+    store(tmp_path / "state" / "ravend.db", readings)
+    sub = Subscriber(broker.host, broker.port, ["ravend/+/+"]).start()
+    first = RepeaterProcess(config, tmp_path / "repeater.log")
+    assert wait_for(lambda: watermark(tmp_path) >= 5000, 30), first.log()
+    first.kill()
+    killed_at = watermark(tmp_path)
+    assert 5000 <= killed_at < n, "killed too late to test anything"
+    second = RepeaterProcess(config, tmp_path / "repeater.log")
+    try:
+        assert wait_for(lambda: watermark(tmp_path) == n, 60), second.log()
+        assert sub.wait_for(lambda: len({parse_reading(m.payload).key
+                                         for m in reading_messages(sub)}) >= n, 20)
+    finally:
+        assert second.stop() == 0, second.log()
+        sub.stop()
+    # At most the batch in flight at the kill (acknowledged or not) is published again.
+    check_received(sub, readings, max_repeats=500)
+    assert f"watermark {tmp_path / 'state' / 'repeater.watermark'}" in second.log()
+
+
+def test_broker_outage_mid_drain(tmp_path: Path, make_mosquitto) -> None:
+    broker = make_mosquitto(extra_config=BROKER_CONFIG)
+    n = 20_000
+    readings = backlog(n)
+    config = write_config(tmp_path, broker, batch_size="200")
+    store(tmp_path / "state" / "ravend.db", readings)
+    sub = Subscriber(broker.host, broker.port, ["ravend/+/+"], client_id="durable",
+                     clean_session=False).start()
+    save_broker_state(broker)
+    proc = RepeaterProcess(config, tmp_path / "repeater.log")
+    try:
+        assert wait_for(lambda: watermark(tmp_path) >= 2000, 30), proc.log()
+        before = watermark(tmp_path)
+        broker.kill()
+        time.sleep(2.0)
+        # Only the batch whose acknowledgements were already in may have been committed since.
+        at_kill = watermark(tmp_path)
+        assert at_kill - before <= 200, "watermark moved without the broker"
+        broker.start()
+        assert wait_for(lambda: watermark(tmp_path) == n, 60), proc.log()
+        # Row ids are 1-based: readings[at_kill:] are the rows after the watermark at the kill.
+        after = {r.key for r in readings[at_kill:]}
+
+        def missing() -> list[int]:
+            got = {parse_reading(m.payload).key for m in reading_messages(sub)}
+            return [i + 1 for i, r in enumerate(readings) if i >= at_kill and r.key not in got]
+
+        assert sub.wait_for(lambda: not missing(), 30), (at_kill, missing()[:10],
+                                                         len(missing()), sub.connects)
+    finally:
+        assert proc.stop() == 0, proc.log()
+        sub.stop()
+    # What the broker had acknowledged before it was killed is the broker's to keep: Mosquitto
+    # holds it in memory and a SIGKILL loses what the subscriber had not yet taken. Everything
+    # after the watermark was published again.
+    got = [parse_reading(m.payload) for m in reading_messages(sub)]
+    stored = {r.key: r for r in readings}
+    assert all(stored[r.key] == r for r in got)
+    assert {r.key for r in got} >= after
+    lost = set(stored) - {r.key for r in got}
+    assert all(k not in after for k in lost)
+    log = proc.log()
+    assert "broker:" in log and "publishing again" in log
+    assert "Traceback" not in log
+
+
+def test_follows_new_rows_without_busy_waiting(tmp_path: Path, mosquitto_server) -> None:
+    config = write_config(tmp_path, mosquitto_server, poll_interval="1s")
+    db = tmp_path / "state" / "ravend.db"
+    store(db, backlog(10))
+    sub = Subscriber(mosquitto_server.host, mosquitto_server.port, ["ravend/+/+"]).start()
+    proc = RepeaterProcess(config, tmp_path / "repeater.log")
+    try:
+        assert wait_for(lambda: watermark(tmp_path) == 10, 20), proc.log()
+        time.sleep(1.5)  # idle: the pause has grown to poll_interval
+        cpu0 = _cpu_seconds(proc.proc.pid)
+        time.sleep(3.0)
+        idle_cpu = _cpu_seconds(proc.proc.pid) - cpu0
+        store(db, backlog(5, start=10))
+        started = time.monotonic()
+        assert wait_for(lambda: watermark(tmp_path) == 15, 5), proc.log()
+        latency = time.monotonic() - started
+    finally:
+        assert proc.stop() == 0
+        sub.stop()
+    assert idle_cpu < 0.3, f"{idle_cpu:.2f} s CPU in 3 s idle"
+    assert latency < 1.6, f"new rows took {latency:.2f} s"
+    check_received(sub, backlog(15))
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_start_newest_skips_the_existing_store(tmp_path: Path, mosquitto_server) -> None:
+    config = write_config(tmp_path, mosquitto_server, start="newest")
+    db = tmp_path / "state" / "ravend.db"
+    store(db, backlog(50))
+    sub = Subscriber(mosquitto_server.host, mosquitto_server.port, ["ravend/+/+"]).start()
+    proc = RepeaterProcess(config, tmp_path / "repeater.log")
+    try:
+        assert wait_for(lambda: watermark(tmp_path) == 50, 20), proc.log()
+        store(db, backlog(5, start=50))
+        assert wait_for(lambda: watermark(tmp_path) == 55, 10), proc.log()
+    finally:
+        assert proc.stop() == 0
+        sub.stop()
+    check_received(sub, backlog(5, start=50))
+
+
+def test_device_state_and_discovery_come_from_the_store(tmp_path: Path,
+                                                      mosquitto_server) -> None:
+    config = write_config(tmp_path, mosquitto_server)
+    db = tmp_path / "state" / "ravend.db"
+    store(db, backlog(4))
+    sink = SqliteSink(db)
+    sink.open()
+    sink.write([], [StateItem(DEVICE, "", "DeviceInfo", 1.0, {
+        "model_id": "Z105-2-EMU2-LEDD_JM", "fw_version": "1.1.9 (9315)", "link_key": "0xk"}),
+        StateItem(DEVICE, METER, "ConnectionStatus", 2.0, {"status": "Connected",
+                                                           "link_strength": 90})])
+    sink.close()
+    sub = Subscriber(mosquitto_server.host, mosquitto_server.port).start()
+    proc = RepeaterProcess(config, tmp_path / "repeater.log")
+    try:
+        assert wait_for(lambda: watermark(tmp_path) == 4, 20), proc.log()
+        assert sub.wait_for(lambda: len(sub.on("homeassistant/.*")) >= 5, 5)
+    finally:
+        assert proc.stop() == 0
+        time.sleep(0.2)
+        sub.stop()
+    configs = {m.topic: m.json() for m in sub.on("homeassistant/.*")}
+    for topic, cfg in configs.items():
+        validate_ha_sensor(topic, cfg)
+        assert cfg["availability_topic"] == "ravend/ravend/test-repeater/status"
+        assert cfg["device"]["model"] == "Z105-2-EMU2-LEDD_JM"
+    assert {t.split("/")[3] for t in configs} == {"demand", "summation_delivered", "price",
+                                                  "link_strength", "connection_status"}
+    (info,) = sub.on(f"ravend/{DEVICE}/info/DeviceInfo")
+    assert b"link_key" not in info.payload
+    assert [m.payload for m in sub.on("ravend/ravend/test-repeater/status")] == [
+        b"online", b"offline"]
+
+
+def test_waits_for_the_store_to_appear(tmp_path: Path, mosquitto_server) -> None:
+    config = write_config(tmp_path, mosquitto_server)
+    proc = RepeaterProcess(config, tmp_path / "repeater.log")
+    try:
+        time.sleep(1.0)
+        assert proc.proc.poll() is None, proc.log()
+        store(tmp_path / "state" / "ravend.db", backlog(3))
+        assert wait_for(lambda: watermark(tmp_path) == 3, 15), proc.log()
+    finally:
+        assert proc.stop() == 0
+    assert proc.log().count("no database yet") == 1
+
+
+def test_watermark_of_another_store_is_refused(tmp_path: Path, mosquitto_server) -> None:
+    config = write_config(tmp_path, mosquitto_server)
+    Watermark(tmp_path / "state" / "repeater.watermark", "mysql:db:3306/ravend").save(42)
+    proc = RepeaterProcess(config, tmp_path / "repeater.log")
+    assert proc.proc.wait(10) == 78
+    assert "watermark of mysql:db:3306/ravend" in proc.log()
+    assert "Traceback" not in proc.log()
+
+
+def test_watermark_is_replaced_atomically(tmp_path: Path) -> None:
+    path = tmp_path / "wm" / "repeater.watermark"
+    mark = Watermark(path, "sqlite:/x.db")
+    assert mark.load() is None
+    for i in (1, 500, 1000):
+        mark.save(i)
+        assert mark.load() == i
+    assert sorted(p.name for p in path.parent.iterdir()) == ["repeater.watermark"]
+    path.write_text("{torn")
+    with pytest.raises(Exception, match="unreadable watermark"):
+        mark.load()
+
+
+def test_sqlite_source_reads_rows_and_states(tmp_path: Path) -> None:
+    db = tmp_path / "ravend.db"
+    source = SqliteSource(db)
+    with pytest.raises(Exception, match="no database yet"):
+        source.fetch(0, 10)
+    readings = backlog(30)
+    store(db, readings)
+    rows = source.fetch(0, 10)
+    assert [i for i, _ in rows] == list(range(1, 11))
+    assert [r for _, r in rows] == readings[:10]
+    assert [r for _, r in source.fetch(25, 100)] == readings[25:]
+    assert source.newest_id() == 30
+    assert source.maybe_changed() is True
+    assert source.maybe_changed() is False
+    store(db, backlog(1, start=30))
+    assert source.maybe_changed() is True
+    sink = SqliteSink(db)
+    sink.open()
+    sink.write([], [StateItem(DEVICE, "", "DeviceInfo", 5.0, {"model_id": "Z106-RAVEn"})])
+    assert [s.tag for s in source.states()] == ["DeviceInfo"]
+    assert source.states() == []  # unchanged since
+    sink.write([], [StateItem(DEVICE, "", "DeviceInfo", 6.0, {"model_id": "Z106-RAVEn"})])
+    assert [s.received_at for s in source.states()] == [6.0]
+    sink.close()
+    source.close()
+
+
+def test_mysql_source_reads_what_the_mysql_sink_stored(mariadb_server) -> None:
+    """The MySQL path: rows written by ravend's MySQL sink, read back through its connect()."""
+    from mysql_helpers import mysql_config
+    from ravend.repeater import MysqlSource
+    from ravend.sinks.mysql import MysqlSink, migrate_database
+
+    cfg = mysql_config(mariadb_server, mariadb_server.new_database("repeater_src"))
+    migrate_database(cfg)
+    sink = MysqlSink(cfg)
+    sink.open()
+    readings = backlog(20)
+    sink.write(readings[:10], [StateItem(DEVICE, "", "DeviceInfo", 5.0, {"model_id": "Z"})])
+    source = MysqlSource(cfg)
+    assert source.description == f"mysql://{cfg.user}@{cfg.host}:{cfg.port}/{cfg.database}"
+    assert [r for _, r in source.fetch(0, 100)] == readings[:10]
+    assert [s.tag for s in source.states()] == ["DeviceInfo"]
+    assert source.states() == []
+    sink.write(readings[10:], [])  # committed by another connection: visible at once
+    rows = source.fetch(10, 100)
+    assert [r for _, r in rows] == readings[10:]
+    assert source.newest_id() == rows[-1][0]
+    sink.close()
+    source.close()
+
+
+def test_unreachable_mysql_is_unavailable_not_fatal(tmp_path: Path) -> None:
+    import servers
+    from ravend.config import MysqlConfig
+    from ravend.repeater import MysqlSource, SourceUnavailable
+
+    source = MysqlSource(MysqlConfig(host=servers.LOOPBACK, port=servers.free_port(),
+                                     connect_timeout=2))
+    with pytest.raises(SourceUnavailable, match="mysql://"):
+        source.fetch(0, 10)
+
+
+def test_config_source_mysql_uses_the_mysql_section(tmp_path: Path) -> None:
+    from ravend.repeater import make_source
+
+    config = load(write_config(tmp_path, SimpleNamespace(host="h", port=1), source="mysql"))
+    assert make_source(config).description == "mysql://ravend@localhost:3306/ravend"
