@@ -205,6 +205,10 @@ class MqttConfig:
     spool_max_mb: float = opt("spool size cap", number, 100.0, low=1, high=1_000_000)
     # A batch not fully acknowledged within this time counts as a failure (spool, reconnect).
     publish_timeout: float = opt("publish timeout", duration, 10.0, low=0.1, high=3600)
+    # Meter commands over MQTT (<prefix>/<device mac>/cmd/<name>): off unless asked for; the
+    # broker's ACLs then decide who may send them. Restarting the stick needs its own yes.
+    allow_commands: bool = opt("MQTT commands", boolean, False)
+    allow_restart: bool = opt("restart over MQTT", boolean, False)
 
 
 @dataclass(frozen=True)

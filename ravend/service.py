@@ -154,6 +154,13 @@ class Service:
         self.device = DeviceSession(config.device, self.dispatcher)
         self.control = (ControlServer(Path(svc.control_socket), self.device)
                         if svc.control_socket else None)
+        self.mqtt_commands = None
+        if config.mqtt.enabled and config.mqtt.allow_commands:
+            from ravend.mqtt_commands import MqttCommands
+
+            self.mqtt_commands = MqttCommands(config.mqtt, self.device,
+                                              retry_min=config.device.reconnect_min,
+                                              retry_max=config.device.reconnect_max)
         self.notifier = Notifier()
         self._stop = threading.Event()
         self._hup = threading.Event()
@@ -191,6 +198,8 @@ class Service:
         self._device_thread.start()
         if self.control is not None:
             self.control.start()
+        if self.mqtt_commands is not None:
+            self.mqtt_commands.start()
         names = ", ".join(w.name for w in self.workers) or "none"
         log.info("ravend started (port %s, sinks: %s, state in %s)", self.config.device.port,
                  names, self.config.service.state_dir)
@@ -220,6 +229,8 @@ class Service:
         deadline = time.monotonic() + STOP_BUDGET
         if self.control is not None:
             self.control.stop()
+        if self.mqtt_commands is not None:
+            self.mqtt_commands.stop()
         if self.maintenance is not None:
             self.maintenance.stop(0.5)  # stops between chunks; a daemon thread otherwise
         self.device.stop()

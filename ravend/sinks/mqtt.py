@@ -167,6 +167,9 @@ class MqttSink(Sink):
                     configs.append(one)
             if device in self._link_seen:
                 configs += ha.link_configs(self._topics, meter, device, info)
+            if device and self.config.allow_commands:
+                configs += ha.command_configs(self._topics, meter, device, info,
+                                              self.config.allow_restart)
         out = []
         for topic, config in configs:
             payload = ha.encode(config)

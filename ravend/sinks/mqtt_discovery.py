@@ -134,3 +134,47 @@ def link_configs(topics: Topics, meter_mac: str, device_mac: str,
 
 def encode(config: Mapping[str, Any]) -> bytes:
     return json.dumps(config, separators=(",", ":"), sort_keys=True).encode()
+
+
+#: Buttons offered when MQTT commands are on: (object id, name, command, icon).
+COMMAND_BUTTONS: tuple[tuple[str, str, str, str], ...] = (
+    ("close_period", "Close billing period", "period_close", "mdi:calendar-end"),
+    ("refresh", "Refresh readings", "refresh", "mdi:refresh"),
+)
+RESTART_BUTTON = ("restart_stick", "Restart stick", "device_restart", "mdi:restart")
+
+
+def command_topic(prefix: str, device_mac: str, command: str) -> str:
+    """Where ravend listens for a command (`[mqtt] allow_commands`); results go to .../result."""
+    return f"{prefix}/{device_mac}/cmd/{command}"
+
+
+def command_configs(topics: Topics, meter_mac: str, device_mac: str,
+                    device_info: Mapping[str, Any] | None,
+                    allow_restart: bool) -> list[tuple[str, dict[str, Any]]]:
+    """Buttons (close period, refresh, restart if allowed) and a number entity for the price."""
+    node = node_id(meter_mac)
+    common = {
+        "availability_topic": topics.availability,
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "device": device_block(meter_mac, device_info),
+        "origin": {"name": "ravend", "sw_version": __version__},
+    }
+    buttons = [*COMMAND_BUTTONS, *((RESTART_BUTTON,) if allow_restart else ())]
+    out: list[tuple[str, dict[str, Any]]] = [
+        (f"{topics.discovery_prefix}/button/{node}/{object_id}/config", {
+            **common, "name": name, "unique_id": f"{node}_{object_id}", "icon": icon,
+            "command_topic": command_topic(topics.prefix, device_mac, command),
+            "payload_press": "{}",
+        })
+        for object_id, name, command, icon in buttons
+    ]
+    out.append((f"{topics.discovery_prefix}/number/{node}/set_price/config", {
+        **common, "name": "Set price", "unique_id": f"{node}_set_price", "icon": "mdi:cash",
+        "command_topic": command_topic(topics.prefix, device_mac, "price_set"),
+        "command_template": '{"amount": "{{ value }}"}',
+        "state_topic": f"{topics.prefix}/{meter_mac}/{Kind.PRICE.value}",
+        "value_template": _READING, "min": 0, "max": 10, "step": 0.0001, "mode": "box",
+    }))
+    return out
