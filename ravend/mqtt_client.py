@@ -369,7 +369,7 @@ class Connection:
             return self._subacks.pop(mid)
 
     def ack(self, mid: int, qos: int) -> None:
-        """PUBACK a received message now (``manual_ack=True`` connections, paho 2.x only). A
+        """PUBACK a received message now (``manual_ack=True`` connections). A
         message that came on an earlier connection cannot be acknowledged on this one: its
         mid may now name another message; the broker sends it again instead."""
         if self._lost is None and qos > 0:

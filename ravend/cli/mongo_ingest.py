@@ -71,9 +71,6 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("ravend.mongo_ingest").error("%s", exc)
         return EX_CONFIG
     ingest.install_signals()
-    import os
-    if os.environ.get("SWITCH"):
-        sys.setswitchinterval(float(os.environ["SWITCH"]))
     return ingest.run()
 
 
