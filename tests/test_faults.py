@@ -109,13 +109,14 @@ def test_full_disk_is_reported_and_recovers(tmp_path: Path, small_disk: Path) ->
         assert sim.drain(10)
         assert wait_for(lambda: len(stored_rows(db)) >= 200, 20), ravend.log()
         # Fill the disk completely, then keep the meter talking.
-        with open(filler, "wb") as f:
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError:
-                pass
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while True:
+                os.write(fd, b"\0" * 65536)  # unbuffered: ENOSPC comes here, not at close
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
         sim.send_readings(300, ("demand",))
         assert sim.drain(10)
         assert wait_for(lambda: "unavailable" in ravend.log(), 20), ravend.log()
