@@ -34,13 +34,11 @@ import dataclasses
 import datetime as dt
 import logging
 import re
-import signal
 import threading
 import time
 import warnings
 from collections.abc import Sequence
 from decimal import Decimal
-from types import FrameType
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -377,11 +375,9 @@ class MongoIngest:
         self._stop.set()
 
     def install_signals(self) -> None:
-        def on_term(signum: int, frame: FrameType | None) -> None:
-            self.request_stop()
+        from ravend.service import install_signals
 
-        signal.signal(signal.SIGTERM, on_term)
-        signal.signal(signal.SIGINT, on_term)
+        install_signals(self.request_stop)
 
     # --- paho's network thread ----------------------------------------------------------------
 

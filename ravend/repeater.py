@@ -21,13 +21,11 @@ import dataclasses
 import json
 import logging
 import os
-import signal
 import sqlite3
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any, Protocol
 
 from ravend.config import Config, ConfigError
@@ -311,11 +309,9 @@ class Repeater:
         self._stop.set()
 
     def install_signals(self) -> None:
-        def on_term(signum: int, frame: FrameType | None) -> None:
-            self.request_stop()
+        from ravend.service import install_signals
 
-        signal.signal(signal.SIGTERM, on_term)
-        signal.signal(signal.SIGINT, on_term)
+        install_signals(self.request_stop)
 
     # --- loop ---------------------------------------------------------------------------------
 

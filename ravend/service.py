@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -175,15 +175,7 @@ class Service:
         self.dispatcher.changed.set()
 
     def install_signals(self) -> None:
-        def on_term(signum: int, frame: FrameType | None) -> None:
-            self.request_stop()
-
-        def on_hup(signum: int, frame: FrameType | None) -> None:
-            self.request_reload()
-
-        signal.signal(signal.SIGTERM, on_term)
-        signal.signal(signal.SIGINT, on_term)
-        signal.signal(signal.SIGHUP, on_hup)
+        install_signals(self.request_stop, self.request_reload)
 
     def healthy(self) -> bool:
         return self._device_thread.is_alive() and all(w.alive() for w in self.workers)
@@ -241,6 +233,22 @@ class Service:
         log.info("ravend stopped (%d readings received; stored %s)", self.dispatcher.readings,
                  ", ".join(f"{k}={v}" for k, v in stored.items()) or "nowhere")
         return 0
+
+
+def install_signals(on_stop: Callable[[], object],
+                    on_reload: Callable[[], object] | None = None) -> None:
+    """SIGTERM and SIGINT stop, SIGHUP (if handled) reloads: the same for every service."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        on_stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if on_reload is not None:
+        def reload(signum: int, frame: FrameType | None) -> None:
+            on_reload()
+
+        signal.signal(signal.SIGHUP, reload)
 
 
 def setup_logging(level: str) -> None:
