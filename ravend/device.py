@@ -143,6 +143,9 @@ class DeviceSession:
         self._noise_reasons: set[str] = set()
         self._noise_since = 0.0
         self._reopen_requested = threading.Event()
+        # After a SIGHUP the stick is (usually) the same one mid-stream: a fragment cut by the
+        # reopen continues in the tty buffer, so the decoder keeps its state across it.
+        self._stream_continues = False
 
     def __repr__(self) -> str:
         return (f"<DeviceSession {self.stats.port or self.config.port} model={self.stats.model}"
@@ -241,11 +244,20 @@ class DeviceSession:
             except TypeError:  # URL handlers that do not know `exclusive`
                 ser = serial.serial_for_url(port, baudrate=self.config.baudrate, timeout=1.0,
                                             do_not_open=True)
-            ser.open()
+            # pyserial flushes the tty's input on open; what the stick sent while the port was
+            # closed (a SIGHUP reopen, a slow restart) is readings, so keep it.
+            ser.reset_input_buffer = _keep_input
+            try:
+                ser.open()
+            finally:
+                del ser.reset_input_buffer
         except (serial.SerialException, OSError, ValueError) as exc:
+            self._stream_continues = False
             raise DeviceGone(f"cannot open {port}: {_short(exc)}") from exc
         self._serial = ser
-        self.decoder.reset()  # leftovers of a previous link are not the start of this one
+        if not self._stream_continues:
+            self.decoder.reset()  # leftovers of a previous link are not the start of this one
+        self._stream_continues = False
         self.stats.port = port
         self.stats.model = model if model != "auto" else "unknown"
         self.stats.connected = True
@@ -266,9 +278,9 @@ class DeviceSession:
             # Closing a vanished port may fail any way it likes; it is gone either way.
             with contextlib.suppress(Exception):
                 ser.close()
-        tail = self.decoder.feed(b"")
-        for item in tail:
-            self._handle(item, time.time())
+        if not self._stream_continues:
+            for item in self.decoder.feed(b""):
+                self._handle(item, time.time())
         with self._waiters_lock:
             for waiter in self._waiters:
                 waiter.event.set()  # wake them; fragment None → CommandFailed upstream
@@ -281,6 +293,7 @@ class DeviceSession:
         while not self._stop.is_set():
             if self._reopen_requested.is_set():
                 self._reopen_requested.clear()
+                self._stream_continues = True
                 raise DeviceGone("reopen requested (SIGHUP)")
             try:
                 self._run_due()
@@ -415,6 +428,10 @@ class DeviceSession:
                     "; ".join(sorted(self._noise_reasons)))
         self._noise_bytes = 0
         self._noise_reasons.clear()
+
+
+def _keep_input() -> None:
+    """Stands in for ``Serial.reset_input_buffer`` while the port opens."""
 
 
 def _short(exc: BaseException) -> str:

@@ -181,11 +181,14 @@ class SinkWorker:
                 return
             except ReadingRejected as exc:
                 self._reject(readings, states, exc)
+                self.outbox.ack(batches)
             else:
+                # Ack before counting: whoever sees `stored` grow must not still find the rows
+                # in the outbox (and a crash between write and ack only replays, idempotently).
+                self.outbox.ack(batches)
                 self._stored(readings)
             if not self.stats.up:
                 self._recovered()
-            self.outbox.ack(batches)
             if not self._queue.empty() and self._queue.qsize() > self._queue.maxsize // 2:
                 return  # let the loop move fresh readings to the outbox before memory fills
         if not len(self.outbox):
