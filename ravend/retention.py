@@ -63,6 +63,8 @@ DAILY_EXTRA = ("day", "time_zone")
 
 #: New readings taken per roll-up step; their periods are recomputed before the next step.
 ROLLUP_BATCH = 20_000
+#: Counter readings fetched per query while a roll-up walks them.
+SAMPLE_PAGE = 5_000
 #: At most this many consecutive hours are recomputed from one fetch of raw readings.
 HOURS_PER_FETCH = 168
 #: How long one purge or vacuum step may hold the write lock. Steps are sized to it as they
@@ -219,12 +221,34 @@ class Store:
             "SELECT key_time FROM readings WHERE meter_mac = ? AND kind = ? AND key_time >= ?"
             " ORDER BY key_time LIMIT 1", (meter, kind, t))
 
-    def samples(self, meter: str, kind: str, lo: int, hi: int) -> list[ru.Sample]:
-        """Exact values with lo <= key_time <= hi, by time."""
-        return [(t, ru.exact(raw, mult, div)) for t, raw, mult, div in self.rows(
-            "SELECT key_time, raw, multiplier, divisor FROM readings WHERE meter_mac = ?"
-            " AND kind = ? AND key_time >= ? AND key_time <= ? ORDER BY key_time",
-            (meter, kind, lo, hi))]
+    def samples(self, meter: str, kind: str, lo: int, hi: int) -> Iterator[ru.Sample]:
+        """Exact values with lo <= key_time <= hi, by time, fetched a page at a time.
+
+        A stream, not a list: a week of one-second counter readings would otherwise be held
+        whole (and the memory kept by the allocator afterwards).
+        """
+        after = lo - 1
+        while True:
+            page = self.rows(
+                "SELECT key_time, raw, multiplier, divisor FROM readings WHERE meter_mac = ?"
+                " AND kind = ? AND key_time > ? AND key_time <= ? ORDER BY key_time LIMIT ?",
+                (meter, kind, after, hi, SAMPLE_PAGE))
+            for t, raw, mult, div in page:
+                yield t, ru.exact(raw, mult, div)
+            if len(page) < SAMPLE_PAGE:
+                return
+            after = page[-1][0]
+
+    def demand_stats(self, meter: str, period: ru.Period) -> ru.DemandStats:
+        """The period's demand aggregated by the database (one row per scale in use)."""
+        stats = ru.DemandStats()
+        for mult, div, n, total, low, high in self.rows(
+            "SELECT multiplier, divisor, COUNT(*), SUM(raw), MIN(raw), MAX(raw) FROM readings"
+            " WHERE meter_mac = ? AND kind = ? AND key_time >= ? AND key_time < ?"
+            " GROUP BY multiplier, divisor",
+            (meter, Kind.DEMAND.value, period.start, period.end)):
+            stats.add_group(int(n), int(total), int(low), int(high), int(mult), int(div))
+        return stats
 
     def upsert_rollups(self, table: str, rows: Sequence[ru.Rollup], tz: str) -> None:
         daily = table == "rollup_daily"
@@ -461,14 +485,14 @@ def recompute_hours(store: Store, meter: str, hours: Sequence[int],
 def compute(store: Store, meter: str, periods: Sequence[ru.Period]) -> list[ru.Rollup]:
     """Roll-ups of consecutive periods from the raw readings (empty periods left out)."""
     lo, hi = periods[0].start, periods[-1].end
-    demand = store.samples(meter, Kind.DEMAND.value, lo, hi - 1)
+    demand = [store.demand_stats(meter, p) for p in periods]
     counters = []
     for kind in SUMMATIONS:
         first = store.before(meter, kind, lo)
         last = store.after(meter, kind, hi)
         counters.append(store.samples(meter, kind, lo if first is None else first,
                                       hi if last is None else last))
-    rows = ru.summarize(meter, periods, demand, counters[0], counters[1])
+    rows = ru.summarize_stats(meter, periods, demand, counters[0], counters[1])
     return [r for r in rows if r.demand_samples or r.delivered_kwh is not None
             or r.received_kwh is not None or r.counter_resets]
 

@@ -151,7 +151,7 @@ class _Energy:
     known: bool  # some interval overlaps the period
 
 
-def spread(samples: Sequence[Sample], periods: Sequence[Period]) -> list[_Energy]:
+def spread(samples: Iterable[Sample], periods: Sequence[Period]) -> list[_Energy]:
     """Energy of each period from consecutive counter readings (sorted by time, see above)."""
     out = [_Energy(Fraction(0), 0, 0, False) for _ in periods]
     starts = [p.start for p in periods]
@@ -177,31 +177,72 @@ def spread(samples: Sequence[Sample], periods: Sequence[Period]) -> list[_Energy
     return out
 
 
+@dataclass(slots=True)
+class DemandStats:
+    """Count, exact sum, minimum and maximum of a period's demand: all a roll-up keeps of it.
+
+    Built from groups that a database aggregated (``add_group``), so a day of one-second
+    samples never has to be held in memory, or from single samples (``add``).
+    """
+
+    count: int = 0
+    total: Fraction = Fraction(0)
+    low: Fraction | None = None
+    high: Fraction | None = None
+
+    def add(self, value: Fraction) -> None:
+        self.count += 1
+        self.total += value
+        self.low = value if self.low is None else min(self.low, value)
+        self.high = value if self.high is None else max(self.high, value)
+
+    def add_group(self, count: int, raw_sum: int, raw_min: int, raw_max: int,
+                  multiplier: int, divisor: int) -> None:
+        """Samples sharing one multiplier and divisor (never negative, so min raw is min kW)."""
+        if not count:
+            return
+        self.count += count
+        self.total += exact(raw_sum, multiplier, divisor)
+        for value in (exact(raw_min, multiplier, divisor), exact(raw_max, multiplier, divisor)):
+            self.low = value if self.low is None else min(self.low, value)
+            self.high = value if self.high is None else max(self.high, value)
+
+
 def summarize(meter_mac: str, periods: Sequence[Period], demand: Iterable[Sample],
-              delivered: Sequence[Sample], received: Sequence[Sample]) -> list[Rollup]:
-    """One Rollup per period (sorted, not overlapping).
+              delivered: Iterable[Sample], received: Iterable[Sample]) -> list[Rollup]:
+    """One Rollup per period (sorted, not overlapping), from demand samples.
 
     ``demand``: samples anywhere (those outside every period are ignored); ``delivered`` and
-    ``received``: the counter readings in the periods plus the last one before the first period
-    and the first one after the last, sorted by time.
+    ``received``: see ``summarize_stats``.
     """
     starts = [p.start for p in periods]
-    stats: list[list[Fraction]] = [[] for _ in periods]
+    stats = [DemandStats() for _ in periods]
     for t, v in demand:
         i = bisect.bisect_right(starts, t) - 1
         if i >= 0 and t < periods[i].end:
-            stats[i].append(v)
+            stats[i].add(v)
+    return summarize_stats(meter_mac, periods, stats, delivered, received)
+
+
+def summarize_stats(meter_mac: str, periods: Sequence[Period], demand: Sequence[DemandStats],
+                    delivered: Iterable[Sample], received: Iterable[Sample]) -> list[Rollup]:
+    """One Rollup per period from its demand statistics and the counter readings.
+
+    ``delivered`` and ``received``: the counter readings in the periods plus the last one before
+    the first period and the first one after the last, sorted by time. Each is walked once, so
+    it may be a stream from the database.
+    """
     got_in = spread(delivered, periods)
     got_out = spread(received, periods)
     rows = []
-    for p, values, e_in, e_out in zip(periods, stats, got_in, got_out, strict=True):
+    for p, d, e_in, e_out in zip(periods, demand, got_in, got_out, strict=True):
         rows.append(Rollup(
             meter_mac=meter_mac,
             period=p,
-            demand_samples=len(values),
-            demand_avg_kw=to_decimal(sum(values, Fraction(0)) / len(values)) if values else None,
-            demand_min_kw=to_decimal(min(values)) if values else None,
-            demand_max_kw=to_decimal(max(values)) if values else None,
+            demand_samples=d.count,
+            demand_avg_kw=to_decimal(d.total / d.count) if d.count else None,
+            demand_min_kw=to_decimal(d.low),
+            demand_max_kw=to_decimal(d.high),
             delivered_kwh=to_decimal(e_in.energy) if e_in.known else None,
             received_kwh=to_decimal(e_out.energy) if e_out.known else None,
             energy_seconds=e_in.seconds,

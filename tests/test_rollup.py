@@ -124,3 +124,29 @@ def test_a_day_splits_the_energy_at_local_midnight() -> None:
     delivered = [(utc_day.end - HOUR, kwh("0")), (utc_day.end + HOUR, kwh("4"))]
     rows = summarize(METER, [utc_day, day_period(utc_day.end, dt.UTC)], [], delivered, [])
     assert [r.delivered_kwh for r in rows] == [Decimal("2.000000000"), Decimal("2.000000000")]
+
+
+def test_demand_aggregated_by_scale_groups_equals_the_sample_by_sample_result() -> None:
+    """The database hands roll-ups one (count, sum, min, max) row per multiplier/divisor."""
+    from ravend.rollup import DemandStats, summarize_stats
+
+    groups = {(1, 1000): [1500, -20, 730], (3, 7): [11, 4], (0, 0): [2]}
+    samples = [(H0 + i, exact(raw, m, d)) for i, ((m, d), raws) in enumerate(groups.items())
+               for raw in raws]
+    by_sample = summarize(METER, hours(1), samples, [], [])
+    stats = DemandStats()
+    for (m, d), raws in groups.items():
+        stats.add_group(len(raws), sum(raws), min(raws), max(raws), m, d)
+    stats.add_group(0, 0, 0, 0, 1, 1)  # an empty group changes nothing
+    (row,) = summarize_stats(METER, hours(1), [stats], [], [])
+    assert row == by_sample[0]
+    assert row.demand_samples == 6
+    assert row.demand_min_kw == Decimal("-0.020000000")
+    assert row.demand_max_kw == to_decimal(Fraction(33, 7))
+    assert row.demand_avg_kw == to_decimal((Fraction(2210, 1000) + Fraction(45, 7) + 2) / 6)
+
+
+def test_counter_readings_may_be_a_single_pass_stream() -> None:
+    delivered = [(H0 - 600, kwh("10")), (H0 + 600, kwh("11.2")), (H0 + HOUR + 600, kwh("12"))]
+    as_list = summarize(METER, hours(2), [], delivered, [])
+    assert summarize(METER, hours(2), [], iter(delivered), []) == as_list
