@@ -1,15 +1,15 @@
 #!/usr/bin/python3
 """MongoDB ingest figures: ravend-mongo-ingest's rate against the server's own insert_many.
 
-    bench/mongo.py            100,000 readings
-    bench/mongo.py --quick    20,000 readings
+    bench/mongo.py            50,000 readings
+    bench/mongo.py --quick    9,000 readings
 
 ``bench_mongo_ingest(quick)`` starts a private Mosquitto and a private SecantusDB (from
 tests/servers.py) and returns rows ``{"name", "value", "unit", "target", "ok"}``; ``target`` is a
 string such as ``">= 80"`` or None for a figure given for information.
 
 Ingest: ``ravend-mongo-ingest`` runs once to make its persistent session, and stops. Then, in
-each round, a fifth (quick: a quarter) of the readings is published to the broker at QoS 1
+each round, a fifth (quick: a third) of the readings is published to the broker at QoS 1
 (demand, summation and price messages as ravend publishes them), which queues them for the
 session, and the ingest starts and drains them into SecantusDB; its time is from the round's
 first stored document to its last (process start-up excluded), found by index look-ups:
@@ -181,8 +181,8 @@ def bench_mongo_ingest(quick: bool) -> list[dict[str, Any]]:
     rounds (so that both see the same load from anything else on the machine)."""
     import pymongo
 
-    n = 20_000 if quick else 100_000
-    rounds = 4 if quick else 5
+    n = 9_000 if quick else 50_000
+    rounds = 3 if quick else 5
     work = Path(tempfile.mkdtemp(prefix="ravend-bench-mongo-"))
     broker = servers.MosquittoServer(work / "broker", extra_config=BROKER_CONFIG).start()
     mongo = servers.SecantusServer(work / "mongo").start()
@@ -256,7 +256,7 @@ def _store_again(ingest: _Ingest, pub: Connection, messages: list[Message], coll
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench/mongo.py", description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="20,000 readings")
+    p.add_argument("--quick", action="store_true", help="9,000 readings")
     args = p.parse_args(argv)
     rows = bench_mongo_ingest(args.quick)
     width = max(len(r["name"]) for r in rows)

@@ -63,14 +63,18 @@ def wait_until(predicate: Callable[[], object], timeout: float, interval: float 
 class Ravend:
     """ravend on a port, with its state (and so its SQLite file) in ``state_dir``."""
 
-    def __init__(self, port: str, state_dir: Path) -> None:
+    def __init__(self, port: str, state_dir: Path, config: str = "") -> None:
         self.state_dir = state_dir
         self.db = state_dir / "ravend.db"
         self.log_path = state_dir / "ravend.log"
         state_dir.mkdir(parents=True, exist_ok=True)
+        conf = "/dev/null"
+        if config:
+            conf = str(state_dir / "ravend.conf")
+            Path(conf).write_text(config)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [DEBIAN_PYTHON, "-m", "ravend.cli.ravend", "--config", "/dev/null", "--port", port,
+            [DEBIAN_PYTHON, "-m", "ravend.cli.ravend", "--config", conf, "--port", port,
              "--state-dir", str(state_dir)],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             env=debian_env(), cwd=ROOT,
@@ -138,6 +142,13 @@ class Store:
         value = self._scalar("SELECT MAX(key_time) FROM readings WHERE meter_mac = ? AND"
                              " kind = 'demand'", (meter,))
         return None if value is None else int(value)
+
+    def rolled_up(self) -> bool:
+        """Whether the maintenance thread's roll-ups have caught up with every stored reading."""
+        watermark = self._scalar("SELECT value FROM maintenance_state WHERE name ="
+                                 " 'rollup_watermark'", ())
+        newest = self._scalar("SELECT MAX(id) FROM readings", ())
+        return watermark is not None and newest is not None and int(watermark) >= int(newest)
 
     def demand_count(self, meter: str) -> int:
         value = self._scalar("SELECT COUNT(*) FROM readings WHERE meter_mac = ? AND"

@@ -8,6 +8,8 @@ context, so several rows cost one run), or measure something new in a module of 
 
 from __future__ import annotations
 
+from typing import Any
+
 from bench import fuzz, latency, parsing, throughput
 from bench.core import Context, Result, Target, row
 from ravend.protocol.framer import MAX_FRAGMENT_BYTES
@@ -53,13 +55,12 @@ def simulator_ceiling(ctx: Context) -> Result:
 @row("throughput", "pty -> ravend -> SQLite committed", "readings/s", Target(">=", 2_000))
 def ravend_throughput(ctx: Context) -> Result:
     run = throughput.ravend_flat_out(ctx)
-    last = run.checkpoints[-1]  # the longest segment, past start-up
-    return Result(last.rate, detail=run.detail())
+    return Result(run.steady()[0], detail=run.detail())  # past start-up
 
 
 @row("cpu", "ravend CPU per 1,000 readings", "s", Target("<=", 0.1))
 def ravend_cpu(ctx: Context) -> Result:
-    return Result(throughput.ravend_flat_out(ctx).checkpoints[-1].cpu_per_1000)
+    return Result(throughput.ravend_flat_out(ctx).steady()[1])
 
 
 @row("naive", "naive logger (pyserial, etree, commit/row)", "readings/s", None)
@@ -70,7 +71,7 @@ def naive_throughput(ctx: Context) -> Result:
 
 @row("naive-ratio", "throughput ravend / naive logger", "x", Target(">=", 5))
 def naive_ratio(ctx: Context) -> Result:
-    ours = throughput.ravend_flat_out(ctx).checkpoints[-1].rate
+    ours = throughput.ravend_flat_out(ctx).steady()[0]
     return Result(ours / throughput.naive_peer(ctx).rate)
 
 
@@ -80,7 +81,9 @@ def naive_ratio(ctx: Context) -> Result:
 @row("latency-p50", "fragment end -> committed, p50", "ms", None)
 def latency_p50(ctx: Context) -> Result:
     run = latency.measure(ctx)
-    return Result(latency.percentile(run.total_ms, 50), detail=run.detail())
+    return Result(latency.percentile(run.total_ms, 50), detail=run.detail(),
+                  what=f"fragment end -> committed, p50 ({len(run.total_ms)} at"
+                       f" {1 / run.interval_s:g}/s)")
 
 
 @row("latency-p99", "fragment end -> committed, p99", "ms", Target("<=", 10))
@@ -109,8 +112,11 @@ def rss(ctx: Context) -> Result:
 @row("rss-growth", "ravend RSS growth between checkpoints", "MiB", Target("<=", 1))
 def rss_growth(ctx: Context) -> Result:
     first, last = _marks(ctx)
+    curve = {c.readings: round(c.rss_kib / MIB, 1)
+             for c in throughput.ravend_flat_out(ctx).checkpoints}
     return Result((last.rss_kib - first.rss_kib) / MIB,
-                  what=f"ravend RSS growth {first.readings:,} -> {last.readings:,}")
+                  what=f"ravend RSS growth {first.readings:,} -> {last.readings:,}",
+                  detail={"rss_mib_at": curve})
 
 
 @row("fds", "ravend open fds growth between checkpoints", "fds", Target("<=", 0))
@@ -239,3 +245,55 @@ def mongo_replay(ctx: Context) -> Result:
 @row("mongo-exact", "mongo documents == readings published", "yes=1", Target(">=", 1))
 def mongo_exact(ctx: Context) -> Result:
     return _pick(_external(ctx, "mongo", "bench_mongo_ingest"), "stored == readings published")
+
+
+# --- 8. idle at the real rate: the three services at once (bench/idle.py) -----------------------
+
+
+def _idle(ctx: Context) -> Any:
+    from bench import idle
+
+    return ctx.once("idle", lambda: idle.measure(ctx.quick, ctx.work / "idle", ctx.log))
+
+
+def _idle_cpu(ctx: Context, name: str) -> Result:
+    run = _idle(ctx)
+    window = f"{run.window:g} s" + (", quick" if run.quick else "")
+    return Result(run.processes[name].cpu_percent, what=f"idle, real rate ({window}): {name} CPU",
+                  detail=run.detail(name))
+
+
+def _idle_wakeups(ctx: Context, name: str) -> Result:
+    p = _idle(ctx).processes[name]
+    return Result(p.wakeups, what=f"  {name} wake-ups",
+                  detail={"voluntary_per_s": p.wakeups, "involuntary_per_s": p.involuntary})
+
+
+@row("idle-ravend-cpu", "idle, real rate: ravend CPU", "% core", Target("<=", 0.2))
+def idle_ravend_cpu(ctx: Context) -> Result:
+    return _idle_cpu(ctx, "ravend")
+
+
+@row("idle-ravend-wake", "  ravend wake-ups", "/s", Target("<=", 2))
+def idle_ravend_wakeups(ctx: Context) -> Result:
+    return _idle_wakeups(ctx, "ravend")
+
+
+@row("idle-repeater-cpu", "idle, real rate: ravend-repeater CPU", "% core", Target("<=", 0.2))
+def idle_repeater_cpu(ctx: Context) -> Result:
+    return _idle_cpu(ctx, "ravend-repeater")
+
+
+@row("idle-repeater-wake", "  ravend-repeater wake-ups", "/s", Target("<=", 2))
+def idle_repeater_wakeups(ctx: Context) -> Result:
+    return _idle_wakeups(ctx, "ravend-repeater")
+
+
+@row("idle-ingest-cpu", "idle, real rate: ravend-mongo-ingest CPU", "% core", Target("<=", 0.2))
+def idle_ingest_cpu(ctx: Context) -> Result:
+    return _idle_cpu(ctx, "ravend-mongo-ingest")
+
+
+@row("idle-ingest-wake", "  ravend-mongo-ingest wake-ups", "/s", Target("<=", 2))
+def idle_ingest_wakeups(ctx: Context) -> Result:
+    return _idle_wakeups(ctx, "ravend-mongo-ingest")

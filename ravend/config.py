@@ -14,8 +14,12 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ravend.tariff import Rule
 
 DEFAULT_PATH = "/etc/ravend/ravend.conf"
 DEFAULT_STATE_DIR = Path("/var/lib/ravend")
@@ -367,6 +371,98 @@ class MongoConfig:
     client_id: str = opt("client id", mqtt_client_id, "ravend-mongo-ingest-%h")
 
 
+_LISTEN = re.compile(
+    r"^(?:\[(?P<v6>[^\[\]]+)\]|(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*)):(?P<port>\d{1,5})$")
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """host:port → (host, port); an IPv6 address must be in brackets, or its last group would
+    read as the port."""
+    match = _LISTEN.match(value.strip())
+    expected = ("host:port to listen on, such as 127.0.0.1:9105 or [::1]:9105 (an IPv6"
+                " address in brackets; empty: off)")
+    if not match or not 1 <= int(match["port"]) <= 65535:
+        raise ValueError(expected)
+    host = match["v6"] or match["host"]
+    import ipaddress
+
+    try:
+        if match["v6"]:
+            ipaddress.IPv6Address(host)
+        elif re.fullmatch(r"[\d.]+", host):
+            ipaddress.IPv4Address(host)  # 300.1.1.1 is no host name either
+    except ValueError:
+        raise ValueError(expected) from None
+    return host, int(match["port"])
+
+
+def listen_address(value: str) -> str:
+    v = value.strip()
+    if v:
+        split_listen(v)
+    return v
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """ravend's optional Prometheus endpoint (python3-prometheus-client)."""
+
+    # host:port, e.g. 127.0.0.1:9105 or [::1]:9105; empty: no endpoint. Demand tells whether
+    # anyone is at home, and the endpoint has no authentication: keep it on loopback (or behind
+    # a firewall or an authenticating proxy).
+    listen: str = opt("listen address", listen_address, "")
+
+
+def optional_price(value: str) -> Fraction | None:
+    """A price per kWh (exact), or empty for none."""
+    from ravend.tariff import parse_price
+
+    return parse_price(value) if value.strip() else None
+
+
+def tou_periods(value: str) -> tuple[Rule, ...]:
+    from ravend.tariff import parse_periods
+
+    return parse_periods(value)
+
+
+def currency_code(value: str) -> str:
+    """USD, EUR ... or an ISO 4217 number (840 → USD); empty: the meter's."""
+    v = value.strip().upper()
+    if v.isdigit() and 0 < int(v) < 1000:
+        from ravend.protocol.decoder import currency_name
+
+        return currency_name(int(v))
+    if v and not re.fullmatch(r"[A-Z]{3}", v):
+        raise ValueError("an ISO 4217 currency such as USD, EUR or 840 (empty: the meter's)")
+    return v
+
+
+def optional_time_zone(value: str) -> str:
+    return time_zone(value) if value.strip() else ""
+
+
+@dataclass(frozen=True)
+class TariffConfig:
+    """The price of energy, for the cost in the roll-ups, `ravenctl report` and MQTT."""
+
+    # auto: the meter's prices (PriceCluster) where it sent any, the rate or periods below
+    # before that and for a meter that sends none (a meter price of 0 counts as none);
+    # meter: the meter's prices only; config: the rate or periods below only.
+    source: str = opt("price source", one_of("auto", "meter", "config"), "auto")
+    # A flat price per kWh, e.g. 0.28. Empty: none.
+    rate: Fraction | None = opt("flat rate", optional_price, None)  # noqa: RUF009
+    # Time-of-use prices by weekday and local hour (ravend.tariff.parse_periods), e.g.
+    # `Mon-Fri 16-21: 0.45; *: 0.28`. Set rate or periods, not both.
+    periods: tuple[Rule, ...] = opt("time-of-use periods", tou_periods, ())
+    # Of the costs; empty: the meter's (its ISO 4217 code), else none.
+    currency: str = opt("currency", currency_code, "")
+    # Received (exported) energy is credited at this price per kWh; empty: not credited.
+    export_rate: Fraction | None = opt("export rate", optional_price, None)  # noqa: RUF009
+    # Of the periods' hours; empty: [retention] time_zone.
+    time_zone: str = opt("time zone", optional_time_zone, "")
+
+
 @dataclass(frozen=True)
 class Config:
     service: ServiceConfig = field(default_factory=ServiceConfig)
@@ -377,6 +473,8 @@ class Config:
     mysql: MysqlConfig = field(default_factory=MysqlConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     mongo: MongoConfig = field(default_factory=MongoConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    tariff: TariffConfig = field(default_factory=TariffConfig)
     source: str = "(defaults)"
 
     @property
@@ -393,6 +491,8 @@ SECTIONS: dict[str, type] = {
     "mysql": MysqlConfig,
     "retention": RetentionConfig,
     "mongo": MongoConfig,
+    "metrics": MetricsConfig,
+    "tariff": TariffConfig,
 }
 
 
@@ -488,6 +588,7 @@ def _check_across(config: Config, path: str) -> None:
     _check_mqtt(config.mqtt, path)
     _check_mysql(config.mysql, path)
     _check_mongo(config.mongo, path)
+    _check_tariff(config.tariff, path)
 
 
 def _check_mqtt(mq: MqttConfig, path: str) -> None:
@@ -552,6 +653,13 @@ def _check_mongo(mo: MongoConfig, path: str) -> None:
                 f"{_where(path, 'mongo', 'uri_file')}: {mo.uri_file} is accessible by group or"
                 f" others (mode {mode & 0o777:04o}): make it readable by the service user only"
                 f" (chmod 600 {mo.uri_file})")
+
+
+def _check_tariff(ta: TariffConfig, path: str) -> None:
+    if ta.rate is not None and ta.periods:
+        raise ConfigError(f"{_where(path, 'tariff', 'periods')}: set rate or periods, not both")
+    if ta.source == "config" and ta.rate is None and not ta.periods:
+        raise ConfigError(f"{_where(path, 'tariff', 'source')}: config needs a rate or periods")
 
 
 def replace(config: Config, **sections: dict[str, Any]) -> Config:

@@ -44,12 +44,17 @@ RAVEN_USB = (0x0403, 0x8A28)
 EMU2_USB = (0x04B4, 0x0003)
 #: Stable names the udev rules create, tried first by `port = auto`.
 UDEV_LINKS = ("raven", "emu2")
+#: Where `port = auto` looks for those links and serial/by-id names instead of /dev (a test's or
+#: a container's device tree). The USB-id scan of sysfs is done only for the real /dev.
+DEV_DIR_ENV = "RAVEND_DEV_DIR"
 #: A read returns at least this often to run the session's timers even when the line is quiet.
 MAX_READ_WAIT = 60.0
 #: Bytes asked for per read: a whole burst of fragments fits.
 READ_SIZE = 4096
 #: Discarded-byte diagnostics are summed and logged once per burst, not once per read.
 NOISE_LOG_INTERVAL = 10.0
+#: On stop, how long to read on to the end of a fragment that is half received.
+FINISH_WAIT = 0.5
 
 OnFragment = Callable[[Fragment, float], None]
 
@@ -66,11 +71,14 @@ class CommandFailed(Exception):
     """A user command could not be carried out (no device, timeout, device said no)."""
 
 
-def find_port(dev: str = "/dev") -> tuple[str, str]:
+def find_port(dev: str | None = None) -> tuple[str, str]:
     """The stick's port and model ('raven', 'emu2' or 'unknown') for `port = auto`.
 
     Order: the udev rules' stable links, then /dev/serial/by-id names, then USB ids and strings.
+    ``dev`` defaults to $RAVEND_DEV_DIR, else /dev; it is looked at again at every (re)open, so
+    a stick that comes back under another name is found.
     """
+    dev = dev or os.environ.get(DEV_DIR_ENV) or "/dev"
     for name in UDEV_LINKS:
         link = os.path.join(dev, name)
         if os.path.exists(link):
@@ -81,6 +89,9 @@ def find_port(dev: str = "/dev") -> tuple[str, str]:
             return path, "raven"
         if "Rainforest" in name and "EMU" in name.upper():
             return path, "emu2"
+    if os.path.normpath(dev) != "/dev":
+        raise DeviceNotFound(f"no RAVEn or EMU-2 found (looked for {dev}/raven and"
+                             f" {dev}/serial/by-id/*Rainforest*); is the stick plugged in?")
     try:
         from serial.tools import list_ports
     except ImportError:  # pragma: no cover - python3-serial is a hard dependency
@@ -245,12 +256,13 @@ class DeviceSession:
                 ser = serial.serial_for_url(port, baudrate=self.config.baudrate, timeout=1.0,
                                             do_not_open=True)
             # pyserial flushes the tty's input on open; what the stick sent while the port was
-            # closed (a SIGHUP reopen, a slow restart) is readings, so keep it.
-            ser.reset_input_buffer = _keep_input
+            # closed (a SIGHUP reopen, a slow restart) is readings, so keep it. pyserial 3.5's
+            # posix open() calls the private _reset_input_buffer (TCIFLUSH): replace both.
+            ser.reset_input_buffer = ser._reset_input_buffer = _keep_input
             try:
                 ser.open()
             finally:
-                del ser.reset_input_buffer
+                del ser.reset_input_buffer, ser._reset_input_buffer
         except (serial.SerialException, OSError, ValueError) as exc:
             self._stream_continues = False
             raise DeviceGone(f"cannot open {port}: {_short(exc)}") from exc
@@ -321,6 +333,22 @@ class DeviceSession:
             for item in self.decoder.feed(data):
                 self._handle(item, received_at)
             self._flush_noise()
+        self._finish_fragment(ser)
+
+    def _finish_fragment(self, ser) -> None:
+        """Stopping: a fragment half read would be cut by the close, and its reading lost
+        although the stick is sending it. Read on to its end (a few ms at 115200 baud), one
+        byte at a time so that the next fragment is not begun, for at most FINISH_WAIT."""
+        deadline = time.monotonic() + FINISH_WAIT
+        if not self.decoder.framer.in_fragment:
+            return
+        with contextlib.suppress(Exception):  # the port may be gone: then so is the fragment
+            ser.timeout = 0.05
+            while self.decoder.framer.in_fragment and time.monotonic() < deadline:
+                data = ser.read(1)
+                if data:
+                    for item in self.decoder.feed(data):
+                        self._handle(item, time.time())
 
     def _read_wait(self) -> float:
         now = time.monotonic()

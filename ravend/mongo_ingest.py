@@ -55,8 +55,16 @@ INDEX_KEYS = [("meter_mac", 1), ("kind", 1), ("key_time", 1)]
 #: seconds) is stored at once, and a broker that waits for our acknowledgements (its in-flight
 #: window is full) is not kept waiting. Broker bursts arrive microseconds apart.
 QUIET_GAP = 0.002
-#: The main loop wakes at least this often (watchdog, status, SIGTERM).
-IDLE_WAIT = 0.5
+#: The main loop sleeps at most this long when nothing happens: a message, a lost broker
+#: connection and SIGTERM wake it at once, and the watchdog ping and an out-of-date STATUS= are
+#: timed; this is only a safety net.
+IDLE_WAIT = 60.0
+#: pymongo's kill-cursors thread runs this often here instead of every second (see
+#: ``quiet_pymongo``); the ingest leaves no cursor open for it to kill.
+KILL_CURSORS_INTERVAL = 60.0
+#: pymongo 3.x's streaming server monitor looks this often whether its check was cancelled
+#: (pymongo: every 0.5 s); pymongo 4.7+ is told to poll instead (serverMonitoringMode=poll).
+MONITOR_CANCEL_POLL = 5.0
 #: STATUS= at most this often.
 STATUS_INTERVAL = 5.0
 #: SIGTERM: how long to keep trying to store what was received before exiting.
@@ -152,6 +160,104 @@ def _short(exc: BaseException) -> str:
     return text[:300]
 
 
+def _has_option(name: str) -> bool:
+    """Whether this pymongo knows a MongoClient option (serverMonitoringMode: 4.7+)."""
+    from pymongo import common
+
+    return name.lower() in getattr(common, "VALIDATORS", {})
+
+
+def quiet_pymongo() -> bool:
+    """Make pymongo's background threads block between their runs instead of polling.
+
+    pymongo (3.11 to 4.x) runs its server monitor, RTT monitor and kill-cursors task (and an
+    events thread with listeners) on ``periodic_executor.PeriodicExecutor`` threads, which sleep
+    in steps of 0.5 s to notice ``wake()`` and ``close()``: two wake-ups a second per thread,
+    six in all, while nothing happens. From now on this process's new executors wait on an
+    Event that ``wake()`` and ``close()`` set, so they run when their interval is up (the
+    monitors every heartbeatFrequencyMS, 10 s), when pymongo asks for an early check (no sooner
+    than min_interval after the last run, as before), or stop at once when closed. The
+    kill-cursors task (closing cursors the application dropped, pool upkeep; every second
+    otherwise) runs every KILL_CURSORS_INTERVAL: the ingest leaves no cursor open.
+
+    pymongo 3.x (Debian 12) also streams the server monitor's hellos from MongoDB 4.4 on and
+    waits for each in 0.5 s steps, to notice a cancelled check: MONITOR_CANCEL_POLL here
+    (pymongo cancels the check after an application error; the ingest then closes the client
+    and opens a new one anyway). pymongo 4.7+ polls instead (``client_options``).
+
+    Applied once, before the first MongoClient; returns False (pymongo left as it is) if its
+    executor does not look as expected.
+    """
+    from pymongo import periodic_executor
+
+    with contextlib.suppress(ImportError):
+        from pymongo import network  # pymongo 3.x; 4.x has network_layer and the option
+
+        if isinstance(getattr(network, "_POLL_TIMEOUT", None), float):
+            network._POLL_TIMEOUT = max(network._POLL_TIMEOUT, MONITOR_CANCEL_POLL)
+
+    base = periodic_executor.PeriodicExecutor
+    if getattr(base, "_ravend_event_driven", False):
+        return True
+    should_stop = next((n for n in ("_should_stop", "_PeriodicExecutor__should_stop")
+                        if hasattr(base, n)), None)
+    probe = base(1.0, 0.5, lambda: True, "probe")
+    if should_stop is None or not all(hasattr(probe, a) for a in (
+            "_run", "wake", "close", "_event", "_interval", "_min_interval", "_stopped",
+            "_skip_sleep", "_target", "_lock", "_thread_will_exit", "_name")):
+        log.debug("pymongo's PeriodicExecutor is not as expected: left polling")
+        return False
+
+    class EventDrivenExecutor(base):  # type: ignore[misc,valid-type]
+        _ravend_event_driven = True
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._doorbell = threading.Event()
+            if self._name == "pymongo_kill_cursors_thread":
+                self._interval = max(self._interval, KILL_CURSORS_INTERVAL)
+
+        def wake(self) -> None:
+            super().wake()
+            self._doorbell.set()
+
+        def close(self, dummy: Any = None) -> None:
+            super().close(dummy)
+            self._doorbell.set()
+
+        def _run(self) -> None:
+            stop = getattr(self, should_stop)
+            while not stop():
+                try:
+                    if not self._target():
+                        self._stopped = True
+                        break
+                except BaseException:
+                    with self._lock:
+                        self._stopped = True
+                        self._thread_will_exit = True
+                    raise
+                if self._skip_sleep:
+                    self._skip_sleep = False
+                else:
+                    ran = time.monotonic()
+                    deadline = ran + self._interval
+                    # The flags are the truth; the Event only ends the wait early.
+                    while not self._stopped and not self._event:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._doorbell.wait(left)
+                        self._doorbell.clear()
+                    rest = ran + self._min_interval - time.monotonic()
+                    if self._event and not self._stopped and rest > 0:
+                        time.sleep(rest)  # an early run, but not sooner than before
+                self._event = False
+
+    periodic_executor.PeriodicExecutor = EventDrivenExecutor
+    return True
+
+
 @dataclasses.dataclass
 class WriteOutcome:
     inserted: int = 0
@@ -197,6 +303,10 @@ class MongoStore:
         given = uri_options(uri)
         opts: dict[str, Any] = {"appname": "ravend-mongo-ingest"}
         opts.update({k: v for k, v in DRIVER_TIMEOUTS_MS.items() if k.lower() not in given})
+        if "servermonitoringmode" not in given and _has_option("serverMonitoringMode"):
+            # A streaming monitor (MongoDB 4.4+) waits for the server's next hello in 0.5 s
+            # steps; polling asks every heartbeatFrequencyMS (10 s) and blocks in between.
+            opts["serverMonitoringMode"] = "poll"
         return opts
 
     def check(self) -> None:
@@ -232,6 +342,7 @@ class MongoStore:
             uri = self.uri()
         except ConfigError as exc:
             raise StoreUnavailable(str(exc)) from None
+        quiet_pymongo()
         try:
             self._client = pymongo.MongoClient(uri, **self.client_options(uri))
             db = self._client[self.cfg.database]
@@ -373,6 +484,13 @@ class MongoIngest:
 
     def request_stop(self, *_: object) -> None:
         self._stop.set()
+        self._wake()
+
+    def _wake(self, *_: object) -> None:
+        """Wake the main loop (it waits on the condition); from any thread or a signal handler
+        (the condition's lock is reentrant)."""
+        with self._cond:
+            self._cond.notify_all()
 
     def install_signals(self) -> None:
         from ravend.service import install_signals
@@ -446,17 +564,26 @@ class MongoIngest:
         self.notifier.notify("READY=1\nSTATUS=starting")
         watchdog = self.notifier.watchdog_interval()
         last_ping = last_status = resume_at = 0.0
+        status = ""
         while not self._stop.is_set():
             now = time.monotonic()
             if watchdog is not None and now - last_ping >= watchdog:
                 self.notifier.notify("WATCHDOG=1")
                 last_ping = now
             if now - last_status >= STATUS_INTERVAL:
-                self.notifier.notify("STATUS=" + self.status_line())
+                status = self.status_line()
+                self.notifier.notify("STATUS=" + status)
                 last_status = now
+            # No tick: wake for the watchdog's next ping and for a STATUS= that is out of date.
+            wait = IDLE_WAIT
+            if watchdog is not None:
+                wait = min(wait, last_ping + watchdog - now)
+            if self.status_line() != status:
+                wait = min(wait, last_status + STATUS_INTERVAL - now)
+            wait = max(0.0, wait)
             if now < resume_at:  # after a failure; the loop keeps pinging the watchdog
-                self._stop.wait(min(resume_at - now, IDLE_WAIT))
-            elif not self._step():
+                self._stop.wait(min(resume_at - now, wait))
+            elif not self._step(wait):
                 self.notifier.notify("STATUS=" + self.status_line())
                 resume_at = time.monotonic() + self._retry
         return self._shutdown()
@@ -466,8 +593,9 @@ class MongoIngest:
 
         return expand_client_id(self.cfg.client_id)
 
-    def _step(self) -> bool:
-        """One round; False after a failure (the caller waits before the next)."""
+    def _step(self, wait: float = IDLE_WAIT) -> bool:
+        """One round, waiting up to ``wait`` for messages; False after a failure (the caller
+        waits before the next)."""
         if not self.store.is_open:
             try:
                 self.store.open()
@@ -482,7 +610,7 @@ class MongoIngest:
             self._drop_connection()
             if not self._connect():
                 return False
-        batch = self._take(wait=IDLE_WAIT)
+        batch = self._take(wait=wait)
         return self._store(batch) if batch else True
 
     def _waiting(self) -> int:
@@ -498,7 +626,8 @@ class MongoIngest:
         try:
             endpoint = endpoint_from_config(mq, client_id=self.cfg.client_id)
             conn = Connection(endpoint, clean_session=False, manual_ack=True,
-                              on_message=lambda msg: self._on_message(msg, gen))
+                              on_message=lambda msg: self._on_message(msg, gen),
+                              on_lost=self._wake)
         except (ConfigError, MqttError) as exc:
             return self._failed(f"broker: {exc}")
         with self._cond:
@@ -549,11 +678,14 @@ class MongoIngest:
         max_batch_delay after its oldest message; [] if nothing came within ``wait``."""
         size = self.cfg.batch_size
         with self._cond:
-            if not self._pending and wait > 0:
+            conn = self._conn
+            # Checked under the lock that request_stop and the lost connection's callback take
+            # to wake us: neither can slip in between the check and the wait.
+            if (not self._pending and wait > 0 and not self._stop.is_set()
+                    and conn is not None and conn.connected):
                 self._cond.wait(wait)
             if not self._pending:
                 return []
-            conn = self._conn
             while len(self._pending) < size and wait > 0:
                 if self._stop.is_set() or conn is None or not conn.connected:
                     break

@@ -39,6 +39,11 @@ MANUAL_ACK = PAHO_2 or hasattr(paho.Client, "_send_puback")
 #: Messages in flight (published, not yet acknowledged) per connection. paho's default of 20
 #: caps a QoS 1 stream at 20 messages per round trip; a batch is bounded by its caller anyway.
 MAX_INFLIGHT = 1000
+#: paho's network thread waits in select() for the socket or for a publish from another thread
+#: (paho wakes it through a socket pair), but gives up after 1 s to run its keepalive timer: one
+#: wake-up a second on an idle connection. It waits up to a quarter of the keepalive here (15 s
+#: at the default 60 s; MQTT allows 1.5 keepalives between packets), never less than 1 s.
+LOOP_TIMEOUT_KEEPALIVE_SHARE = 0.25
 
 
 class MqttError(Exception):
@@ -106,15 +111,28 @@ def new_client(client_id: str, *, clean_session: bool = True,
     kwargs: dict[str, Any] = {"client_id": client_id, "clean_session": clean_session,
                               "protocol": paho.MQTTv311, "reconnect_on_failure": False}
     if PAHO_2:
-        return paho.Client(paho.CallbackAPIVersion.VERSION2, manual_ack=manual_ack, **kwargs)
+        return _Client(paho.CallbackAPIVersion.VERSION2, manual_ack=manual_ack, **kwargs)
     if manual_ack:
         if not MANUAL_ACK:
             raise ValueError(f"paho-mqtt {PAHO_VERSION} cannot acknowledge messages manually")
         return _ManualAckClient(**kwargs)
-    return paho.Client(**kwargs)
+    return _Client(**kwargs)
 
 
-class _ManualAckClient(paho.Client):  # type: ignore[misc,valid-type]
+class _Client(paho.Client):  # type: ignore[misc,valid-type]
+    """paho's Client whose network thread (``loop_start``) blocks in select() for up to
+    ``loop_timeout`` instead of 1 s (see LOOP_TIMEOUT_KEEPALIVE_SHARE). Nothing waits for the
+    timeout but the keepalive timer: a publish from another thread wakes the thread at once
+    (paho's socket pair), and ``Connection.close`` and ``abort`` always end it through the
+    socket (DISCONNECT, shutdown) before ``loop_stop`` joins it."""
+
+    loop_timeout = 1.0
+
+    def loop_forever(self, timeout: float = 1.0, *args: Any, **kwargs: Any) -> Any:
+        return super().loop_forever(max(timeout, self.loop_timeout), *args, **kwargs)
+
+
+class _ManualAckClient(_Client):
     """paho 1.6 with paho 2.x's ``manual_ack``: 1.6 sends a QoS 1 message's PUBACK as soon as
     on_message returns, from ``_handle_publish``, its only call of ``_send_puback``; here that
     call does nothing and ``ack`` sends the PUBACK when the application has kept the message."""
@@ -212,8 +230,12 @@ class Connection:
     def __init__(self, endpoint: Endpoint, *, will: Message | None = None,
                  clean_session: bool = True,
                  on_message: Callable[[paho.MQTTMessage], None] | None = None,
-                 manual_ack: bool = False) -> None:
+                 manual_ack: bool = False,
+                 on_lost: Callable[[str], None] | None = None) -> None:
         self.endpoint = endpoint
+        # Called (network thread) when the broker connection ends, for a caller that blocks
+        # on something else than this connection and must not poll ``connected``.
+        self._on_lost = on_lost
         self._client = new_client(endpoint.client_id, clean_session=clean_session,
                                   manual_ack=manual_ack)
         self._cond = threading.Condition()
@@ -227,6 +249,9 @@ class Connection:
                        on_disconnect=self._on_disconnect, on_publish=self._on_publish,
                        on_subscribe=self._on_subscribe, on_message=on_message)
         self._client.max_inflight_messages_set(MAX_INFLIGHT)
+        if isinstance(self._client, _Client):
+            self._client.loop_timeout = max(1.0, endpoint.keepalive
+                                            * LOOP_TIMEOUT_KEEPALIVE_SHARE)
         if endpoint.username:
             self._client.username_pw_set(endpoint.username, endpoint.password)
         if will is not None:
@@ -257,6 +282,9 @@ class Connection:
             if self._lost is None:
                 self._lost = f"connection lost ({reason})"
             self._cond.notify_all()
+            lost = self._lost
+        if self._on_lost is not None:
+            self._on_lost(lost)
 
     def _on_publish(self, mid: int) -> None:
         with self._cond:

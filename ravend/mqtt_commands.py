@@ -29,11 +29,21 @@ MAX_WAITING = 32
 MAX_PAYLOAD = 4096
 
 
+#: The answer to every command while `[mqtt] allow_commands` is off.
+REFUSED = ("commands over MQTT are off: set allow_commands = yes in the [mqtt] section of"
+           " /etc/ravend/ravend.conf (the broker's ACLs then decide who may publish here)")
+
+
 class MqttCommands:
+    """``allowed`` False: listen anyway, and answer every command with REFUSED (and one log
+    line per command name), so a user who tries sees why nothing happens; nothing is run."""
+
     def __init__(self, config: MqttConfig, session: DeviceSession, *, retry_min: float = 1.0,
-                 retry_max: float = 60.0) -> None:
+                 retry_max: float = 60.0, allowed: bool = True) -> None:
         self.config = config
         self.session = session
+        self.allowed = allowed
+        self._refused: set[str] = set()  # command names already logged as refused
         self.retry_min = retry_min
         self.retry_max = retry_max
         self.filter = f"{config.topic_prefix}/+/cmd/+"
@@ -107,6 +117,11 @@ class MqttCommands:
                 log.warning("MQTT commands: result of %s not delivered: %s", name, exc)
 
     def _run(self, device: str, name: str, payload: bytes) -> dict[str, Any]:
+        if not self.allowed:
+            if name not in self._refused and len(self._refused) < MAX_WAITING:
+                self._refused.add(name)
+                log.warning("MQTT commands: %s refused: [mqtt] allow_commands is off", name[:64])
+            return {"ok": False, "error": REFUSED}
         if self.session.device_mac and device.lower() != self.session.device_mac:
             return {"ok": False, "error": f"this ravend serves {self.session.device_mac},"
                                           f" not {device}"}

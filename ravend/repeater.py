@@ -8,10 +8,13 @@ availability as ravend's own MQTT sink) and moves the watermark only once the br
 acknowledged every message of the batch. A crash, kill -9 or broker outage at any point therefore
 repeats at most one batch (same keys, same values) and never skips a row.
 
-Idle, it looks for new rows after 50 ms, then twice as long each time up to ``poll_interval``:
-no busy loop, and a burst is picked up within 50 ms. For SQLite, ``PRAGMA data_version`` tells
-whether another connection committed anything since the last look, so an idle look costs no
-table read.
+Idle on SQLite (Linux), it blocks until ravend writes the store: an inotify watch on the
+database's directory wakes it when the database or its WAL is written (``StoreWatch``), so it
+costs nothing between readings and publishes a new row at once; it still looks on its own once
+a minute (``WATCH_FALLBACK``). Without the watch (MySQL, or inotify unavailable) it looks for new
+rows after 50 ms, then twice as long each time up to ``poll_interval``: no busy loop, and a
+burst is picked up within 50 ms. For SQLite, ``PRAGMA data_version`` tells whether another
+connection committed anything since the last look, so an idle look costs no table read.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ import dataclasses
 import json
 import logging
 import os
+import select
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Sequence
@@ -38,6 +43,8 @@ log = logging.getLogger("ravend.repeater")
 IDLE_MIN = 0.05
 #: STATUS= at most this often.
 STATUS_INTERVAL = 5.0
+#: With a StoreWatch, the longest idle pause: a look now and then even if no event came.
+WATCH_FALLBACK = 60.0
 
 _COLUMNS = ("id, meter_mac, kind, key_time, meter_time, received_at, device_mac, raw,"
             " multiplier, divisor, unit")
@@ -135,6 +142,84 @@ class SqliteSource:
                 self._conn.close()
             self._conn = None
             self._data_version = None
+
+    def watch(self) -> StoreWatch | None:
+        """A StoreWatch on the database, or None where inotify is not available."""
+        try:
+            return StoreWatch(self.path)
+        except (OSError, AttributeError) as exc:  # no inotify (not Linux), watch limit reached
+            log.info("cannot watch %s for changes (%s): looking every poll_interval instead",
+                     self.path, exc)
+            return None
+
+
+class StoreWatch:
+    """Blocks until another process writes an SQLite database, or ``wake`` is called: an
+    inotify watch on the database's directory (the files may be created, replaced or removed)
+    for writes to the database, its WAL or its rollback journal. Linux only (OSError else)."""
+
+    _IN_MODIFY, _IN_MOVED_TO, _IN_CREATE, _IN_DELETE, _IN_Q_OVERFLOW = (
+        0x2, 0x80, 0x100, 0x200, 0x4000)
+    _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of name
+
+    def __init__(self, path: Path) -> None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)  # IN_NONBLOCK | IN_CLOEXEC
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), f"inotify_init1: {os.strerror(ctypes.get_errno())}")
+        # Not IN_CLOSE_WRITE: a reader closing the WAL (opened read-write) has written nothing.
+        mask = self._IN_MODIFY | self._IN_MOVED_TO | self._IN_CREATE | self._IN_DELETE
+        if libc.inotify_add_watch(fd, os.fsencode(path.parent), mask) < 0:
+            errno = ctypes.get_errno()
+            os.close(fd)
+            raise OSError(errno, f"inotify_add_watch {path.parent}: {os.strerror(errno)}")
+        self._fd = fd
+        self._names = {os.fsencode(path.name + suffix) for suffix in ("", "-wal", "-journal")}
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def wait(self, timeout: float) -> bool:
+        """Block until the database was written (True), ``wake`` or ``timeout`` (False).
+        Writes to other files of the directory (the repeater's own watermark) do not count."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            ready, _, _ = select.select([self._fd, self._wake_r], [], [], left)
+            if self._wake_r in ready:
+                with contextlib.suppress(OSError):
+                    os.read(self._wake_r, 512)
+                return False
+            if self._fd in ready and self._changed():
+                return True
+
+    def _changed(self) -> bool:
+        changed = False
+        while True:
+            try:
+                data = os.read(self._fd, 65536)
+            except BlockingIOError:
+                return changed
+            offset = 0
+            while offset + self._EVENT.size <= len(data):
+                _, mask, _, length = self._EVENT.unpack_from(data, offset)
+                start = offset + self._EVENT.size
+                name = data[start:start + length].rstrip(b"\0")
+                offset = start + length
+                if mask & self._IN_Q_OVERFLOW or name in self._names:
+                    changed = True
+
+    def wake(self) -> None:
+        """End a ``wait`` now; safe from a signal handler and from any thread."""
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"\0")
+
+    def close(self) -> None:
+        for fd in (self._fd, self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class MysqlSource:
@@ -304,9 +389,14 @@ class Repeater:
         self._retry = self._retry_min
         self._last_error = ""
         self._pending_states: list[StateItem] = []
+        self._watch: StoreWatch | None = None
+        self._watch_tried = False
 
     def request_stop(self, *_: object) -> None:
         self._stop.set()
+        watch = self._watch
+        if watch is not None:
+            watch.wake()
 
     def install_signals(self) -> None:
         from ravend.service import install_signals
@@ -328,6 +418,7 @@ class Repeater:
         self.notifier.notify("READY=1\nSTATUS=starting")
         watchdog = self.notifier.watchdog_interval()
         last_ping = last_status = 0.0
+        status_published = -1  # stats.published when STATUS= was last sent
         idle = IDLE_MIN
         wm = start
         checked = False
@@ -339,6 +430,7 @@ class Repeater:
             if now - last_status >= STATUS_INTERVAL:
                 self.notifier.notify("STATUS=" + self.status_line())
                 last_status = now
+                status_published = self.stats.published
             try:
                 if wm is None:
                     wm = 0 if rc.start == "oldest" else self.source.newest_id()
@@ -354,8 +446,29 @@ class Repeater:
                 self._failed(f"store: {exc}")
                 continue
             if not rows and not self._pending_states:
-                self._stop.wait(idle)
-                idle = min(idle * 2, rc.poll_interval)
+                new_watch = not self._watch_tried
+                watch = self._store_watch()
+                if watch is None:
+                    self._stop.wait(idle)
+                    idle = min(idle * 2, rc.poll_interval)
+                    continue
+                if new_watch:  # rows committed before the watch existed raise no event
+                    idle = IDLE_MIN  # so look once more before the first wait
+                    continue
+
+                # Until ravend writes the store: no timer but the watchdog's, and a look now and
+                # then in case an event was missed. STATUS= is brought up to date first.
+                now = time.monotonic()
+                if status_published != self.stats.published:
+                    self.notifier.notify("STATUS=" + self.status_line())
+                    last_status = now
+                    status_published = self.stats.published
+                wait = WATCH_FALLBACK
+                if watchdog is not None:
+                    wait = min(wait, last_ping + watchdog - now)
+                if wait > 0:
+                    watch.wait(wait)
+                idle = rc.poll_interval  # the next look checks data_version first
                 continue
             idle = IDLE_MIN
             if not self._publish([r for _, r in rows]):
@@ -378,6 +491,17 @@ class Repeater:
                         " publish the store from its start", wm, newest,
                         self.source.description, wm, self.watermark.path)
         return True
+
+    def _store_watch(self) -> StoreWatch | None:
+        """The source's StoreWatch, made the first time the store was read (its directory
+        exists then); None when the source has none."""
+        if not self._watch_tried:
+            self._watch_tried = True
+            make = getattr(self.source, "watch", None)
+            self._watch = make() if make is not None else None
+            if self._stop.is_set() and self._watch is not None:
+                self._watch.wake()
+        return self._watch
 
     def _worth_a_look(self, idle: float) -> bool:
         """After an idle pause, read the table only if the store changed (or now and then)."""
@@ -427,5 +551,7 @@ class Repeater:
         self.notifier.notify("STOPPING=1")
         self.sink.close()
         self.source.close()
+        if self._watch is not None:
+            self._watch.close()
         log.info("ravend-repeater stopped (%d readings published, watermark %d)",
                  self.stats.published, self.stats.watermark)

@@ -7,8 +7,13 @@ up to date, and, when a purge is due, deletes what the [retention] settings say 
   highest ``readings.id`` already rolled up. Rows after it name the periods they touch: the hour
   (and local day) of each demand, and for a summation every hour from the summation before it
   to the one after it, since the energy between two summations is spread over that time (see
-  ``ravend.rollup``). Only those periods are recomputed, from the raw readings. Periods that
-  start before ``purged_before`` are never recomputed: their raw data may be gone.
+  ``ravend.rollup``). A price reading touches every hour from it to the next price (its cost
+  changes), so a price that arrives late recomputes the hours it applies to. Only those periods
+  are recomputed, from the raw readings. Periods that start before ``purged_before`` are never
+  recomputed: their raw data may be gone.
+- **A changed [tariff] starts the roll-ups over**: its fingerprint is kept next to the
+  watermark, and when it differs the watermark goes back to 0, so every period whose raw
+  readings are still kept is costed with the new tariff.
 - **Purges only what is rolled up**, oldest first, driven by the time index: on MySQL
   ``DELETE ... WHERE key_time < ? AND id <= watermark ORDER BY key_time LIMIT n``, on SQLite the
   same through a rowid subquery on that index. One chunk per transaction and a pause between
@@ -39,8 +44,10 @@ from typing import Any
 
 from ravend import rollup as ru
 from ravend.config import Config, ConfigError, RetentionConfig
+from ravend.memory import release_freed_memory
 from ravend.protocol.model import Kind
 from ravend.sinks.base import SinkUnavailable
+from ravend.tariff import PricePoint, Tariff, currency_of_unit
 
 log = logging.getLogger("ravend.retention")
 
@@ -57,12 +64,12 @@ TIME_INDEX = {
 ROLLUP_COLUMNS = (
     "meter_mac", "period_start", "period_end", "demand_samples", "demand_avg_kw",
     "demand_min_kw", "demand_max_kw", "delivered_kwh", "received_kwh", "energy_seconds",
-    "counter_resets", "updated_at",
+    "counter_resets", "updated_at", "cost", "export_credit", "currency",
 )
 DAILY_EXTRA = ("day", "time_zone")
 
 #: New readings taken per roll-up step; their periods are recomputed before the next step.
-ROLLUP_BATCH = 20_000
+ROLLUP_BATCH = 4_000
 #: Counter readings fetched per query while a roll-up walks them.
 SAMPLE_PAGE = 5_000
 #: At most this many consecutive hours are recomputed from one fetch of raw readings.
@@ -181,6 +188,9 @@ class Store:
         with contextlib.suppress(Exception):
             self.conn.close()
 
+    def release_memory(self) -> None:
+        """Drop caches between cycles: the service keeps this connection open for hours."""
+
     def schema_ready(self) -> bool:
         raise NotImplementedError
 
@@ -261,12 +271,27 @@ class Store:
                 *(self.decimal(v) for v in (r.demand_avg_kw, r.demand_min_kw, r.demand_max_kw,
                                             r.delivered_kwh, r.received_kwh)),
                 r.energy_seconds, r.counter_resets, now,
+                *(self.decimal(v) for v in (r.cost, r.export_credit)), r.currency,
             )
             if daily:
                 values += (r.period.day, tz)
             params.append(values)
         if params:
             self.many(self.upsert_sql(table, columns, ("meter_mac", "period_start")), params)
+
+    def prices(self, meter: str, lo: int, hi: int) -> list[PricePoint]:
+        """The meter's prices in [lo, hi) and the last one before lo (still in effect at lo)."""
+        sql = ("SELECT key_time, raw, multiplier, divisor, unit FROM readings WHERE meter_mac = ?"
+               " AND kind = ? AND key_time {} ORDER BY key_time {}")
+        kind = Kind.PRICE.value
+        rows = self.rows(sql.format("< ?", "DESC LIMIT 1"), (meter, kind, lo))
+        rows += self.rows(sql.format(">= ? AND key_time < ?", ""), (meter, kind, lo, hi))
+        return [PricePoint(t, ru.exact(raw, mult, div), currency_of_unit(unit))
+                for t, raw, mult, div, unit in rows]
+
+    def last_rollup_hour(self, meter: str) -> int | None:
+        return self.scalar("SELECT MAX(period_start) FROM rollup_hourly WHERE meter_mac = ?",
+                           (meter,))
 
     def count(self, table: str, where: str, params: Sequence[Any]) -> int:
         return int(self.scalar(f"SELECT COUNT(*) FROM {table} WHERE {where}", params))
@@ -287,7 +312,7 @@ class SqliteStore(Store):
     def schema_ready(self) -> bool:
         from ravend.sinks.sqlite import schema_version
 
-        return schema_version(self.conn) >= 2
+        return schema_version(self.conn) >= 4  # 004: roll-up cost
 
     def many(self, sql: str, params: list[tuple[Any, ...]]) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
@@ -324,6 +349,11 @@ class SqliteStore(Store):
     def file_bytes(self) -> int:
         return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal"))
                    if p.exists())
+
+    def release_memory(self) -> None:
+        # Its page cache (up to 2 MiB) would otherwise stay filled between cycles.
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.execute("PRAGMA shrink_memory").fetchall()
 
     def checkpoint(self, mode: str = "PASSIVE") -> None:
         self.conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
@@ -368,7 +398,7 @@ class MysqlStore(Store):
     def schema_ready(self) -> bool:
         from ravend.sinks.mysql import schema_version
 
-        return schema_version(self.conn) >= 3
+        return schema_version(self.conn) >= 5  # 005: roll-up cost
 
     def many(self, sql: str, params: list[tuple[Any, ...]]) -> None:
         self.conn.cursor().executemany(self._sql(sql), params)
@@ -400,15 +430,46 @@ class MysqlStore(Store):
 # --- roll-ups ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Pricing:
+    """The tariff and the zone of its hours, as compute() needs them."""
+
+    tariff: Tariff
+    tz: dt.tzinfo
+
+    @classmethod
+    def of(cls, tariff: Tariff | None, tz_name: str) -> Pricing:
+        tariff = tariff or Tariff(time_zone=tz_name)
+        return cls(tariff, ru.zone(tariff.time_zone))
+
+
+def tariff_of(config: Config) -> Tariff:
+    """[tariff], its hours in [retention] time_zone unless it names its own zone."""
+    return Tariff.from_config(config.tariff, config.retention.time_zone)
+
+
 def update_rollups(store: Store, tz_name: str, stop: threading.Event | None = None,
-                   report: Report | None = None, batch: int = ROLLUP_BATCH) -> Report:
-    """Roll up every reading after the watermark (see the module docstring)."""
+                   report: Report | None = None, batch: int = ROLLUP_BATCH,
+                   tariff: Tariff | None = None) -> Report:
+    """Roll up every reading after the watermark (see the module docstring).
+
+    ``tariff``: None is the default [tariff] (the meter's prices), with hours in tz_name.
+    """
     stop = stop or threading.Event()
     report = report or Report(store.name)
     tz = ru.zone(tz_name)
     tz_label = ru.zone_name(tz)
+    pricing = Pricing.of(tariff, tz_name)
     watermark = store.state("rollup_watermark") or 0
     horizon = store.state("purged_before") or 0
+    fingerprint = pricing.tariff.fingerprint()
+    if store.state("tariff_fingerprint") != fingerprint:
+        if watermark:
+            report.notes.append("[tariff] changed: roll-ups are recomputed from the raw"
+                                " readings kept")
+        watermark = 0
+        store.set_state("rollup_watermark", 0)
+        store.set_state("tariff_fingerprint", fingerprint)
     while not stop.is_set():
         rows = store.new_rows(watermark, batch)
         if not rows:
@@ -416,13 +477,14 @@ def update_rollups(store: Store, tz_name: str, stop: threading.Event | None = No
         hours = touched_hours(store, rows)
         for meter, starts in sorted(hours.items()):
             wanted = sorted(h for h in starts if h >= horizon)
-            report.hours += recompute_hours(store, meter, wanted, stop)
+            report.hours += recompute_hours(store, meter, wanted, stop, pricing)
             days = {d.start: d for h in wanted for d in ru.days_overlapping(h, h + ru.HOUR, tz)}
             for day in sorted(days.values(), key=lambda d: d.start):
                 if stop.is_set():
                     break
                 if day.start >= horizon:
-                    store.upsert_rollups("rollup_daily", compute(store, meter, [day]), tz_label)
+                    store.upsert_rollups("rollup_daily", compute(store, meter, [day], pricing),
+                                         tz_label)
                     report.days += 1
         if stop.is_set():
             break  # the watermark stays: this batch is recomputed next time
@@ -437,11 +499,16 @@ def touched_hours(store: Store, rows: Sequence[tuple[int, str, str, int]]
     """Hours whose roll-up the new rows change, per meter."""
     hours: dict[str, set[int]] = defaultdict(set)
     counters: dict[tuple[str, str], list[int]] = defaultdict(list)
+    prices: dict[str, list[int]] = defaultdict(list)
     for _id, meter, kind, t in rows:
         if kind == Kind.DEMAND.value:
             hours[meter].add(ru.hour_of(t))
         elif kind in SUMMATIONS:
             counters[(meter, kind)].append(t)
+        elif kind == Kind.PRICE.value:
+            prices[meter].append(t)
+    for meter, new in prices.items():
+        _price_hours(store, meter, sorted(new), hours[meter])
     for (meter, kind), new in counters.items():
         new.sort()
         known = store.times(meter, kind, new[0], new[-1])
@@ -458,6 +525,24 @@ def touched_hours(store: Store, rows: Sequence[tuple[int, str, str, int]]
     return hours
 
 
+def _price_hours(store: Store, meter: str, new: list[int], hours: set[int]) -> None:
+    """A price holds until the next one: the hours from each new price to the next (or, for
+    the newest, to the last hour rolled up so far) change their cost."""
+    kind = Kind.PRICE.value
+    line = store.times(meter, kind, new[0], new[-1])
+    nxt = store.after(meter, kind, new[-1] + 1)
+    if nxt is not None:
+        line.append(nxt)
+    last = store.last_rollup_hour(meter)
+    for t in new:
+        i = bisect.bisect_right(line, t)
+        if i < len(line):
+            top = ru.hour_of(max(t, line[i] - 1))
+        else:
+            top = max(ru.hour_of(t), last if last is not None else 0)
+        hours.update(range(ru.hour_of(t), top + 1, ru.HOUR))
+
+
 def _runs(hours: Sequence[int]) -> Iterator[list[int]]:
     """Consecutive hours in runs of at most HOURS_PER_FETCH."""
     run: list[int] = []
@@ -471,19 +556,24 @@ def _runs(hours: Sequence[int]) -> Iterator[list[int]]:
 
 
 def recompute_hours(store: Store, meter: str, hours: Sequence[int],
-                    stop: threading.Event) -> int:
+                    stop: threading.Event, pricing: Pricing | None = None) -> int:
     done = 0
     for run in _runs(hours):
         if stop.is_set():
             break
-        store.upsert_rollups("rollup_hourly",
-                             compute(store, meter, [ru.hour_period(h) for h in run]), "UTC")
+        periods = [ru.hour_period(h) for h in run]
+        store.upsert_rollups("rollup_hourly", compute(store, meter, periods, pricing), "UTC")
         done += len(run)
     return done
 
 
-def compute(store: Store, meter: str, periods: Sequence[ru.Period]) -> list[ru.Rollup]:
-    """Roll-ups of consecutive periods from the raw readings (empty periods left out)."""
+def compute(store: Store, meter: str, periods: Sequence[ru.Period],
+            pricing: Pricing | None = None) -> list[ru.Rollup]:
+    """Roll-ups of consecutive periods from the raw readings (empty periods left out).
+
+    Without ``pricing``, the default [tariff] (the meter's prices, UTC hours).
+    """
+    pricing = pricing or Pricing.of(None, "UTC")
     lo, hi = periods[0].start, periods[-1].end
     demand = [store.demand_stats(meter, p) for p in periods]
     counters = []
@@ -492,7 +582,10 @@ def compute(store: Store, meter: str, periods: Sequence[ru.Period]) -> list[ru.R
         last = store.after(meter, kind, hi)
         counters.append(store.samples(meter, kind, lo if first is None else first,
                                       hi if last is None else last))
-    rows = ru.summarize_stats(meter, periods, demand, counters[0], counters[1])
+    tariff = pricing.tariff
+    prices = tariff.timeline(lo, hi, store.prices(meter, lo, hi), pricing.tz)
+    rows = ru.summarize_stats(meter, periods, demand, counters[0], counters[1], prices,
+                              tariff.export_rate, tariff.currency)
     return [r for r in rows if r.demand_samples or r.delivered_kwh is not None
             or r.received_kwh is not None or r.counter_resets]
 
@@ -623,22 +716,30 @@ def stores(config: Config, *, create: bool = False) -> list[Callable[[], Store]]
 
 def run_once(opener: Callable[[], Store], settings: RetentionConfig, *, rollups: bool = True,
              purges: bool = True, dry_run: bool = False,
-             stop: threading.Event | None = None) -> Report:
+             stop: threading.Event | None = None, tariff: Tariff | None = None) -> Report:
     """One maintenance pass over one store: roll-ups, then (if asked) the purge."""
     store = opener()
     try:
-        report = Report(store.name)
-        if not store.schema_ready():
-            report.notes.append("schema not migrated yet (ravend migrates at start;"
-                                " or run: ravenctl db migrate)")
-            return report
-        if rollups and settings.rollups and not dry_run:
-            update_rollups(store, settings.time_zone, stop, report)
-        if purges:
-            purge(store, settings, stop, dry_run=dry_run, report=report)
-        return report
+        return run_on(store, settings, rollups=rollups, purges=purges, dry_run=dry_run,
+                      stop=stop, tariff=tariff)
     finally:
         store.close()
+
+
+def run_on(store: Store, settings: RetentionConfig, *, rollups: bool = True,
+           purges: bool = True, dry_run: bool = False,
+           stop: threading.Event | None = None, tariff: Tariff | None = None) -> Report:
+    """One maintenance pass over an open store (the service keeps its connections open)."""
+    report = Report(store.name)
+    if not store.schema_ready():
+        report.notes.append("schema not migrated yet (ravend migrates at start;"
+                            " or run: ravenctl db migrate)")
+        return report
+    if rollups and settings.rollups and not dry_run:
+        update_rollups(store, settings.time_zone, stop, report, tariff=tariff)
+    if purges:
+        purge(store, settings, stop, dry_run=dry_run, report=report)
+    return report
 
 
 def store_errors() -> tuple[type[BaseException], ...]:
@@ -660,10 +761,16 @@ class Maintenance:
     def __init__(self, config: Config, *, first_delay: float = FIRST_DELAY) -> None:
         self.settings = config.retention
         self.openers = stores(config)
+        self.tariff = tariff_of(config)
         self.first_delay = first_delay
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="maintenance", daemon=True)
         self._failing: dict[int, str] = {}
+        # One connection per store, opened once and kept between cycles (closed after an
+        # error and opened again at the next cycle). Opening per cycle made the process's
+        # descriptors and memory depend on when one looked: SQLite defers closing a file that
+        # another connection of the process has locked, and reloads its schema and caches.
+        self._open: dict[int, Store] = {}
         self.runs = 0
 
     @staticmethod
@@ -683,7 +790,36 @@ class Maintenance:
         return self._thread.is_alive()
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._close_all()
+
+    def _store(self, i: int) -> Store:
+        store = self._open.get(i)
+        if store is None:
+            store = self._open[i] = self.openers[i]()
+        return store
+
+    def _close(self, i: int) -> None:
+        store = self._open.pop(i, None)
+        if store is not None:
+            with contextlib.suppress(Exception):
+                store.close()
+
+    def _close_all(self) -> None:
+        for i in list(self._open):
+            self._close(i)
+
+    def _connect_early(self) -> None:
+        """Open the stores at start, so the service's descriptors are all open from then on."""
+        for i in range(len(self.openers)):
+            with contextlib.suppress(Exception):
+                self._store(i)
+
+    def _loop(self) -> None:
         s = self.settings
+        self._connect_early()
         # Roll-ups soon after the start; the first purge one purge_interval after it.
         next_rollup = time.monotonic() + min(self.first_delay, s.rollup_interval)
         next_purge = time.monotonic() + s.purge_interval
@@ -691,6 +827,9 @@ class Maintenance:
             now = time.monotonic()
             purge_due = now >= next_purge
             self.cycle(purges=purge_due)
+            for store in self._open.values():
+                store.release_memory()
+            release_freed_memory()
             now = time.monotonic()
             next_rollup = now + s.rollup_interval
             if purge_due:
@@ -698,21 +837,24 @@ class Maintenance:
 
     def cycle(self, *, purges: bool) -> None:
         errors = store_errors()
-        for i, opener in enumerate(self.openers):
+        for i in range(len(self.openers)):
             if self._stop.is_set():
                 return
             started = time.monotonic()
             try:
-                report = run_once(opener, self.settings, purges=purges, stop=self._stop)
+                report = run_on(self._store(i), self.settings, purges=purges,
+                                stop=self._stop, tariff=self.tariff)
             except FileNotFoundError:
                 continue  # no SQLite file yet: the sink creates it
             except errors as exc:
+                self._close(i)
                 message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 if self._failing.get(i) != message:
                     log.warning("maintenance: %s", message)
                 self._failing[i] = message
                 continue
             except Exception:
+                self._close(i)
                 log.exception("maintenance: unexpected error (retrying next cycle)")
                 continue
             if i in self._failing:

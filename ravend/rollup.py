@@ -19,6 +19,12 @@ counts no energy (a negative delta is not consumption) and is counted in ``count
 the period where the lower reading falls; the next interval counts normally from the new value.
 ``energy_seconds`` says how much of the period is covered by delivered intervals, so a partly
 known hour (the current one, or one in a gap at the edge of the data) is recognisable.
+
+Cost: each share of delivered energy is cut again where the price changes (``ravend.tariff``)
+and each piece is costed at the price in effect, so an interval of 10:50-11:10 with a new price
+at 11:05 costs 15 minutes' worth at the old price and 5 at the new one. A period with delivered
+energy at a time of no known price has no cost (NULL: unknown, not zero). Received energy is
+credited at the flat ``export_rate`` when one is configured, else not at all (NULL).
 """
 
 from __future__ import annotations
@@ -27,10 +33,12 @@ import bisect
 import datetime as dt
 import itertools
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from fractions import Fraction
 from zoneinfo import ZoneInfo
+
+from ravend.tariff import Timeline
 
 HOUR = 3600
 
@@ -72,6 +80,9 @@ class Rollup:
     received_kwh: Decimal | None
     energy_seconds: int
     counter_resets: int
+    cost: Decimal | None = None  # delivered energy at the prices in effect
+    export_credit: Decimal | None = None  # received energy at export_rate
+    currency: str | None = None
 
 
 # --- periods ----------------------------------------------------------------------------------
@@ -149,10 +160,31 @@ class _Energy:
     seconds: int
     resets: int
     known: bool  # some interval overlaps the period
+    # Energy per price: multiplied out once at the end, not once per counter interval.
+    by_price: dict[Fraction, Fraction] = field(default_factory=dict)
+    unpriced: bool = False  # some energy fell where no price is known
+    currency: str | None = None
+
+    def _price(self, share: Fraction, a: int, b: int, prices: Timeline) -> None:
+        whole = b - a
+        for s, e, step in prices.segments(a, b):
+            if step.price is None:
+                self.unpriced = True
+                continue
+            part = share if e - s == whole else share * (e - s) / whole
+            self.by_price[step.price] = self.by_price.get(step.price, Fraction(0)) + part
+            self.currency = step.currency or self.currency
+
+    def cost(self) -> Fraction | None:
+        if not self.known or self.unpriced:
+            return None
+        return sum((p * e for p, e in self.by_price.items()), Fraction(0))
 
 
-def spread(samples: Iterable[Sample], periods: Sequence[Period]) -> list[_Energy]:
-    """Energy of each period from consecutive counter readings (sorted by time, see above)."""
+def spread(samples: Iterable[Sample], periods: Sequence[Period],
+           prices: Timeline | None = None) -> list[_Energy]:
+    """Energy of each period from consecutive counter readings (sorted by time, see above);
+    with ``prices``, its cost as well."""
     out = [_Energy(Fraction(0), 0, 0, False) for _ in periods]
     starts = [p.start for p in periods]
     for (t0, v0), (t1, v1) in itertools.pairwise(samples):
@@ -167,12 +199,15 @@ def spread(samples: Iterable[Sample], periods: Sequence[Period]) -> list[_Energy
         i = max(0, bisect.bisect_right(starts, t0) - 1)
         while i < len(periods) and periods[i].start < t1:
             p = periods[i]
-            overlap = min(t1, p.end) - max(t0, p.start)
-            if overlap > 0:
+            a, b = max(t0, p.start), min(t1, p.end)
+            if b > a:
                 e = out[i]
-                e.energy += delta * overlap / (t1 - t0)
-                e.seconds += overlap
+                share = delta * (b - a) / (t1 - t0)
+                e.energy += share
+                e.seconds += b - a
                 e.known = True
+                if prices is not None and delta:
+                    e._price(share, a, b, prices)
             i += 1
     return out
 
@@ -225,17 +260,30 @@ def summarize(meter_mac: str, periods: Sequence[Period], demand: Iterable[Sample
 
 
 def summarize_stats(meter_mac: str, periods: Sequence[Period], demand: Sequence[DemandStats],
-                    delivered: Iterable[Sample], received: Iterable[Sample]) -> list[Rollup]:
+                    delivered: Iterable[Sample], received: Iterable[Sample],
+                    prices: Timeline | None = None,
+                    export_rate: Fraction | None = None,
+                    currency: str | None = None) -> list[Rollup]:
     """One Rollup per period from its demand statistics and the counter readings.
 
     ``delivered`` and ``received``: the counter readings in the periods plus the last one before
     the first period and the first one after the last, sorted by time. Each is walked once, so
-    it may be a stream from the database.
+    it may be a stream from the database. ``prices``: in effect over the periods (no cost
+    without); ``export_rate``: per kWh received (no credit without); ``currency``: of the
+    credit when no price says which.
     """
-    got_in = spread(delivered, periods)
+    if prices is not None and not prices.priced:
+        prices = None  # no price anywhere: unknown cost, even of hours that used nothing
+    got_in = spread(delivered, periods, prices)
     got_out = spread(received, periods)
     rows = []
     for p, d, e_in, e_out in zip(periods, demand, got_in, got_out, strict=True):
+        cost = e_in.cost() if prices is not None else None
+        credit = e_out.energy * export_rate if export_rate is not None and e_out.known else None
+        unit = None
+        if cost is not None or credit is not None:
+            unit = (e_in.currency or (prices.at(p.start).currency if prices else None)
+                    or currency)
         rows.append(Rollup(
             meter_mac=meter_mac,
             period=p,
@@ -247,5 +295,8 @@ def summarize_stats(meter_mac: str, periods: Sequence[Period], demand: Sequence[
             received_kwh=to_decimal(e_out.energy) if e_out.known else None,
             energy_seconds=e_in.seconds,
             counter_resets=e_in.resets + e_out.resets,
+            cost=to_decimal(cost),
+            export_credit=to_decimal(credit),
+            currency=unit,
         ))
     return rows

@@ -72,6 +72,8 @@ class Dispatcher:
     def __init__(self, workers: Sequence[SinkWorker]) -> None:
         self.workers = list(workers)
         self.last: dict[str, Reading] = {}
+        # Per meter too (several meters can share one stick), for the metrics' last values.
+        self.latest: dict[tuple[str, Kind], Reading] = {}
         self.readings = 0
         self.changed = threading.Event()
 
@@ -86,6 +88,7 @@ class Dispatcher:
             self.readings += len(readings)
             for r in readings:
                 self.last[r.kind.value] = r
+                self.latest[(r.meter_mac, r.kind)] = r
             self.changed.set()
 
     def status_line(self) -> str:
@@ -123,9 +126,10 @@ def build_sinks(config: Config, start_id: str = "") -> list[Sink]:
 
         sinks.append(MysqlSink(config.mysql, start_id=start_id))
     if config.mqtt.enabled:
+        from ravend.retention import tariff_of
         from ravend.sinks.mqtt import MqttSink
 
-        sinks.append(MqttSink(config.mqtt))
+        sinks.append(MqttSink(config.mqtt, tariff=tariff_of(config)))
     return sinks
 
 
@@ -155,12 +159,20 @@ class Service:
         self.control = (ControlServer(Path(svc.control_socket), self.device)
                         if svc.control_socket else None)
         self.mqtt_commands = None
-        if config.mqtt.enabled and config.mqtt.allow_commands:
+        if config.mqtt.enabled:
+            # Commands off: still listening, to refuse each with the setting to change.
             from ravend.mqtt_commands import MqttCommands
 
             self.mqtt_commands = MqttCommands(config.mqtt, self.device,
                                               retry_min=config.device.reconnect_min,
-                                              retry_max=config.device.reconnect_max)
+                                              retry_max=config.device.reconnect_max,
+                                              allowed=config.mqtt.allow_commands)
+        self.metrics = None
+        if config.metrics.listen:
+            # ConfigError naming python3-prometheus-client when it is missing.
+            from ravend.metrics import MetricsServer
+
+            self.metrics = MetricsServer(config.metrics.listen, self.dispatcher, self.device)
         self.notifier = Notifier()
         self._stop = threading.Event()
         self._hup = threading.Event()
@@ -185,6 +197,8 @@ class Service:
             log.warning("no sink is enabled: readings are decoded but not stored")
         for worker in self.workers:
             worker.start()
+        if self.metrics is not None:
+            self.metrics.start()  # a taken port is logged; readings are stored regardless
         if self.maintenance is not None:
             self.maintenance.start()
         self._device_thread.start()
@@ -221,6 +235,8 @@ class Service:
         deadline = time.monotonic() + STOP_BUDGET
         if self.control is not None:
             self.control.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
         if self.mqtt_commands is not None:
             self.mqtt_commands.stop()
         if self.maintenance is not None:

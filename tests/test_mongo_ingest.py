@@ -31,6 +31,7 @@ from ravend.mongo_ingest import (
     StoreUnavailable,
     decimal_of,
     document,
+    quiet_pymongo,
     reading_of,
     subscription,
 )
@@ -362,6 +363,77 @@ def test_unacknowledged_message_is_delivered_again(mosquitto_server) -> None:
     conn.close()
     pub.close()
     assert [m.payload for m in got] == [b"2"]
+
+
+def test_pymongo_executors_block_between_runs_and_stop_at_once() -> None:
+    from pymongo import periodic_executor
+
+    assert quiet_pymongo()
+    runs: list[float] = []
+    executor = periodic_executor.PeriodicExecutor(
+        interval=30.0, min_interval=0.1, target=lambda: runs.append(time.monotonic()) or True,
+        name="test_quiet_executor")
+    executor.open()
+    try:
+        assert wait_for(lambda: len(runs) == 1, 5)
+        thread = next(t for t in threading.enumerate() if t.name == "test_quiet_executor")
+        with open(f"/proc/self/task/{thread.native_id}/status") as f:
+            before = next(int(line.split()[1]) for line in f
+                          if line.startswith("voluntary_ctxt_switches"))
+        time.sleep(1.0)
+        with open(f"/proc/self/task/{thread.native_id}/status") as f:
+            after = next(int(line.split()[1]) for line in f
+                         if line.startswith("voluntary_ctxt_switches"))
+        assert after - before <= 1 and len(runs) == 1  # pymongo's own would wake twice a second
+        executor.wake()  # an early check, as pymongo asks after an error
+        assert wait_for(lambda: len(runs) == 2, 2)
+        assert runs[1] - runs[0] >= 0.1  # never sooner than min_interval
+    finally:
+        started = time.monotonic()
+        executor.close()
+        executor.join(5)
+    assert time.monotonic() - started < 1.0
+    assert not thread.is_alive()
+
+
+def test_idle_ingest_blocks_until_a_message_comes(tmp_path: Path, make_mosquitto,
+                                                  mongo_server) -> None:
+    db = new_db()
+    broker = make_mosquitto(extra_config=BROKER_CONFIG)
+    config = write_ingest_config(tmp_path / "ravend.conf", broker, mongo_server.uri, db)
+    ingest = IngestProcess(config, tmp_path / "ingest.log")
+    coll = mongo_client(mongo_server)[db]["readings"]
+    pub = publisher(broker)
+    try:
+        ingest.wait_subscribed()
+        pub.publish_all([message(reading(0))], 5)
+        assert wait_for(lambda: coll.count_documents({}) == 1, 10), ingest.log()
+        time.sleep(1.0)
+        before = _wakeups(ingest.proc.pid)
+        time.sleep(3.0)
+        idle_wakeups = _wakeups(ingest.proc.pid) - before
+        pub.publish_all([message(reading(1))], 5)
+        started = time.monotonic()
+        assert wait_for(lambda: coll.count_documents({}) == 2, 5), ingest.log()
+        latency = time.monotonic() - started
+        started = time.monotonic()
+    finally:
+        assert ingest.stop() == 0, ingest.log()
+        pub.close()
+    assert time.monotonic() - started < 3
+    # pymongo's monitors (every 5 to 10 s), paho's keepalive timer (15 s); nothing else.
+    assert idle_wakeups <= 4, f"{idle_wakeups} wake-ups in 3 s idle"
+    assert latency < 1.0, f"a message took {latency:.2f} s"
+
+
+def _wakeups(pid: int) -> int:
+    """Voluntary context switches of all the process's threads."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with open(task / "status") as f:
+            total += next(int(line.split()[1]) for line in f
+                          if line.startswith("voluntary_ctxt_switches"))
+    return total
 
 
 def test_sigterm_stores_and_acknowledges_what_was_received_then_exits_0(

@@ -197,3 +197,26 @@ def test_subscribe_reports_granted_qos(mosquitto_server) -> None:
     conn.connect(5)
     assert conn.subscribe([("a/#", 1), ("b", 2), ("c", 0)], 5) == [1, 2, 0]
     conn.close()
+
+
+def _voluntary_switches(native_id: int) -> int:
+    with open(f"/proc/self/task/{native_id}/status") as f:
+        return next(int(line.split()[1]) for line in f
+                    if line.startswith("voluntary_ctxt_switches"))
+
+
+@pytest.mark.parametrize("clean", [True, False])
+def test_idle_network_thread_sleeps_and_close_still_ends_it_at_once(mosquitto_server,
+                                                                     clean: bool) -> None:
+    # keepalive 60 s: paho's thread waits up to 15 s in select() instead of waking every second.
+    conn = Connection(endpoint(mosquitto_server, keepalive=60))
+    conn.connect(5)
+    thread = conn._client._thread
+    before = _voluntary_switches(thread.native_id)
+    time.sleep(2.5)
+    assert _voluntary_switches(thread.native_id) - before <= 1
+    conn.publish_all([Message("t/idle", b"1", 1)], 5)  # a publish wakes it without the timer
+    started = time.monotonic()
+    conn.close(clean=clean)
+    assert time.monotonic() - started < 1.0
+    assert not thread.is_alive()

@@ -4,6 +4,7 @@ the simulator's wire; refused when commands are off; Home Assistant entities onl
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from mqtt_helpers import Subscriber
@@ -72,15 +73,24 @@ def test_price_set_over_mqtt_reaches_the_wire_and_is_stored(tmp_path: Path,
         sub.stop()
 
 
-def test_commands_are_ignored_when_not_allowed(tmp_path: Path, mosquitto_server) -> None:
+def test_commands_are_refused_with_the_setting_to_change_when_not_allowed(
+        tmp_path: Path, mosquitto_server) -> None:
     sub = Subscriber(mosquitto_server.host, mosquitto_server.port, ["#"]).start()
     sim, ravend = start(tmp_path, mosquitto_server)
     try:
+        assert wait_for(lambda: "MQTT commands: listening" in ravend.log(), 20), ravend.log()
         topic = f"ravend/{sim.device_mac}/cmd/price_set"
-        publish(mosquitto_server, topic, {"amount": "0.5"})
-        assert not sub.wait_for(lambda: sub.on(topic + "/result"), 3)
+        for _ in range(2):
+            publish(mosquitto_server, topic, {"amount": "0.5"})
+        assert sub.wait_for(lambda: len(sub.on(topic + "/result")) == 2, 10)
+        for answer in sub.on(topic + "/result"):
+            reply = answer.json()
+            assert reply["ok"] is False and "allow_commands = yes" in reply["error"]
+        time.sleep(0.5)
         assert "set_current_price" not in [n for n, _ in sim.received_commands()]
         assert not sub.on(r"homeassistant/(button|number)/.+")
+        refusals = [line for line in ravend.log().splitlines() if "refused: [mqtt]" in line]
+        assert len(refusals) == 1 and "allow_commands is off" in refusals[0], refusals
     finally:
         ravend.stop()
         sim.stop()

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 from mqtt_helpers import Subscriber, reading_messages, save_broker_state, validate_ha_sensor
 from ravend.config import load
 from ravend.protocol.model import Kind, Reading, scale
-from ravend.repeater import SqliteSource, Watermark
+from ravend.repeater import SqliteSource, StoreWatch, Watermark
 from ravend.sinks.base import StateItem
 from ravend.sinks.mqtt_payload import parse_reading
 from ravend.sinks.sqlite import SqliteSink
@@ -240,6 +241,62 @@ def test_follows_new_rows_without_busy_waiting(tmp_path: Path, mosquitto_server)
     assert idle_cpu < 0.3, f"{idle_cpu:.2f} s CPU in 3 s idle"
     assert latency < 1.6, f"new rows took {latency:.2f} s"
     check_received(sub, backlog(15))
+
+
+def test_new_rows_wake_it_without_polling(tmp_path: Path, mosquitto_server) -> None:
+    # poll_interval 1h: only the store's inotify watch can make it publish the new rows soon.
+    config = write_config(tmp_path, mosquitto_server, poll_interval="1h")
+    db = tmp_path / "state" / "ravend.db"
+    store(db, backlog(10))
+    proc = RepeaterProcess(config, tmp_path / "repeater.log")
+    try:
+        assert wait_for(lambda: watermark(tmp_path) == 10, 20), proc.log()
+        time.sleep(0.5)
+        before = _wakeups(proc.proc.pid)
+        time.sleep(3.0)
+        idle_wakeups = _wakeups(proc.proc.pid) - before
+        store(db, backlog(5, start=10))
+        started = time.monotonic()
+        assert wait_for(lambda: watermark(tmp_path) == 15, 5), proc.log()
+        latency = time.monotonic() - started
+    finally:
+        assert proc.stop() == 0
+    assert idle_wakeups <= 3, f"{idle_wakeups} wake-ups in 3 s idle"
+    assert latency < 1.0, f"new rows took {latency:.2f} s"
+
+
+def test_store_watch_wakes_on_database_writes_only(tmp_path: Path) -> None:
+    db = tmp_path / "ravend.db"
+    store(db, backlog(1))
+    watch = StoreWatch(db)
+    try:
+        assert watch.wait(0.2) is False
+        (tmp_path / "repeater.watermark").write_text("{}")  # another file: not a change
+        assert watch.wait(0.2) is False
+        writer = threading.Timer(0.3, store, (db, backlog(1, start=1)))
+        writer.start()
+        started = time.monotonic()
+        assert watch.wait(10) is True
+        assert time.monotonic() - started < 5
+        writer.join()
+        while watch.wait(0.3):  # the rest of that write's events
+            pass
+        threading.Timer(0.3, watch.wake).start()
+        started = time.monotonic()
+        assert watch.wait(10) is False
+        assert time.monotonic() - started < 5
+    finally:
+        watch.close()
+
+
+def _wakeups(pid: int) -> int:
+    """Voluntary context switches of all the process's threads."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with open(task / "status") as f:
+            total += next(int(line.split()[1]) for line in f
+                          if line.startswith("voluntary_ctxt_switches"))
+    return total
 
 
 def _cpu_seconds(pid: int) -> float:

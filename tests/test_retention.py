@@ -351,3 +351,56 @@ def test_maintenance_thread_rolls_up_then_purges_each_store(tmp_path: Path, mari
                               "--config", str(conf)]) == 0
         outputs.append(capsys.readouterr().out)
     assert outputs[0] == outputs[1] and outputs[0].count("\n") == 2  # header and one day
+
+
+def test_maintenance_keeps_one_connection_open_between_cycles(tmp_path: Path) -> None:
+    """The descriptors of a running service do not depend on when one looks: the maintenance
+    connection is opened at start and kept, instead of opened per cycle (SQLite then keeps
+    a closed connection's file open while the sink's connection holds its lock)."""
+    import os
+
+    from ravend.config import load
+    from ravend.retention import Maintenance
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    state = tmp_path / "state"
+    state.mkdir()
+    sink = SqliteSink(state / "ravend.db")
+    none_open = fds()
+    sink.open()  # as in the service: the sink's connection stays open all along
+    try:
+        now = int(time.time())
+        sink.write(history(now - now % HOUR - 3 * HOUR, 2 * HOUR), [])
+        conf = tmp_path / "ravend.conf"
+        conf.write_text(f"[service]\nstate_dir = {state}\n[retention]\n"
+                        f"rollup_interval = 1s\ntime_zone = UTC\n")
+        before = fds()
+        maintenance = Maintenance(load(conf), first_delay=0.5)
+        maintenance.start()
+        try:
+            time.sleep(0.25)  # connected, first cycle not yet run
+            assert maintenance.runs == 0
+            early = fds()
+            deadline = time.monotonic() + 20
+            while maintenance.runs < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert maintenance.runs >= 3
+            assert fds() == early > before
+        finally:
+            maintenance.stop()
+        assert not maintenance.alive()
+        assert sink._conn is not None
+        assert sink._conn.execute("SELECT COUNT(*) FROM rollup_hourly").fetchone()[0] >= 2
+    finally:
+        sink.close()
+    # Closed when the thread ended (SQLite releases the file once the sink's lock is gone).
+    assert fds() == none_open
+
+
+def test_glibc_heap_calls_take_effect_here() -> None:
+    from ravend.memory import limit_malloc_arenas, release_freed_memory
+
+    assert limit_malloc_arenas() is True  # Debian's glibc: mallopt accepted the cap
+    release_freed_memory()  # and malloc_trim is found and runs

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ravend import __version__
-from ravend.cli import device_commands, store_commands
+from ravend.cli import device_commands, doctor_command, report_command, store_commands
 from ravend.config import DEFAULT_PATH, EX_CONFIG, Config, ConfigError, load, replace
 
 DESCRIPTION = """\
@@ -31,8 +31,10 @@ examples:
   ravenctl device info --refresh      ask the stick (through the running ravend)
   ravenctl price set 0.1234 --currency USD
   ravenctl export --rollup daily      one row per meter and day: demand avg/min/max, kWh
+  ravenctl report --days 2            yesterday and today: kWh, kW, cost, gaps
   ravenctl purge --dry-run            what the retention settings would delete now
   ravenctl db migrate                 create/upgrade the SQLite and MySQL tables
+  ravenctl doctor                     what is wrong with the setup, one line each with the fix
 Run 'ravenctl COMMAND --help' for each command's options. See ravenctl(1).
 """
 
@@ -90,6 +92,8 @@ def parser() -> argparse.ArgumentParser:
 
     device_commands.add_parsers(sub, _config_args)
     store_commands.add_parsers(sub, _config_args)
+    doctor_command.add_parser(sub, _config_args)
+    report_command.add_parser(sub, _config_args)
 
     sim = sub.add_parser("simulate", help="run a simulated RAVEn/EMU-2 on a pty",
                          description="Run the meter simulator; all arguments go to it"
@@ -105,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return simulate(argv[1:])
     args = parser().parse_args(argv)
+    if args.command == doctor_command.NAME:
+        return doctor_command.run(args)  # a bad configuration is one of its findings
     try:
         config = _config(args)
     except ConfigError as exc:
@@ -114,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         return device_commands.run(args, config)
     if args.command in store_commands.NAMES:
         return store_commands.run(args, config)
+    if args.command == report_command.NAME:
+        return report_command.run(args, config)
     command = {"status": cmd_status, "info": cmd_info, "tail": cmd_tail,
                "export": cmd_export}[args.command]
     try:

@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         logging.getLogger("ravend").error("%s", exc)
         return EX_CONFIG
+    from ravend.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before the service's threads exist
     if args.daemon:
         return _run_daemon(config, args.pidfile)
     service = Service(config)
@@ -102,6 +105,10 @@ def _check_modules(config: object) -> None:
         from ravend.sinks.mysql import driver
 
         driver()  # ConfigError naming python3-mysqldb
+    if getattr(getattr(config, "metrics", None), "listen", ""):
+        from ravend.metrics import prometheus
+
+        prometheus()  # ConfigError naming python3-prometheus-client
 
 
 def _run_daemon(config: object, pidfile: Path) -> int:

@@ -24,7 +24,7 @@ EX_FAILED = 1
 ROLLUP_OUT = (
     "meter_mac", "period_start", "period_end", "demand_samples", "demand_avg_kw",
     "demand_min_kw", "demand_max_kw", "delivered_kwh", "received_kwh", "energy_seconds",
-    "counter_resets",
+    "counter_resets", "cost", "export_credit", "currency",
 )
 
 
@@ -145,7 +145,8 @@ def cmd_purge(args: argparse.Namespace, config: Config) -> int:
             def opener() -> retention.Store:
                 return retention.MysqlStore(config.mysql)
         try:
-            report = retention.run_once(opener, config.retention, dry_run=args.dry_run)
+            report = retention.run_once(opener, config.retention, dry_run=args.dry_run,
+                                        tariff=retention.tariff_of(config))
         except FileNotFoundError as exc:
             print(f"ravenctl: {exc}", file=sys.stderr)
             status = status or 2
@@ -215,8 +216,9 @@ def export_rollups(args: argparse.Namespace, config: Config, since: float | None
         for row in cur:
             values = [_plain(v) for v in row]
             values[1], values[2] = _iso(values[1]), _iso(values[2])
-            if args.rollup == "daily" and not isinstance(values[11], str):
-                values[11] = values[11].isoformat()
+            day = columns.index("day") if args.rollup == "daily" else -1
+            if day >= 0 and not isinstance(values[day], str):
+                values[day] = values[day].isoformat()
             if writer is not None:
                 writer.writerow(["" if v is None else v for v in values])
             else:
@@ -231,7 +233,7 @@ def _json_line(columns: tuple[str, ...], values: list[Any]) -> str:
     """Decimal values as JSON numbers written exactly as stored (no float rounding)."""
     parts = []
     for name, value in zip(columns, values, strict=True):
-        if name.endswith(("_kw", "_kwh")) and value is not None:
+        if name.endswith(("_kw", "_kwh", "cost", "_credit")) and value is not None:
             encoded = str(value)
         else:
             encoded = json.dumps(value)

@@ -117,6 +117,11 @@ class Framer:
         """Bytes held for an incomplete fragment or start tag (bounded by MAX_FRAGMENT_BYTES)."""
         return len(self._buf) - self._pos
 
+    @property
+    def in_fragment(self) -> bool:
+        """A fragment (or its start tag) is half received: an end of stream now would cut it."""
+        return self._tag is not None or b"<" in self._buf[self._pos :]
+
     def reset(self) -> None:
         self._buf = bytearray()
         self._pos = 0  # bytes before this are consumed (cut away at the end of each feed)

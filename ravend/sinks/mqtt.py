@@ -23,17 +23,21 @@ from typing import Any
 from ravend.config import ConfigError, MqttConfig
 from ravend.mqtt_client import Connection, Message, MqttError, endpoint_from_config
 from ravend.protocol.model import Kind, Reading
+from ravend.running_cost import RunningCost
 from ravend.sinks import mqtt_discovery as ha
 from ravend.sinks.base import Sink, SinkUnavailable, StateItem
 from ravend.sinks.mqtt_payload import (
     OFFLINE,
     ONLINE,
+    cost_payload,
+    cost_topic,
     reading_payload,
     reading_topic,
     state_payload,
     state_topic,
     status_topic,
 )
+from ravend.tariff import Tariff
 
 log = logging.getLogger("ravend.sinks")
 
@@ -44,7 +48,8 @@ CLOSE_TIMEOUT = 1.0
 class MqttSink(Sink):
     name = "mqtt"
 
-    def __init__(self, config: MqttConfig) -> None:
+    def __init__(self, config: MqttConfig, *, tariff: Tariff | None = None) -> None:
+        """``tariff``: publish each meter's running cost (and its sensor) priced by it."""
         self.config = config
         self.spool_max_mb = config.spool_max_mb
         self._conn: Connection | None = None
@@ -59,6 +64,12 @@ class MqttSink(Sink):
         self._link_seen: set[str] = set()  # sticks that sent ConnectionStatus
         self._announced: dict[str, bytes] = {}  # config topic → payload, on this connection
         self._pending_discovery: dict[str, bytes] = {}  # in the batch being published
+        self._cost: RunningCost | None = None
+        if tariff is not None:
+            from ravend.rollup import zone
+
+            self._cost = RunningCost(tariff, zone(tariff.time_zone))
+        self._cost_moved: set[str] = set()  # meters whose running cost this batch publishes
 
     def __repr__(self) -> str:
         return f"<MqttSink {self.config.host}:{self.config.port} {self._conn!r}>"
@@ -132,6 +143,12 @@ class MqttSink(Sink):
         out = [Message(state_topic(prefix, s), state_payload(s), qos, retain) for s in states]
         out += [Message(reading_topic(prefix, r), reading_payload(r), qos, retain)
                 for r in readings]
+        if self._cost is not None:
+            for meter in sorted(self._cost_moved):
+                state = self._cost.state(meter)
+                if state is not None:
+                    out.append(Message(cost_topic(prefix, meter), cost_payload(state), qos,
+                                       retain))
         return out
 
     def _status(self, payload: bytes) -> Message:
@@ -151,6 +168,13 @@ class MqttSink(Sink):
             self._units.setdefault(r.meter_mac, {})[r.kind] = r.unit
             if r.device_mac:
                 self._meter_device[r.meter_mac] = r.device_mac
+        self._cost_moved = set()
+        if self._cost is not None:
+            for r in readings:
+                # A retried batch moves nothing, but says the totals again.
+                self._cost.feed(r)
+                if r.kind in (Kind.SUMMATION_DELIVERED, Kind.SUMMATION_RECEIVED):
+                    self._cost_moved.add(r.meter_mac)
 
     def _discovery(self) -> list[Message]:
         """Configs that this connection has not carried yet, or that changed (firmware, unit)."""
@@ -167,6 +191,10 @@ class MqttSink(Sink):
                     configs.append(one)
             if device in self._link_seen:
                 configs += ha.link_configs(self._topics, meter, device, info)
+            currency = self._cost.currency(meter) if self._cost is not None else None
+            if self._cost is not None and currency and self._cost.state(meter) is not None:
+                configs += ha.cost_configs(self._topics, meter, currency,
+                                           self._cost.tariff.export_rate is not None, info)
             if device and self.config.allow_commands:
                 configs += ha.command_configs(self._topics, meter, device, info,
                                               self.config.allow_restart)

@@ -16,6 +16,7 @@ from typing import Any
 
 from ravend import __version__
 from ravend.protocol.model import Kind
+from ravend.sinks.mqtt_payload import cost_topic
 
 MANUFACTURER = "Rainforest Automation"
 CONNECTION_STATUS_TAG = "ConnectionStatus"
@@ -44,6 +45,17 @@ READING_SENSORS: dict[Kind, SensorSpec] = {
     # A price per kWh is not a total: no state_class (monetary allows only "total").
     Kind.PRICE: SensorSpec("price", "Price", "monetary", None, None, _READING),
 }
+
+#: The running cost (``ravend.running_cost``), for Home Assistant's energy dashboard (cost of
+#: grid consumption, compensation for return): monetary totals whose ``last_reset`` is when
+#: ravend started counting, so a restart of ravend is a new cycle, not a refund.
+COST_SENSORS: tuple[SensorSpec, ...] = (
+    SensorSpec("cost", "Energy cost", "monetary", "total", None, "{{ value_json.cost }}",
+               icon="mdi:cash"),
+    SensorSpec("export_credit", "Export credit", "monetary", "total", None,
+               "{{ value_json.export_credit }}", icon="mdi:cash-plus"),
+)
+COST_RESET = "{{ value_json.since }}"
 
 LINK_SENSORS: tuple[SensorSpec, ...] = (
     SensorSpec("link_strength", "Link strength", None, "measurement", "%",
@@ -121,6 +133,19 @@ def reading_config(topics: Topics, meter_mac: str, kind: Kind, unit: str,
     state = f"{topics.prefix}/{meter_mac}/{kind.value}"
     return (config_topic(topics.discovery_prefix, meter_mac, spec.object_id),
             sensor_config(spec, topics, meter_mac, state, device_info, unit))
+
+
+def cost_configs(topics: Topics, meter_mac: str, currency: str, export_credit: bool,
+                 device_info: Mapping[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
+    """The cost sensor (and the export credit's, when credited) of a meter; the unit, which
+    Home Assistant requires of a monetary sensor, is the currency."""
+    state = cost_topic(topics.prefix, meter_mac)
+    out = []
+    for spec in COST_SENSORS if export_credit else COST_SENSORS[:1]:
+        config = sensor_config(spec, topics, meter_mac, state, device_info, currency)
+        config["last_reset_value_template"] = COST_RESET
+        out.append((config_topic(topics.discovery_prefix, meter_mac, spec.object_id), config))
+    return out
 
 
 def link_configs(topics: Topics, meter_mac: str, device_mac: str,

@@ -62,6 +62,16 @@ def parse_reading_topic(prefix: str, topic: str) -> tuple[str, Kind] | None:
         return None
 
 
+def cost_topic(prefix: str, meter_mac: str) -> str:
+    """A meter's running cost (``ravend.running_cost``): three levels, so ``<prefix>/+/+``
+    still means readings and nothing else."""
+    return f"{prefix}/{meter_mac}/cost/running"
+
+
+def cost_payload(state: dict[str, Any]) -> bytes:
+    return json.dumps(state, separators=(",", ":")).encode()
+
+
 def state_topic(prefix: str, item: StateItem) -> str:
     return f"{prefix}/{item.device_mac or NO_DEVICE}/info/{item.tag}"
 
