@@ -6,6 +6,8 @@
 #   make test-debian  the tests on Debian's /usr/bin/python3 and its python3-* packages
 #   make test-pypi    the tests on the newest PyPI releases, in .venv-pypi
 #   make demo | bench | bench-quick | deb   run tools/demo.sh, bench/run.py, tools/package-build.sh
+#   make bench-long   the benchmark's long variants: the `slow` tests (1M readings, 1M fuzz
+#                     inputs, 5 real minutes unplugged) on Debian's stack, about 10 minutes
 #
 # Test selection: make test-pypi PYTEST_ARGS='-k mqtt -x'  (PYTEST_MARK='' also runs the slow ones)
 # Package lists: tools/deps/apt*.txt, tools/deps/pypi.txt, tools/deps/secantus.txt.
@@ -42,7 +44,7 @@ DEBIAN_ENV := env -u PYTHONHOME PATH=$(DEBIAN_PATH) PYTHONPATH=$(CURDIR) PYTHONN
 # PyPI run: the venv sees only its own site-packages (no Debian dist-packages).
 PYPI_ENV := env -u PYTHONHOME PYTHONPATH=$(CURDIR) PYTHONNOUSERSITE=1
 
-.PHONY: check deps deps-clean lint test test-debian test-pypi demo bench bench-quick deb FORCE
+.PHONY: check deps deps-clean lint test test-debian test-pypi demo bench bench-quick bench-long deb FORCE
 
 check: deps lint test-debian test-pypi check-deb
 
@@ -107,6 +109,9 @@ bench: deps
 
 bench-quick: deps
 	$(call run-script,bench/run.py,$(DEBIAN_ENV) $(DEBIAN_PYTHON) bench/run.py --quick)
+
+bench-long: deps
+	$(MAKE) test-debian PYTEST_MARK=slow
 
 deb: $(STAMP_APT)
 	$(call run-script,tools/package-build.sh,$(DEBIAN_ENV) bash tools/package-build.sh --out out)

@@ -5,6 +5,7 @@
                               table, ~460 MB, is still well past its 128 MB buffer pool)
     bench/purge.py --quick    100,000 readings per store
     bench/purge.py --only sqlite|mariadb
+    bench/purge.py --readings 5000000   the purge issue's own size (about five minutes each)
 
 Each run bulk-loads the readings straight into the store (LOAD DATA on MariaDB, one big
 executemany on SQLite: never through the sink), starts a writer thread that stores 10 readings
@@ -236,11 +237,11 @@ def _mariadb_sizes(server: Any, db: str) -> tuple[int, int]:
     return stats, ibd.stat().st_size if ibd.exists() else 0
 
 
-def bench_purge_mariadb(quick: bool) -> list[dict[str, Any]]:
+def bench_purge_mariadb(quick: bool, readings: int | None = None) -> list[dict[str, Any]]:
     import servers
     from ravend.sinks.mysql import MysqlSink, migrate_database
 
-    n = QUICK if quick else FULL
+    n = readings or (QUICK if quick else FULL)
     work = Path(tempfile.mkdtemp(prefix="ravend-bench-purge-"))
     server = servers.MariaDBServer(
         work / "mariadb",
@@ -285,10 +286,10 @@ def _sqlite_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
 
 
-def bench_purge_sqlite(quick: bool) -> list[dict[str, Any]]:
+def bench_purge_sqlite(quick: bool, readings: int | None = None) -> list[dict[str, Any]]:
     from ravend.sinks.sqlite import READING_COLUMNS, SqliteSink, connect, migrate
 
-    n = QUICK if quick else FULL
+    n = readings or (QUICK if quick else FULL)
     work = Path(tempfile.mkdtemp(prefix="ravend-bench-purge-"))
     path = work / "ravend.db"
     try:
@@ -329,12 +330,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help=f"{QUICK:,} readings instead of"
                    f" {FULL:,}")
     p.add_argument("--only", choices=["sqlite", "mariadb"], help="one store only")
+    p.add_argument("--readings", type=int, metavar="N",
+                   help="N readings per store (the issue's figure: 5000000, about 5 minutes"
+                        " per store)")
     args = p.parse_args(argv)
     rows: list[dict[str, Any]] = []
     if args.only in (None, "sqlite"):
-        rows += bench_purge_sqlite(args.quick)
+        rows += bench_purge_sqlite(args.quick, args.readings)
     if args.only in (None, "mariadb"):
-        rows += bench_purge_mariadb(args.quick)
+        rows += bench_purge_mariadb(args.quick, args.readings)
     width = max(len(r["name"]) for r in rows)
     for r in rows:
         status = {True: "ok", False: "MISSED", None: ""}[r["ok"]]

@@ -200,6 +200,15 @@ def purge_mariadb_rate(ctx: Context) -> Result:
     return _pick(_external(ctx, "purge", "bench_purge_mariadb"), "purge rate")
 
 
+@row("purge-mariadb-size", "MariaDB readings table after purging 80 %", "MB", None)
+def purge_mariadb_size(ctx: Context) -> Result:
+    rows = _external(ctx, "purge", "bench_purge_mariadb")
+    before = _pick(rows, "(data+index) before purge").value
+    after = _pick(rows, "(data+index) after purge")
+    after.display = f"{before:g} -> {after.value:g}" if before and after.value else None
+    return after
+
+
 @row("purge-sqlite-stall", "SQLite purge: writer's worst insert", "ms", Target("<=", 200))
 def purge_sqlite_stall(ctx: Context) -> Result:
     return _pick(_external(ctx, "purge", "bench_purge_sqlite"), "writer's worst write")

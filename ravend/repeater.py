@@ -10,8 +10,9 @@ repeats at most one batch (same keys, same values) and never skips a row.
 
 Idle on SQLite (Linux), it blocks until ravend writes the store: an inotify watch on the
 database's directory wakes it when the database or its WAL is written (``StoreWatch``), so it
-costs nothing between readings and publishes a new row at once; it still looks on its own once
-a minute (``WATCH_FALLBACK``). Without the watch (MySQL, or inotify unavailable) it looks for new
+costs nothing between readings and publishes a new row at once (looking again shortly after
+an event that showed nothing yet: ``RECHECK_MAX``); it still looks on its own once a minute
+(``WATCH_FALLBACK``). Without the watch (MySQL, or inotify unavailable) it looks for new
 rows after 50 ms, then twice as long each time up to ``poll_interval``: no busy loop, and a
 burst is picked up within 50 ms. For SQLite, ``PRAGMA data_version`` tells whether another
 connection committed anything since the last look, so an idle look costs no table read.
@@ -45,6 +46,10 @@ IDLE_MIN = 0.05
 STATUS_INTERVAL = 5.0
 #: With a StoreWatch, the longest idle pause: a look now and then even if no event came.
 WATCH_FALLBACK = 60.0
+#: After a write event, look again after 50 ms, 100, 200, 400 ms unless rows turned up: SQLite
+#: writes the WAL (the event) before it publishes the commit in the WAL index (shared memory,
+#: no event), so a look right after the event can miss a transaction that no event follows.
+RECHECK_MAX = 0.4
 
 _COLUMNS = ("id, meter_mac, kind, key_time, meter_time, received_at, device_mac, raw,"
             " multiplier, divisor, unit")
@@ -420,6 +425,7 @@ class Repeater:
         last_ping = last_status = 0.0
         status_published = -1  # stats.published when STATUS= was last sent
         idle = IDLE_MIN
+        recheck = 0.0  # > 0: the next pause after a write event that showed no rows yet
         wm = start
         checked = False
         while not self._stop.is_set():
@@ -463,14 +469,18 @@ class Repeater:
                     self.notifier.notify("STATUS=" + self.status_line())
                     last_status = now
                     status_published = self.stats.published
-                wait = WATCH_FALLBACK
+                wait = recheck or WATCH_FALLBACK
                 if watchdog is not None:
                     wait = min(wait, last_ping + watchdog - now)
-                if wait > 0:
-                    watch.wait(wait)
+                written = watch.wait(wait) if wait > 0 else False
+                if written:
+                    recheck = IDLE_MIN
+                elif recheck:
+                    recheck = recheck * 2 if recheck * 2 <= RECHECK_MAX else 0.0
                 idle = rc.poll_interval  # the next look checks data_version first
                 continue
             idle = IDLE_MIN
+            recheck = 0.0
             if not self._publish([r for _, r in rows]):
                 continue
             if rows:

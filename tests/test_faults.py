@@ -9,6 +9,7 @@ import os
 import random
 import sqlite3
 import subprocess
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -84,10 +85,12 @@ def test_garbage_on_the_line_is_survived_and_logged_per_burst(tmp_path: Path) ->
 
 @pytest.fixture()
 def small_disk(tmp_path: Path):
-    """A 2 MB tmpfs as the state directory: a disk that fills up (needs root)."""
+    """A 16 MB tmpfs as the state directory: a disk that fills up (needs root). Not smaller:
+    while it is full, the WAL cannot be checkpointed (that needs room too), so once space
+    returns the writes replayed meanwhile grow it by a few MB before its next checkpoint."""
     mount = tmp_path / "state"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
                           capture_output=True, text=True)
     if done.returncode != 0:
         pytest.fail(f"cannot mount a small tmpfs for the disk-full test: {done.stderr.strip()}"
@@ -133,6 +136,83 @@ def test_full_disk_is_reported_and_recovers(tmp_path: Path, small_disk: Path) ->
     assert "Traceback" not in log
     assert log.count("unavailable") <= 3, log  # reported, not once per reading
     assert max(keys(stored_rows(db)).values()) == 1
+
+
+def test_full_disk_and_a_full_queue_drop_the_oldest_counted(tmp_path: Path,
+                                                              small_disk: Path) -> None:
+    """Disk full, so neither the store nor the outbox can be written, and more readings than
+    the in-memory queue holds (queue_size = 100 entries of up to batch_size = 2 readings: the
+    worker merges what waits into batches): the oldest are dropped to make room,
+    counted, said once when it starts and with the total when the store is back. Accounting:
+    stored + dropped = sent, each stored once, the newest kept."""
+    import re
+
+    link = str(tmp_path / "stick")
+    db = small_disk / "ravend.db"
+    sim = MeterSimulator("raven", link=link, seed=25, pushes=False, reply_delay=0.01).start()
+    config = write_config(tmp_path / "ravend.conf", small_disk, link,
+                          service={"control_socket": "", "queue_size": "100",
+                                   "batch_size": "2"})
+    ravend = RavendProcess(config, tmp_path / "ravend.log")
+    filler = small_disk / "filler"
+    try:
+        assert wait_for(lambda: "device opened" in ravend.log(), 20)
+        sim.send_readings(100, ("demand",))
+        assert sim.drain(10)
+        assert wait_for(lambda: len(stored_rows(db)) >= 100, 20), ravend.log()
+        # Keep the disk full: blocks SQLite frees (a rolled-back write, a reset WAL) are
+        # taken again at once, so the outbox cannot be written either.
+        full = threading.Event()
+        done = threading.Event()
+
+        def keep_full() -> None:
+            fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                while not done.is_set():
+                    try:
+                        os.write(fd, b"\0" * 4096)
+                    except OSError:
+                        full.set()
+                        done.wait(0.005)
+            finally:
+                os.close(fd)
+
+        filling = threading.Thread(target=keep_full, daemon=True)
+        filling.start()
+        try:
+            assert full.wait(10)
+            for _ in range(300):  # paced: many queue entries, whatever the pty's chunking
+                sim.send_readings(2, ("demand",))
+                time.sleep(0.003)
+            assert sim.drain(10)
+            assert wait_for(lambda: "dropping the oldest" in ravend.log(), 20), ravend.log()
+            assert ravend.proc.poll() is None, "ravend died on a full disk"
+        finally:
+            done.set()
+            filling.join(5)
+        filler.unlink()
+        total = re.compile(r"(\d+) oldest (?:readings were )?dropped meanwhile")
+
+        def accounted() -> bool:
+            dropped = sum(int(n) for n in total.findall(ravend.log()))
+            return dropped > 0 and len(stored_rows(db)) + dropped == len(sent_keys(sim))
+
+        assert wait_for(accounted, 30), ravend.log()
+    finally:
+        code, _ = ravend.stop()
+        sim.stop()
+    log = ravend.log()
+    assert code == 0, log
+    assert "Traceback" not in log
+    assert log.count("dropping the oldest") == 1, log
+    dropped = sum(int(n) for n in total.findall(log))
+    stored = keys(stored_rows(db))
+    sent = sent_keys(sim)
+    assert max(stored.values()) == 1
+    assert set(stored) <= sent
+    assert 0 < dropped == len(sent) - len(stored), (dropped, len(sent), len(stored))
+    newest = max(sent, key=lambda key: key[2])
+    assert newest in stored
 
 
 def fragment(meter: str, device: str, stamp: int, demand: int) -> bytes:

@@ -9,6 +9,7 @@ worker blocks on its queue when idle: no polling tick.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -55,6 +56,8 @@ class SinkWorker:
         self._backoff = retry_min
         self._thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
         self._outbox_failed = False
+        self._memory_drops = 0  # readings dropped from memory since the outbox failed
+        self._drops_lock = threading.Lock()
         self.on_stored: list = []  # callbacks(readings) after a durable write (status, metrics)
 
     def __repr__(self) -> str:
@@ -234,7 +237,9 @@ class SinkWorker:
             self._hold_in_memory(readings, states)
             return
         if self._outbox_failed:
-            log.info("%s: outbox writable again", self.name)
+            drops = self._take_memory_drops()
+            log.info("%s: outbox writable again%s", self.name,
+                     f"; {drops} oldest readings were dropped meanwhile" if drops else "")
             self._outbox_failed = False
         self.stats.spooled += len(readings)
         if dropped:
@@ -245,13 +250,52 @@ class SinkWorker:
             log.debug("%s: spooled %d readings (%s)", self.name, len(readings), why)
 
     def _hold_in_memory(self, readings: Sequence[Reading], states: Sequence[StateItem]) -> None:
-        """Last resort when even the outbox fails: requeue if there is room, else count a drop."""
-        try:
-            self._queue.put_nowait((list(readings), list(states)))
-        except queue.Full:
-            self.stats.dropped += len(readings)
-            log.error("%s: queue and outbox both full; dropped %d readings (%d in all)",
-                      self.name, len(readings), self.stats.dropped)
+        """Last resort when even the outbox cannot be written (its disk is full): keep the
+        readings in the queue; when it is full, drop its oldest entry to make room, the
+        outbox's own policy. Counted (stats.dropped, the metrics' counter) and logged once per
+        outage, with the total when the outbox is writable again."""
+        item = (list(readings), list(states))
+        while True:
+            try:
+                self._queue.put_nowait(item)
+                return
+            except queue.Full:
+                pass
+            try:
+                oldest = self._queue.get_nowait()
+            except queue.Empty:
+                continue  # the worker took one meanwhile: there is room now
+            if oldest is _STOP:  # stopping: keep the request, drop what came last instead
+                self._dropped_in_memory(len(readings))
+                self._requeue_stop()
+                return
+            self._dropped_in_memory(len(oldest[0]))  # type: ignore[index]
+
+    def _requeue_stop(self) -> None:
+        while True:
+            try:
+                self._queue.put_nowait(_STOP)
+                return
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    item = self._queue.get_nowait()
+                    self._dropped_in_memory(len(item[0]))  # type: ignore[index]
+
+    def _dropped_in_memory(self, n: int) -> None:
+        if not n:
+            return
+        with self._drops_lock:  # the reader's submit and the worker both drop
+            first = not self._memory_drops
+            self._memory_drops += n
+            self.stats.dropped += n
+        if first:
+            log.error("%s: queue full (%d entries) and outbox unwritable; dropping the oldest"
+                      " readings from now on (counted)", self.name, self._queue.maxsize)
+
+    def _take_memory_drops(self) -> int:
+        with self._drops_lock:
+            n, self._memory_drops = self._memory_drops, 0
+        return n
 
     def _failed(self, error: str) -> None:
         now = time.monotonic()
@@ -266,7 +310,10 @@ class SinkWorker:
 
     def _recovered(self) -> None:
         if self.stats.last_error:
-            log.info("%s: available again (%d spooled to replay)", self.name, len(self.outbox))
+            drops = self._take_memory_drops()
+            log.info("%s: available again (%d spooled to replay%s)", self.name,
+                     len(self.outbox), f"; {drops} oldest dropped meanwhile, the outbox being"
+                     " unwritable" if drops else "")
         self.stats.up = True
         self.stats.last_error = ""
         self._backoff = self.retry_min

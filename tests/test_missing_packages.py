@@ -1,0 +1,62 @@
+"""A configured feature whose Debian package is missing: each program says which package to
+install, in one line, and exits 78 (EX_CONFIG, which the units do not restart), before it
+touches a port, a store or a broker. The module is made unimportable by a package of the same
+name first on PYTHONPATH that raises ImportError, as a missing package does."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ravend_process import ROOT
+
+EX_CONFIG = 78
+
+CASES = [
+    # program module, blocked import, config, package named
+    ("ravend.cli.ravend", "paho", "[mqtt]\nenabled = yes\n", "python3-paho-mqtt"),
+    ("ravend.cli.repeater", "paho", "", "python3-paho-mqtt"),
+    ("ravend.cli.mongo_ingest", "pymongo", "", "python3-pymongo"),
+    ("ravend.cli.mongo_ingest", "paho", "", "python3-paho-mqtt"),
+]
+
+
+@pytest.mark.parametrize(("program", "blocked", "config", "package"), CASES,
+                         ids=[f"{c[0].rsplit('.', 1)[1]}-{c[1]}" for c in CASES])
+def test_missing_package_is_named_in_one_line_with_exit_78(
+        tmp_path: Path, program: str, blocked: str, config: str, package: str) -> None:
+    blocker = tmp_path / "block" / blocked
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('blocked by the test')\n")
+    state = tmp_path / "state"
+    conf = tmp_path / "ravend.conf"
+    conf.write_text(f"[service]\nstate_dir = {state}\n[device]\nport = {tmp_path / 'stick'}\n"
+                    + config)
+    env = {**os.environ, "PYTHONPATH": f"{blocker.parent}{os.pathsep}{ROOT}"}
+    proc = subprocess.run([sys.executable, "-m", program, "--config", str(conf)], env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == EX_CONFIG, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert f"apt install {package}" in lines[0]
+    assert not state.exists() or not any(state.iterdir())  # nothing was started
+
+
+def test_daemon_mode_without_python3_daemon_names_it(tmp_path: Path) -> None:
+    blocker = tmp_path / "block" / "daemon"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('blocked by the test')\n")
+    conf = tmp_path / "ravend.conf"
+    conf.write_text(f"[service]\nstate_dir = {tmp_path / 'state'}\n"
+                    f"[device]\nport = {tmp_path / 'stick'}\n")
+    env = {**os.environ, "PYTHONPATH": f"{blocker.parent}{os.pathsep}{ROOT}"}
+    proc = subprocess.run([sys.executable, "-m", "ravend.cli.ravend", "--config", str(conf),
+                           "--daemon", "--pidfile", str(tmp_path / "ravend.pid")],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0
+    assert "apt install python3-daemon" in proc.stderr
+    assert not (tmp_path / "ravend.pid").exists()
