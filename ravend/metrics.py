@@ -92,8 +92,8 @@ class ServiceCollector:
         spool = gauge("ravend_sink_spool_depth",
                       "Readings and device states waiting in the sink's outbox on disk",
                       labels=["sink"])
-        dropped = counter("ravend_sink_dropped", "Readings dropped: outbox full, or the outbox"
-                          " and the queue both unwritable", labels=["sink"])
+        dropped = counter("ravend_sink_dropped", "Readings dropped, the oldest first: outbox"
+                          " full, or outbox unwritable and queue full", labels=["sink"])
         rejected = counter("ravend_sink_rejected", "Readings the sink refused as invalid",
                            labels=["sink"])
         for worker in self.dispatcher.workers:

@@ -766,10 +766,11 @@ class Maintenance:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="maintenance", daemon=True)
         self._failing: dict[int, str] = {}
-        # One connection per store, opened once and kept between cycles (closed after an
-        # error and opened again at the next cycle). Opening per cycle made the process's
-        # descriptors and memory depend on when one looked: SQLite defers closing a file that
-        # another connection of the process has locked, and reloads its schema and caches.
+        # One connection per store, opened at the first cycle (not at start: a fresh database
+        # is being created and migrated by the sink then) and kept between cycles (closed
+        # after an error, opened again at the next cycle). Opening one per cycle made the
+        # process's descriptors and memory depend on when one looked: SQLite defers closing a
+        # file that another connection of the process has locked, and reloads its schema.
         self._open: dict[int, Store] = {}
         self.runs = 0
 
@@ -811,15 +812,8 @@ class Maintenance:
         for i in list(self._open):
             self._close(i)
 
-    def _connect_early(self) -> None:
-        """Open the stores at start, so the service's descriptors are all open from then on."""
-        for i in range(len(self.openers)):
-            with contextlib.suppress(Exception):
-                self._store(i)
-
     def _loop(self) -> None:
         s = self.settings
-        self._connect_early()
         # Roll-ups soon after the start; the first purge one purge_interval after it.
         next_rollup = time.monotonic() + min(self.first_delay, s.rollup_interval)
         next_purge = time.monotonic() + s.purge_interval

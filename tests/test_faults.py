@@ -310,6 +310,8 @@ def newest_demand(db: Path) -> int:
 
 #: Open fds may not grow at all between the checkpoints (bench/rows.py: fds).
 FDS_GROWTH = 0
+#: SQLite bytes per stored reading, indexes and roll-ups included (doc/sql.md).
+BYTES_PER_READING = 150
 
 
 def rolled_up(db: Path) -> bool:
@@ -342,9 +344,9 @@ def test_long_run_keeps_memory_and_open_files_flat(tmp_path: Path, marks: tuple[
     the first checkpoint (queues, caches and the allocator warmed up) and the last, neither may
     grow beyond its bound (for 1M: the benchmark's targets). Roll-ups run every 2 s, and each
     checkpoint waits until they have caught up, so the maintenance thread is compared in the
-    same state too. The 1M variant is the matrix's long run (`make bench` measures the same in
-    its rss and fds rows). Accounting: the demand
-    keys are the simulator's flat-out stamps start..start+n-1, so COUNT = COUNT(DISTINCT) = n
+    same state too. The store ends at the size doc/sql.md predicts. The 1M variant is the
+    matrix's long run (`make bench` measures the same in its rss and fds rows). Accounting: the
+    demand keys are the simulator's flat-out stamps start..start+n-1, so COUNT = COUNT(DISTINCT) = n
     with that MIN and MAX means each sent reading is stored exactly once."""
     link = str(tmp_path / "stick")
     db = tmp_path / "state" / "ravend.db"
@@ -380,6 +382,10 @@ def test_long_run_keeps_memory_and_open_files_flat(tmp_path: Path, marks: tuple[
     growth = (f"from {first:,} to {last:,} readings: RSS {rss0} -> {rss1} KiB,"
               f" open fds {fds0} -> {fds1}; RSS (KiB) at each: {checkpoints}")
     assert rss1 - rss0 <= rss_growth_kib and fds1 - fds0 <= FDS_GROWTH, growth
+    # The store's size as predicted (doc/sql.md: about 150 bytes per reading with its indexes).
+    size = sum(p.stat().st_size for p in (db, Path(f"{db}-wal")) if p.exists())
+    assert 0.75 * BYTES_PER_READING * n <= size <= 1.25 * BYTES_PER_READING * n + 2**20, \
+        f"{size:,} bytes for {n:,} readings"
 
 
 @pytest.mark.parametrize("n", [

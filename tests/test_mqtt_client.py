@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -220,3 +221,40 @@ def test_idle_network_thread_sleeps_and_close_still_ends_it_at_once(mosquitto_se
     conn.close(clean=clean)
     assert time.monotonic() - started < 1.0
     assert not thread.is_alive()
+
+
+def _client_certificate(certs: servers.TlsFiles, directory: Path) -> tuple[Path, Path]:
+    """A client key and certificate (clientAuth) signed by the test CA, with openssl."""
+    openssl = servers.find_binary("openssl", "openssl")
+    key, csr, cert, ext = (directory / n for n in ("client.key", "client.csr", "client.crt",
+                                                   "client.ext"))
+    servers.run_checked([openssl, "req", "-new", "-newkey", "ec", "-pkeyopt",
+                         "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key),
+                         "-out", str(csr), "-subj", "/CN=ravend-client"], "openssl (client key)")
+    ext.write_text("basicConstraints=critical,CA:FALSE\n"
+                   "keyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n")
+    servers.run_checked([openssl, "x509", "-req", "-in", str(csr), "-days", "7", "-CA",
+                         str(certs.ca_cert), "-CAkey", str(certs.ca_key), "-CAcreateserial",
+                         "-extfile", str(ext), "-out", str(cert)], "openssl (client certificate)")
+    return cert, key
+
+
+def test_tls_client_certificate_is_presented_and_required(make_mosquitto, tmp_path) -> None:
+    """A listener that requires a client certificate from the test CA: ravend's cert_file and
+    key_file get it in; without them the broker refuses the handshake."""
+    certs = servers.make_test_certificates(tmp_path / "pki")
+    cert, key = _client_certificate(certs, tmp_path / "pki")
+    port = servers.free_port()
+    broker = make_mosquitto(extra_config=(
+        f"listener {port} {servers.LOOPBACK}\ncafile {certs.ca_cert}\n"
+        f"certfile {certs.server_cert}\nkeyfile {certs.server_key}\n"
+        "require_certificate true\nuse_identity_as_username true"))
+    ep = endpoint(broker, port=port, tls=True, ca_file=str(certs.ca_cert),
+                  cert_file=str(cert), key_file=str(key))
+    conn = Connection(ep)
+    conn.connect(5)
+    assert conn.publish_all([Message("mutual", b"1", 1)], 5) == 1
+    conn.close()
+    without = endpoint(broker, port=port, tls=True, ca_file=str(certs.ca_cert))
+    with pytest.raises(MqttError):
+        Connection(without).connect(5)

@@ -354,9 +354,10 @@ def test_maintenance_thread_rolls_up_then_purges_each_store(tmp_path: Path, mari
 
 
 def test_maintenance_keeps_one_connection_open_between_cycles(tmp_path: Path) -> None:
-    """The descriptors of a running service do not depend on when one looks: the maintenance
-    connection is opened at start and kept, instead of opened per cycle (SQLite then keeps
-    a closed connection's file open while the sink's connection holds its lock)."""
+    """The descriptors of a running service do not change from one cycle to the next: the
+    maintenance thread opens its connection at the first cycle and keeps it, instead of one
+    per cycle (SQLite then keeps a closed connection's file open while the sink's connection
+    holds its lock), and closes it when it stops."""
     import os
 
     from ravend.config import load
@@ -376,26 +377,27 @@ def test_maintenance_keeps_one_connection_open_between_cycles(tmp_path: Path) ->
         conf = tmp_path / "ravend.conf"
         conf.write_text(f"[service]\nstate_dir = {state}\n[retention]\n"
                         f"rollup_interval = 1s\ntime_zone = UTC\n")
-        before = fds()
-        maintenance = Maintenance(load(conf), first_delay=0.5)
+        maintenance = Maintenance(load(conf), first_delay=0.1)
         maintenance.start()
         try:
-            time.sleep(0.25)  # connected, first cycle not yet run
-            assert maintenance.runs == 0
-            early = fds()
             deadline = time.monotonic() + 20
+            while maintenance.runs < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            first = maintenance._open.get(0)
+            after_one = fds()
             while maintenance.runs < 3 and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert maintenance.runs >= 3
-            assert fds() == early > before
+            assert first is not None and maintenance._open.get(0) is first  # the same one
+            assert fds() == after_one
         finally:
             maintenance.stop()
-        assert not maintenance.alive()
+        assert not maintenance.alive() and not maintenance._open  # closed when it ends
         assert sink._conn is not None
         assert sink._conn.execute("SELECT COUNT(*) FROM rollup_hourly").fetchone()[0] >= 2
     finally:
         sink.close()
-    # Closed when the thread ended (SQLite releases the file once the sink's lock is gone).
+    # SQLite releases the maintenance connection's file once the sink's lock is gone.
     assert fds() == none_open
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's no-hardware demo: a simulated RAVEn on a pty → ravend → SQLite → ravenctl status.
-# Runs from the source tree as the current user; everything lands in ./.demo (delete it freely).
+# Runs from the source tree as the current user; everything lands in ./.demo (delete it freely;
+# DEMO_DIR puts it elsewhere).
 # DEMO_SECONDS (default 30) sets how long ravend logs; the simulator runs at the real rate
 # (a demand every 8 s, as a real stick pushes), DEMO_SPEED=10 makes it ten times faster.
 set -euo pipefail
@@ -19,7 +20,7 @@ if ! $py -c 'import serial' 2>/dev/null; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-serial >/dev/null
 fi
 
-demo=$PWD/.demo
+demo=${DEMO_DIR:-$PWD/.demo}
 rm -rf "$demo"
 mkdir -p "$demo/state"
 cat > "$demo/ravend.conf" <<CONF
