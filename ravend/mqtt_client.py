@@ -16,6 +16,7 @@ and meant for the Mongo ingest service and MQTT commands (``subscribe`` and ``on
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import ssl
 import threading
@@ -127,9 +128,36 @@ class _Client(paho.Client):  # type: ignore[misc,valid-type]
     socket (DISCONNECT, shutdown) before ``loop_stop`` joins it."""
 
     loop_timeout = 1.0
+    #: Called (network thread) with the reason when the loop ends on an exception.
+    on_loop_error: Callable[[str], None] | None = None
 
     def loop_forever(self, timeout: float = 1.0, *args: Any, **kwargs: Any) -> Any:
-        return super().loop_forever(max(timeout, self.loop_timeout), *args, **kwargs)
+        try:
+            return super().loop_forever(max(timeout, self.loop_timeout), *args, **kwargs)
+        except (ssl.SSLError, OSError) as exc:
+            # paho 1.6 lets a TLS alert that comes after the handshake out of its network
+            # thread (TLS 1.3: a broker refusing the client's certificate): a lost connection
+            # with its reason, not a traceback.
+            if self.on_loop_error is not None:
+                self.on_loop_error(str(exc) or type(exc).__name__)
+            return paho.MQTT_ERR_CONN_LOST
+
+
+class _ErrorNote:
+    """Stands in for paho's logger (``enable_logger`` takes anything with ``log``) to keep its
+    last error line: paho 2.x reports a socket or TLS failure to on_disconnect only as
+    "Unspecified error", and logs the reason (e.g. the broker requiring a client certificate)."""
+
+    def __init__(self) -> None:
+        self.last = ""
+
+    def log(self, level: int, fmt: str, *args: Any) -> None:
+        if level >= logging.ERROR:
+            self.last = fmt % args if args else fmt
+
+    def take(self) -> str:
+        last, self.last = self.last, ""
+        return last
 
 
 class _ManualAckClient(_Client):
@@ -252,6 +280,9 @@ class Connection:
         if isinstance(self._client, _Client):
             self._client.loop_timeout = max(1.0, endpoint.keepalive
                                             * LOOP_TIMEOUT_KEEPALIVE_SHARE)
+            self._client.on_loop_error = self._on_disconnect
+        self._errors = _ErrorNote()
+        self._client.enable_logger(self._errors)
         if endpoint.username:
             self._client.username_pw_set(endpoint.username, endpoint.password)
         if will is not None:
@@ -278,6 +309,9 @@ class Connection:
             self._cond.notify_all()
 
     def _on_disconnect(self, reason: str) -> None:
+        noted = self._errors.take()
+        if noted and noted not in reason:
+            reason = f"{reason}: {noted}"
         with self._cond:
             if self._lost is None:
                 self._lost = f"connection lost ({reason})"
