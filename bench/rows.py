@@ -200,13 +200,17 @@ def purge_mariadb_rate(ctx: Context) -> Result:
     return _pick(_external(ctx, "purge", "bench_purge_mariadb"), "purge rate")
 
 
-@row("purge-mariadb-size", "MariaDB readings table after purging 80 %", "MB", None)
-def purge_mariadb_size(ctx: Context) -> Result:
-    rows = _external(ctx, "purge", "bench_purge_mariadb")
-    before = _pick(rows, "(data+index) before purge").value
-    after = _pick(rows, "(data+index) after purge")
+def _size_after_purge(rows: list[dict[str, object]], what: str) -> Result:
+    """The ``what`` after-purge row, displayed as before -> after."""
+    before = _pick(rows, f"{what} before purge").value
+    after = _pick(rows, f"{what} after purge")
     after.display = f"{before:g} -> {after.value:g}" if before and after.value else None
     return after
+
+
+@row("purge-mariadb-size", "MariaDB readings table after purging 80 %", "MB", None)
+def purge_mariadb_size(ctx: Context) -> Result:
+    return _size_after_purge(_external(ctx, "purge", "bench_purge_mariadb"), "(data+index)")
 
 
 @row("purge-sqlite-stall", "SQLite purge: writer's worst insert", "ms", Target("<=", 200))
@@ -221,11 +225,8 @@ def purge_sqlite_rate(ctx: Context) -> Result:
 
 @row("purge-sqlite-file", "SQLite file after purging 80 %", "MB", None)
 def purge_sqlite_file(ctx: Context) -> Result:
-    rows = _external(ctx, "purge", "bench_purge_sqlite")
-    before = _pick(rows, "before purge").value
-    after = _pick(rows, "after purge")
-    after.display = f"{before:g} -> {after.value:g}" if before and after.value else None
-    return after
+    return _size_after_purge(_external(ctx, "purge", "bench_purge_sqlite"),
+                             "database file (+WAL)")
 
 
 # --- 7. MongoDB ingest (bench/mongo.py) ----------------------------------------------------------

@@ -314,20 +314,6 @@ FDS_GROWTH = 0
 BYTES_PER_READING = 150
 
 
-def rolled_up(db: Path) -> bool:
-    """Whether the maintenance thread's roll-ups cover every stored reading."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    try:
-        mark = conn.execute("SELECT value FROM maintenance_state"
-                            " WHERE name = 'rollup_watermark'").fetchone()
-        newest = conn.execute("SELECT MAX(id) FROM readings").fetchone()[0]
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        conn.close()
-    return mark is not None and newest is not None and int(mark[0]) >= newest
-
-
 @pytest.mark.parametrize(("marks", "rss_growth_kib"), [
     # The sink queue (up to 10,000 readings in memory) fills to a different height in each
     # flat-out segment: up to 2 MiB of noise over a short run. 5 MiB over 40,000 readings still
@@ -357,19 +343,25 @@ def test_long_run_keeps_memory_and_open_files_flat(tmp_path: Path, marks: tuple[
                         retention={"rollup_interval": "2s"})
     ravend = RavendProcess(conf, tmp_path / "ravend.log")
     checkpoints: list[tuple[int, int, int]] = []
+    progress = None
     try:
         assert wait_for(lambda: "device opened" in ravend.log(), 20), ravend.log()
+        from bench.processes import Store
+
+        progress = Store(db)  # the bench's own look at roll-up progress
         sent = 0
         for mark in marks:
             sim.send_readings(mark - sent)
             assert wait_for(lambda m=mark: newest_demand(db) >= start + m - 1,
                             60 + (mark - sent) / 500, interval=0.2), ravend.log()
             sent = mark
-            assert wait_for(lambda: rolled_up(db), 60, interval=0.2), ravend.log()
+            assert wait_for(progress.rolled_up, 60, interval=0.2), ravend.log()
             time.sleep(1.0)  # the worker goes idle, the allocator settles
             assert ravend.proc.poll() is None, ravend.log()
             checkpoints.append((mark, rss_kib(ravend.proc.pid), fd_count(ravend.proc.pid)))
     finally:
+        if progress is not None:
+            progress.close()
         code, _ = ravend.stop(30)
         sim.stop()
     log = ravend.log()

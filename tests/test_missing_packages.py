@@ -25,38 +25,37 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("program", "blocked", "config", "package"), CASES,
-                         ids=[f"{c[0].rsplit('.', 1)[1]}-{c[1]}" for c in CASES])
-def test_missing_package_is_named_in_one_line_with_exit_78(
-        tmp_path: Path, program: str, blocked: str, config: str, package: str) -> None:
+def run_without(tmp_path: Path, blocked: str, program: str, config: str = "",
+                *args: str) -> subprocess.CompletedProcess[str]:
+    """``program`` with ``blocked`` unimportable and a config of a state dir, a port and
+    ``config``."""
     blocker = tmp_path / "block" / blocked
-    blocker.mkdir(parents=True)
-    (blocker / "__init__.py").write_text("raise ImportError('blocked by the test')\n")
-    state = tmp_path / "state"
-    conf = tmp_path / "ravend.conf"
-    conf.write_text(f"[service]\nstate_dir = {state}\n[device]\nport = {tmp_path / 'stick'}\n"
-                    + config)
-    env = {**os.environ, "PYTHONPATH": f"{blocker.parent}{os.pathsep}{ROOT}"}
-    proc = subprocess.run([sys.executable, "-m", program, "--config", str(conf)], env=env,
-                          capture_output=True, text=True, timeout=30)
-    assert proc.returncode == EX_CONFIG, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, lines
-    assert f"apt install {package}" in lines[0]
-    assert not state.exists() or not any(state.iterdir())  # nothing was started
-
-
-def test_daemon_mode_without_python3_daemon_names_it(tmp_path: Path) -> None:
-    blocker = tmp_path / "block" / "daemon"
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text("raise ImportError('blocked by the test')\n")
     conf = tmp_path / "ravend.conf"
     conf.write_text(f"[service]\nstate_dir = {tmp_path / 'state'}\n"
-                    f"[device]\nport = {tmp_path / 'stick'}\n")
+                    f"[device]\nport = {tmp_path / 'stick'}\n" + config)
     env = {**os.environ, "PYTHONPATH": f"{blocker.parent}{os.pathsep}{ROOT}"}
-    proc = subprocess.run([sys.executable, "-m", "ravend.cli.ravend", "--config", str(conf),
-                           "--daemon", "--pidfile", str(tmp_path / "ravend.pid")],
+    return subprocess.run([sys.executable, "-m", program, "--config", str(conf), *args],
                           env=env, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize(("program", "blocked", "config", "package"), CASES,
+                         ids=[f"{c[0].rsplit('.', 1)[1]}-{c[1]}" for c in CASES])
+def test_missing_package_is_named_in_one_line_with_exit_78(
+        tmp_path: Path, program: str, blocked: str, config: str, package: str) -> None:
+    proc = run_without(tmp_path, blocked, program, config)
+    assert proc.returncode == EX_CONFIG, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert f"apt install {package}" in lines[0]
+    state = tmp_path / "state"
+    assert not state.exists() or not any(state.iterdir())  # nothing was started
+
+
+def test_daemon_mode_without_python3_daemon_names_it(tmp_path: Path) -> None:
+    proc = run_without(tmp_path, "daemon", "ravend.cli.ravend", "", "--daemon", "--pidfile",
+                       str(tmp_path / "ravend.pid"))
     assert proc.returncode != 0
     assert "apt install python3-daemon" in proc.stderr
     assert not (tmp_path / "ravend.pid").exists()
