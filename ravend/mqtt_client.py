@@ -174,6 +174,19 @@ class _ManualAckClient(_Client):
         return int(paho.MQTT_ERR_SUCCESS)
 
 
+def _tls_hint(endpoint: Endpoint, exc: BaseException | None) -> str:
+    """Why a TLS broker may hang up before its CONNACK. With TLS 1.3 the client's side of the
+    handshake ends before the broker has checked the client's certificate, so a broker that
+    requires one closes the connection, and the client sees an alert, an EOF, or just a lost
+    connection. ``exc`` is what connect() raised, None for a connection lost after it."""
+    closed = exc is None or isinstance(exc, (ssl.SSLEOFError, ConnectionResetError,
+                                             BrokenPipeError))
+    if endpoint.tls and not endpoint.cert_file and closed:
+        return (" (the broker closed the TLS connection before its CONNACK: if it requires a"
+                " client certificate, set [mqtt] cert_file and key_file)")
+    return ""
+
+
 def set_connect_timeout(client: paho.Client, seconds: float) -> None:
     if isinstance(getattr(type(client), "connect_timeout", None), property):
         client.connect_timeout = seconds  # 2.x
@@ -344,7 +357,7 @@ class Connection:
         except ssl.SSLCertVerificationError as exc:
             raise MqttError(f"{ep}: TLS certificate not accepted: {exc.verify_message}") from exc
         except (OSError, ValueError) as exc:  # refused, unreachable, DNS, TLS, timeout
-            raise MqttError(f"{ep}: {exc or type(exc).__name__}") from exc
+            raise MqttError(f"{ep}: {exc or type(exc).__name__}{_tls_hint(ep, exc)}") from exc
         sock = self._client.socket()
         with contextlib.suppress(OSError, AttributeError):
             # Small packets (one reading, a PUBACK) go out at once, not after a delayed ACK.
@@ -360,6 +373,8 @@ class Connection:
             failure = self._lost if not self._connected else None
         if failure or not self._connected:
             self.close(clean=False)
+            if failure and failure.startswith("connection lost"):
+                failure += _tls_hint(ep, None)
             raise MqttError(f"{ep}: {failure or f'no CONNACK within {timeout:g} s'}")
 
     def _publish(self, message: Message) -> int:

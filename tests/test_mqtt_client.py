@@ -261,11 +261,39 @@ def test_tls_client_certificate_is_presented_and_required(make_mosquitto, tmp_pa
     threading.excepthook = lambda args: failures.append(args.exc_value)  # type: ignore[assignment]
     try:
         started = time.monotonic()
-        # The reason, as far as the stack knows it: paho 1.6 raises the TLS alert (certificate
-        # required), paho 2.x logs its socket error, which the message then carries.
+        # The reason, as far as the stack knows it: the TLS alert (certificate required), or,
+        # when the broker's close wins the race with its alert (TLS 1.3), an EOF, which the
+        # message explains; paho 2.x logs its socket error, which the message then carries.
         with pytest.raises(MqttError, match=r"(?i)certificate|failed to receive on socket"):
             Connection(without).connect(5)
         assert time.monotonic() - started < 4  # said at once, not after the CONNACK timeout
     finally:
         threading.excepthook = previous
     assert not failures, failures  # no traceback from paho's network thread
+
+
+def test_a_tls_broker_that_hangs_up_after_the_handshake_is_explained(tmp_path) -> None:
+    """What a client without a certificate often sees from a broker that requires one (TLS 1.3:
+    the broker's close can beat its alert): a bare EOF, which the error then explains."""
+    import ssl
+
+    certs = servers.make_test_certificates(tmp_path / "pki")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(certs.server_cert), str(certs.server_key))
+    listener = socket.create_server((servers.LOOPBACK, 0))
+    port = listener.getsockname()[1]
+
+    def hang_up_after_handshake() -> None:
+        conn, _ = listener.accept()
+        with context.wrap_socket(conn, server_side=True) as tls:
+            tls.recv(1)  # the client's CONNECT has started to arrive: close without a word
+        listener.close()
+
+    server = threading.Thread(target=hang_up_after_handshake, daemon=True)
+    server.start()
+    ep = Endpoint(host=servers.LOOPBACK, port=port, client_id="no-cert", tls=True,
+                  ca_file=str(certs.ca_cert))
+    with pytest.raises(MqttError) as failure:
+        Connection(ep).connect(5)
+    server.join(5)
+    assert "cert_file" in str(failure.value), failure.value
