@@ -140,8 +140,9 @@ class ServiceConfig:
     # `batch_size` are waiting. One second keeps latency low and a Pi's SD card happy.
     commit_interval: float = opt("commit interval", duration, 1.0, low=0.01, high=60)
     batch_size: int = opt("batch size", integer, 500, low=1, high=100_000)
-    # Readings waiting in memory per sink before they go to its on-disk outbox instead.
-    queue_size: int = opt("queue size", integer, 10_000, low=100, high=10_000_000)
+    # Readings waiting in memory per sink before they go to its on-disk outbox instead. Each
+    # waiting reading costs about 600 bytes, and the process keeps the high-water mark.
+    queue_size: int = opt("queue size", integer, 2_000, low=100, high=10_000_000)
     # Unix socket for `ravenctl device|price|period|schedule|...` (systemd's RuntimeDirectory);
     # empty: no control socket.
     control_socket: str = opt("control socket", text, "/run/ravend/control")

@@ -37,7 +37,7 @@ import sqlite3
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,9 +212,10 @@ class Store:
     def max_id(self) -> int:
         return int(self.scalar("SELECT COALESCE(MAX(id), 0) FROM readings"))
 
-    def new_rows(self, after_id: int, limit: int) -> list[tuple[int, str, str, int]]:
-        return self.rows("SELECT id, meter_mac, kind, key_time FROM readings WHERE id > ?"
-                         " ORDER BY id LIMIT ?", (after_id, limit))
+    def new_rows(self, after_id: int, limit: int) -> Iterator[tuple[int, str, str, int]]:
+        """A cursor, not a list: a step's thousands of rows are only counted into hours."""
+        return iter(self.execute("SELECT id, meter_mac, kind, key_time FROM readings"
+                                 " WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)))
 
     def times(self, meter: str, kind: str, lo: int, hi: int) -> list[int]:
         return [r[0] for r in self.rows(
@@ -471,10 +472,10 @@ def update_rollups(store: Store, tz_name: str, stop: threading.Event | None = No
         store.set_state("rollup_watermark", 0)
         store.set_state("tariff_fingerprint", fingerprint)
     while not stop.is_set():
-        rows = store.new_rows(watermark, batch)
-        if not rows:
+        step = touched_hours(store, store.new_rows(watermark, batch))
+        if not step.rows:
             break
-        hours = touched_hours(store, rows)
+        hours = step.hours
         for meter, starts in sorted(hours.items()):
             wanted = sorted(h for h in starts if h >= horizon)
             report.hours += recompute_hours(store, meter, wanted, stop, pricing)
@@ -488,19 +489,30 @@ def update_rollups(store: Store, tz_name: str, stop: threading.Event | None = No
                     report.days += 1
         if stop.is_set():
             break  # the watermark stays: this batch is recomputed next time
-        watermark = rows[-1][0]
+        watermark = step.last_id
         store.set_state("rollup_watermark", watermark)
-        report.rolled_up += len(rows)
+        report.rolled_up += step.rows
     return report
 
 
-def touched_hours(store: Store, rows: Sequence[tuple[int, str, str, int]]
-                  ) -> dict[str, set[int]]:
+@dataclass(slots=True)
+class Step:
+    """What one roll-up step read: how many new rows, the last one's id, the hours they touch."""
+
+    rows: int = 0
+    last_id: int = 0
+    hours: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+
+
+def touched_hours(store: Store, rows: Iterable[tuple[int, str, str, int]]) -> Step:
     """Hours whose roll-up the new rows change, per meter."""
-    hours: dict[str, set[int]] = defaultdict(set)
+    step = Step()
+    hours = step.hours
     counters: dict[tuple[str, str], list[int]] = defaultdict(list)
     prices: dict[str, list[int]] = defaultdict(list)
-    for _id, meter, kind, t in rows:
+    for row_id, meter, kind, t in rows:
+        step.rows += 1
+        step.last_id = row_id
         if kind == Kind.DEMAND.value:
             hours[meter].add(ru.hour_of(t))
         elif kind in SUMMATIONS:
@@ -522,7 +534,7 @@ def touched_hours(store: Store, rows: Sequence[tuple[int, str, str, int]]
             # [lo, hi) changes; the hour of t too (a reset is counted where it happens).
             top = max(ru.hour_of(t), ru.hour_of(hi - 1)) if hi > t else ru.hour_of(t)
             hours[meter].update(range(ru.hour_of(lo), top + 1, ru.HOUR))
-    return hours
+    return step
 
 
 def _price_hours(store: Store, meter: str, new: list[int], hours: set[int]) -> None:

@@ -102,6 +102,44 @@ def test_full_queue_spills_to_disk_instead_of_blocking(tmp_path: Path) -> None:
     assert sorted(stored_keys(db)) == [r.key_time for r in demands(250)]
 
 
+def test_a_briefly_full_queue_slows_the_reader_instead_of_spilling(tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    """A sink only a moment behind (a burst): submit waits for room, nothing goes to disk."""
+    import threading
+
+    from ravend.sinks import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "SUBMIT_WAIT_S", 30.0)  # room comes long before this
+    worker, db = make_worker(tmp_path, queue_size=100)
+    for r in demands(100):
+        worker.submit([r])
+    threading.Timer(0.05, worker.start).start()  # the worker drains from now on
+    worker.submit([demand(100)])
+    assert len(worker.outbox) == 0 and worker.stats.spooled == 0
+    assert wait_until(lambda: worker.stats.stored == 101)
+    worker.stop()
+    assert stored_keys(db) == [r.key_time for r in demands(101)]
+
+
+def test_a_stuck_sink_costs_the_reader_one_wait_then_it_spills(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    from ravend.sinks import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "SUBMIT_WAIT_S", 0.5)
+    worker, db = make_worker(tmp_path, queue_size=100)  # not started: nothing drains
+    for r in demands(100):
+        worker.submit([r])
+    started = time.monotonic()
+    for r in demands(40, 100):
+        worker.submit([r])
+    assert time.monotonic() - started < 10  # one wait of 0.5 s, not forty (20 s)
+    assert len(worker.outbox) == 40
+    worker.start()
+    assert wait_until(lambda: worker.stats.stored == 140)
+    worker.stop()
+    assert sorted(stored_keys(db)) == [r.key_time for r in demands(140)]
+
+
 def test_outbox_cap_drops_oldest_and_counts(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "o.db", max_mb=0.0)  # the floor: DROP_CHUNK rows
     for i in range(0, 1500, 10):
@@ -123,3 +161,26 @@ def test_outbox_survives_reopen(tmp_path: Path) -> None:
     assert [r for b in batches for r in b.readings] == demands(5)
     again.ack(batches)
     assert len(again) == 0
+
+
+def test_outbox_ack_forgets_exactly_the_batches_acknowledged(tmp_path: Path) -> None:
+    """Batches of every size, some dropped by the cap between peek and ack: the count stays
+    exact and only the acknowledged batches go (the rest replay next, in order)."""
+    box = Outbox(tmp_path / "outbox.db")
+    start = 0
+    for size in range(1, 31):
+        box.append(demands(size, start), [])
+        start += size
+    assert len(box) == start == 465
+    first = box.peek(100)
+    assert [len(b.readings) for b in first] == list(range(1, 14))  # 91 readings, 13 batches
+    # The cap's step drops the ten oldest batches, ten of those peeked: counted once, by it.
+    assert box._drop_oldest_locked() == sum(range(1, 11))
+    box.ack(first)
+    assert len(box) == 465 - 91
+    rest = box.peek(1000)
+    assert [len(b.readings) for b in rest] == list(range(14, 31))
+    assert rest[0].readings[0].key_time == demands(1, 91)[0].key_time
+    box.ack(rest)
+    assert len(box) == 0 and box.peek(10) == []
+    box.close()

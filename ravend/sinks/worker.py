@@ -1,10 +1,11 @@
 """One thread, one bounded queue and one durable outbox per sink.
 
-The device thread hands readings to every worker with ``submit`` and never waits for a store: a
-full queue spills to the outbox on disk. Each worker commits whatever has gathered since its last
-write (group commit: one reading at 1 reading/s, hundreds under load), and while its sink is down
-it spools to the outbox and retries with capped exponential backoff, replaying in order. The
-worker blocks on its queue when idle: no polling tick.
+The device thread hands readings to every worker with ``submit`` and never waits on a store for
+long: a queue still full after SUBMIT_WAIT_S spills to the outbox on disk. Each worker commits
+whatever has gathered since its last write (group commit: one reading at 1 reading/s, hundreds
+under load), and while its sink is down it spools to the outbox and retries with capped
+exponential backoff, replaying in order. The worker blocks on its queue when idle: no polling
+tick.
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ log = logging.getLogger("ravend.sinks")
 
 _STOP = object()
 
+#: How long the device thread may wait for room in a full queue before it spills to the outbox.
+#: Short next to the device's pace (a reading every few seconds; the tty buffers the bytes
+#: meanwhile), long next to a commit (milliseconds): a sink that is only briefly behind, as in
+#: a burst, slows the reader down instead of sending readings on a detour through the disk. A
+#: sink that is stuck costs the reader this wait once: it then spills at once until the queue
+#: is half empty again.
+SUBMIT_WAIT_S = 0.1
+
 
 @dataclass
 class SinkStats:
@@ -39,7 +48,7 @@ class SinkStats:
 
 
 class SinkWorker:
-    def __init__(self, sink: Sink, outbox_path: Path, *, queue_size: int = 10_000,
+    def __init__(self, sink: Sink, outbox_path: Path, *, queue_size: int = 2_000,
                  batch_size: int = 500, max_delay: float = 1.0, spool_max_mb: float = 100.0,
                  retry_min: float = 1.0, retry_max: float = 60.0) -> None:
         self.sink = sink
@@ -51,6 +60,7 @@ class SinkWorker:
         self.retry_max = retry_max
         self.stats = SinkStats()
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
+        self._spilling = False  # the queue was full: submit spills without waiting
         self._opened = False
         self._retry_at = 0.0
         self._backoff = retry_min
@@ -69,9 +79,16 @@ class SinkWorker:
     def submit(self, readings: Sequence[Reading], states: Sequence[StateItem] = ()) -> None:
         if not readings and not states:
             return
+        item = (list(readings), list(states))
+        if self._spilling and self._queue.qsize() <= self._queue.maxsize // 2:
+            self._spilling = False
         try:
-            self._queue.put_nowait((list(readings), list(states)))
+            if self._spilling:
+                self._queue.put_nowait(item)
+            else:
+                self._queue.put(item, timeout=SUBMIT_WAIT_S)
         except queue.Full:
+            self._spilling = True
             self._spool(readings, states, why="queue full")
 
     # --- lifecycle -----------------------------------------------------------------------------
