@@ -213,9 +213,14 @@ class Store:
         return int(self.scalar("SELECT COALESCE(MAX(id), 0) FROM readings"))
 
     def new_rows(self, after_id: int, limit: int) -> Iterator[tuple[int, str, str, int]]:
-        """A cursor, not a list: a step's thousands of rows are only counted into hours."""
-        return iter(self.execute("SELECT id, meter_mac, kind, key_time FROM readings"
-                                 " WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)))
+        """From a cursor, not a list: a step's thousands of rows are only counted into hours.
+        Closed however the caller stops, so no read snapshot stays open (and pins the WAL)."""
+        cur = self.execute("SELECT id, meter_mac, kind, key_time FROM readings"
+                           " WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
+        try:
+            yield from cur
+        finally:
+            cur.close()
 
     def times(self, meter: str, kind: str, lo: int, hi: int) -> list[int]:
         return [r[0] for r in self.rows(

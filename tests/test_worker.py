@@ -140,6 +140,22 @@ def test_a_stuck_sink_costs_the_reader_one_wait_then_it_spills(tmp_path: Path,
     assert sorted(stored_keys(db)) == [r.key_time for r in demands(140)]
 
 
+def test_stop_with_a_full_queue_and_no_worker_taking_spools_instead_of_hanging(
+        tmp_path: Path) -> None:
+    worker, db = make_worker(tmp_path, queue_size=100)  # its thread never runs
+    for r in demands(100):
+        worker.submit([r])
+    started = time.monotonic()
+    worker.stop(timeout=1.0)
+    assert time.monotonic() - started < 5  # was: blocked for ever on the full queue
+    assert len(worker.outbox) == 100
+    again, _ = make_worker(tmp_path)  # the next start replays them
+    again.start()
+    assert wait_until(lambda: again.stats.stored == 100)
+    again.stop()
+    assert stored_keys(db) == [r.key_time for r in demands(100)]
+
+
 def test_outbox_cap_drops_oldest_and_counts(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "o.db", max_mb=0.0)  # the floor: DROP_CHUNK rows
     for i in range(0, 1500, 10):

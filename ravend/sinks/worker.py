@@ -31,8 +31,8 @@ _STOP = object()
 #: Short next to the device's pace (a reading every few seconds; the tty buffers the bytes
 #: meanwhile), long next to a commit (milliseconds): a sink that is only briefly behind, as in
 #: a burst, slows the reader down instead of sending readings on a detour through the disk. A
-#: sink that is stuck costs the reader this wait once: it then spills at once until the queue
-#: is half empty again.
+#: sink that is stuck costs the reader this wait once: until the queue is half empty again, a
+#: reading that finds it full goes to the outbox without waiting.
 SUBMIT_WAIT_S = 0.1
 
 
@@ -98,8 +98,17 @@ class SinkWorker:
 
     def stop(self, timeout: float = 4.0) -> None:
         """Flush what is queued (to the sink, or else to the outbox) and close."""
-        self._queue.put(_STOP)
-        self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        try:
+            self._queue.put(_STOP, timeout=timeout / 2)
+        except queue.Full:
+            # The worker takes nothing (stuck in a write, or not running): what waits in
+            # memory goes to the outbox from here, so that the next start replays it.
+            self._spool_queued()
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait(_STOP)
+        if self._thread.ident is not None:  # started
+            self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
             log.warning("%s: did not finish within %.0fs; queued readings stay in memory only"
                         " if not yet spooled", self.name, timeout)
@@ -335,6 +344,19 @@ class SinkWorker:
         self.stats.last_error = ""
         self._backoff = self.retry_min
         self._retry_at = 0.0
+
+    def _spool_queued(self) -> None:
+        readings: list[Reading] = []
+        states: list[StateItem] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                readings.extend(item[0])  # type: ignore[index]
+                states.extend(item[1])  # type: ignore[index]
+        self._spool(readings, states, why="stopping, the sink not taking any")
 
     def _drain_on_stop(self) -> None:
         pending: list[tuple[list[Reading], list[StateItem]]] = []
