@@ -345,30 +345,24 @@ class SinkWorker:
         self._backoff = self.retry_min
         self._retry_at = 0.0
 
-    def _spool_queued(self) -> None:
+    def _take_queued(self) -> tuple[list[Reading], list[StateItem]]:
+        """Everything waiting in the queue, oldest first, without the stop request."""
         readings: list[Reading] = []
         states: list[StateItem] = []
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                break
+                return readings, states
             if item is not _STOP:
                 readings.extend(item[0])  # type: ignore[index]
                 states.extend(item[1])  # type: ignore[index]
-        self._spool(readings, states, why="stopping, the sink not taking any")
+
+    def _spool_queued(self) -> None:
+        self._spool(*self._take_queued(), why="stopping, the sink not taking any")
 
     def _drain_on_stop(self) -> None:
-        pending: list[tuple[list[Reading], list[StateItem]]] = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not _STOP:
-                pending.append(item)  # type: ignore[arg-type]
-        readings = [r for p in pending for r in p[0]]
-        states = [s for p in pending for s in p[1]]
+        readings, states = self._take_queued()
         if self.stats.up and not len(self.outbox):
             if (readings or states) and not self._write(readings, states):
                 return
