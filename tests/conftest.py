@@ -13,7 +13,8 @@ One per test:
 
 Factories for servers with options of their own, all killed when the test ends:
     make_mariadb(**kw)    -> MariaDBServer   (kw: extra_args)
-    make_mosquitto(**kw)  -> MosquittoServer (kw: users, allow_anonymous, tls, extra_config)
+    make_mosquitto(**kw)  -> MosquittoServer (kw: users, allow_anonymous, tls, extra_config;
+                          start() waits for every listener, extra_config's too)
     make_mongo(**kw)      -> SecantusServer  (kw: sync_on_commit, extra_args)
 
 A server that cannot start fails the test loudly with the reason and the fix; nothing skips.

@@ -597,7 +597,11 @@ class MosquittoServer(Server):
         return [self._mosquitto, "-c", str(self.config_path)]
 
     def _ports(self) -> list[int]:
-        return [self.port] + ([self.tls_port] if self.tls_port else [])
+        """Every listener in the config, extra_config's too: mosquitto opens them one by one,
+        so a test that used a listener of its own before it accepted saw "connection refused"
+        (the CI failure of stop 15)."""
+        found = re.findall(r"(?m)^listener\s+(\d+)", self.config_path.read_text())
+        return [int(port) for port in found]
 
 
 # --------------------------------------------------------------------------------------------

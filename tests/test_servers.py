@@ -243,6 +243,13 @@ def test_mosquitto_tls_refuses_a_client_that_does_not_trust_the_ca(make_mosquitt
         client.connect(servers.LOOPBACK, broker.tls_port, keepalive=30)
 
 
+def test_mosquitto_start_waits_for_a_listener_from_extra_config(make_mosquitto):
+    extra = servers.free_port()
+    broker = make_mosquitto(extra_config=f"listener {extra} {servers.LOOPBACK}")
+    assert broker._ports() == [broker.port, extra]
+    assert servers.port_accepts(servers.LOOPBACK, extra, timeout=0.5)  # no wait of its own
+
+
 # ---------------------------------------------------------------------------------------------
 # SecantusDB (pymongo 3.11 on bookworm, 4.x from PyPI)
 
