@@ -99,7 +99,8 @@ def test_full_queue_spills_to_disk_instead_of_blocking(tmp_path: Path) -> None:
     worker.start()
     assert wait_until(lambda: worker.stats.stored == 250)
     worker.stop()
-    assert sorted(stored_keys(db)) == [r.key_time for r in demands(250)]
+    # In order: the 100 queued ones were older than the 150 that spilled past them.
+    assert stored_keys(db) == [r.key_time for r in demands(250)]
 
 
 def test_a_briefly_full_queue_slows_the_reader_instead_of_spilling(tmp_path: Path,
@@ -137,7 +138,60 @@ def test_a_stuck_sink_costs_the_reader_one_wait_then_it_spills(tmp_path: Path,
     worker.start()
     assert wait_until(lambda: worker.stats.stored == 140)
     worker.stop()
-    assert sorted(stored_keys(db)) == [r.key_time for r in demands(140)]
+    assert stored_keys(db) == [r.key_time for r in demands(140)]
+
+
+def test_a_write_that_fails_after_newer_readings_spilled_past_it_keeps_its_place(
+        tmp_path: Path) -> None:
+    """The stuck write's batch is the oldest of all: it goes back ahead of the queue and of
+    what spilled meanwhile (stored in arrival order it came last: the MQTT retained state
+    would then have been an old reading)."""
+    db = tmp_path / "ravend.db"
+    worker = SinkWorker(SqliteSink(db, busy_timeout=1.0), tmp_path / "outbox.db",
+                        queue_size=20, retry_min=0.05, retry_max=0.2)
+    worker.start()
+    worker.submit([demand(0)])
+    assert wait_until(lambda: worker.stats.stored == 1)
+    locker = sqlite3.connect(db, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    worker.submit([demand(1)])  # taken at once: its write waits for the lock, then fails
+    time.sleep(0.2)
+    for r in demands(60, 2):
+        worker.submit([r])  # 20 queued behind it, the rest spill to the outbox
+    assert worker.stats.spooled >= 40 and worker.stats.up  # spilled while the write waited
+    assert wait_until(lambda: not worker.stats.up)
+    locker.execute("ROLLBACK")
+    locker.close()
+    assert wait_until(lambda: worker.stats.stored == 62 and not len(worker.outbox))
+    worker.stop()
+    assert stored_keys(db) == [r.key_time for r in demands(62)]
+
+
+def test_outbox_replays_by_ordinal_not_by_arrival(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db")
+    box.append_many([(5, demands(2, 5), []), (9, demands(1, 9), [])])
+    box.append(demands(3, 2), [], ordinal=2)  # arrived last, older than both
+    box.append(demands(1, 10), [])  # no ordinal: after everything spooled
+    assert [r.key_time for b in box.peek(100) for r in b.readings] == [
+        r.key_time for r in [*demands(3, 2), *demands(2, 5), *demands(1, 9), *demands(1, 10)]]
+    box.close()
+    assert Outbox(tmp_path / "o.db").next_ordinal == 11  # a new process numbers on from here
+
+
+def test_an_outbox_spooled_by_an_older_version_replays_in_arrival_order(tmp_path: Path) -> None:
+    """Upgrade: an outbox file without ordinals (ravend before they existed) keeps its rows."""
+    old = Outbox(tmp_path / "o.db")
+    old.append(demands(4), [])
+    old.append(demands(3, 4), [])
+    old.close()
+    with sqlite3.connect(tmp_path / "o.db") as conn:  # back to the old layout, rows kept
+        conn.execute("DROP INDEX outbox_ord")
+        conn.execute("ALTER TABLE outbox DROP COLUMN ord")
+    box = Outbox(tmp_path / "o.db")
+    assert len(box) == 7
+    box.append(demands(2, 7), [])
+    assert [r.key_time for b in box.peek(100) for r in b.readings] == [
+        r.key_time for r in demands(9)]
 
 
 def test_stop_with_a_full_queue_and_no_worker_taking_spools_instead_of_hanging(

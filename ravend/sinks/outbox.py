@@ -2,7 +2,10 @@
 
 One small SQLite file per sink under the state directory. Rows go in at the tail and leave from
 the head only after the sink confirmed them, so a crash between the two replays rather than
-loses. When the file would outgrow its cap, the oldest rows are dropped — counted and logged by
+loses. The head is the lowest *ordinal*, the number the sink's worker gave a batch when the
+reader handed it over, not the order of arrival here: a batch that was on its way to the sink
+when newer ones spilled past it (a full queue, a write that then failed) is still replayed
+first. When the file would outgrow its cap, the oldest rows are dropped — counted and logged by
 the caller, never silently — because on a full disk the newest readings are the ones users want.
 """
 
@@ -29,6 +32,11 @@ class Spooled:
     seq: int
     readings: list[Reading]
     states: list[StateItem]
+    ordinal: int = 0
+
+
+#: One batch to spool: its ordinal (None: after everything spooled so far), readings, states.
+Batch = tuple[int | None, Sequence[Reading], Sequence[StateItem]]
 
 
 #: The outbox connection's page cache.
@@ -58,9 +66,16 @@ class Outbox:
             self._conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             self._conn.execute(
                 "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-                " n INTEGER NOT NULL, body TEXT NOT NULL)"
+                " n INTEGER NOT NULL, body TEXT NOT NULL, ord INTEGER NOT NULL)"
             )
-            self._rows = self._conn.execute("SELECT COALESCE(SUM(n), 0) FROM outbox").fetchone()[0]
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(outbox)")}
+            if "ord" not in columns:  # an outbox spooled by ravend 0.x: arrival order it is
+                self._conn.execute("ALTER TABLE outbox ADD COLUMN ord INTEGER")
+                self._conn.execute("UPDATE outbox SET ord = seq")
+            self._conn.execute("CREATE INDEX IF NOT EXISTS outbox_ord ON outbox (ord, seq)")
+            self._rows, last = self._conn.execute(
+                "SELECT COALESCE(SUM(n), 0), COALESCE(MAX(ord), 0) FROM outbox").fetchone()
+            self._next_ordinal = last + 1
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot open outbox {path}: {exc}") from exc
 
@@ -71,20 +86,44 @@ class Outbox:
     def __repr__(self) -> str:
         return f"<Outbox {self.path.name} rows={self._rows} dropped={self.dropped}>"
 
-    def append(self, readings: Sequence[Reading], states: Sequence[StateItem]) -> int:
+    @property
+    def next_ordinal(self) -> int:
+        """Where a new process's worker starts numbering: after everything spooled before."""
+        return self._next_ordinal
+
+    def append(self, readings: Sequence[Reading], states: Sequence[StateItem],
+               ordinal: int | None = None) -> int:
         """Spool one batch; returns how many old rows had to be dropped to stay under the cap."""
-        n = len(readings) + len(states)
-        if not n:
+        return self.append_many([(ordinal, readings, states)])
+
+    def append_many(self, batches: Sequence[Batch]) -> int:
+        """Spool batches in one transaction; returns how many old rows were dropped for them."""
+        rows = []
+        for ordinal, readings, states in batches:
+            n = len(readings) + len(states)
+            if n:
+                body = dumps({"r": [reading_to_dict(r) for r in readings],
+                              "s": [[s.device_mac, s.meter_mac, s.tag, s.received_at, s.body]
+                                    for s in states]})
+                rows.append((ordinal, n, body))
+        if not rows:
             return 0
-        body = dumps({"r": [reading_to_dict(r) for r in readings],
-                      "s": [[s.device_mac, s.meter_mac, s.tag, s.received_at, s.body]
-                            for s in states]})
+        n = sum(row[1] for row in rows)
         with self._lock:
             dropped = 0
             try:
                 while self._rows + n > self.max_rows and self._rows > 0:
                     dropped += self._drop_oldest_locked()
-                self._conn.execute("INSERT INTO outbox (n, body) VALUES (?, ?)", (n, body))
+                values = []
+                for ordinal, count, body in rows:
+                    if ordinal is None:
+                        ordinal = self._next_ordinal
+                    self._next_ordinal = max(self._next_ordinal, ordinal + 1)
+                    values.append((count, body, ordinal))
+                with self._conn:  # one transaction (isolation_level=None: explicit BEGIN)
+                    self._conn.execute("BEGIN")
+                    self._conn.executemany(
+                        "INSERT INTO outbox (n, body, ord) VALUES (?, ?, ?)", values)
             except sqlite3.Error as exc:
                 raise OutboxError(f"cannot spool to {self.path}: {exc}") from exc
             self._rows += n
@@ -93,13 +132,13 @@ class Outbox:
 
     def _drop_oldest_locked(self) -> int:
         rows = self._conn.execute(
-            "SELECT seq, n FROM outbox ORDER BY seq LIMIT ?", (max(1, DROP_CHUNK // 100),)
+            "SELECT seq, n FROM outbox ORDER BY ord, seq LIMIT ?", (max(1, DROP_CHUNK // 100),)
         ).fetchall()
         if not rows:
             return 0
-        last = rows[-1][0]
         count = sum(n for _, n in rows)
-        self._conn.execute("DELETE FROM outbox WHERE seq <= ?", (last,))
+        self._conn.execute("DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?))",
+                           (json.dumps([seq for seq, _ in rows]),))
         self._rows -= count
         return count
 
@@ -108,8 +147,8 @@ class Outbox:
         out: list[Spooled] = []
         total = 0
         with self._lock:
-            cursor = self._conn.execute("SELECT seq, n, body FROM outbox ORDER BY seq")
-            for seq, n, body in cursor:
+            cursor = self._conn.execute("SELECT seq, n, body, ord FROM outbox ORDER BY ord, seq")
+            for seq, n, body, ordinal in cursor:
                 if out and total + n > max_rows:
                     break
                 data = json.loads(body)
@@ -117,6 +156,7 @@ class Outbox:
                     seq,
                     [reading_from_dict(d) for d in data["r"]],
                     [StateItem(*s) for s in data["s"]],
+                    ordinal,
                 ))
                 total += n
             cursor.close()

@@ -6,11 +6,17 @@ whatever has gathered since its last write (group commit: one reading at 1 readi
 under load), and while its sink is down it spools to the outbox and retries with capped
 exponential backoff, replaying in order. The worker blocks on its queue when idle: no polling
 tick.
+
+Order is kept by an *ordinal* per submitted batch, counted on from the outbox's last one: a
+batch that spilled past older ones still queued, or one that failed after newer ones spilled,
+takes its place in the outbox by ordinal, so that a sink sees readings in the order the meter
+sent them (the retained MQTT state is the newest reading, not whichever replayed last).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import queue
 import threading
@@ -26,6 +32,9 @@ from ravend.sinks.outbox import Outbox, OutboxError
 log = logging.getLogger("ravend.sinks")
 
 _STOP = object()
+
+#: What the queue holds: (ordinal, readings, states).
+Item = tuple[int, list[Reading], list[StateItem]]
 
 #: How long the device thread may wait for room in a full queue before it spills to the outbox.
 #: Short next to the device's pace (a reading every few seconds; the tty buffers the bytes
@@ -61,6 +70,7 @@ class SinkWorker:
         self.stats = SinkStats()
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
         self._spilling = False  # the queue was full: submit spills without waiting
+        self._ordinals = itertools.count(self.outbox.next_ordinal)
         self._opened = False
         self._retry_at = 0.0
         self._backoff = retry_min
@@ -79,7 +89,7 @@ class SinkWorker:
     def submit(self, readings: Sequence[Reading], states: Sequence[StateItem] = ()) -> None:
         if not readings and not states:
             return
-        item = (list(readings), list(states))
+        item: Item = (next(self._ordinals), list(readings), list(states))
         if self._spilling and self._queue.qsize() <= self._queue.maxsize // 2:
             self._spilling = False
         try:
@@ -89,7 +99,7 @@ class SinkWorker:
                 self._queue.put(item, timeout=SUBMIT_WAIT_S)
         except queue.Full:
             self._spilling = True
-            self._spool(readings, states, why="queue full")
+            self._spool([item], why="queue full")
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -127,20 +137,19 @@ class SinkWorker:
         stopping = False
         while not stopping:
             item = self._next(self._wait_time())
-            readings: list[Reading] = []
-            states: list[StateItem] = []
+            items: list[Item] = []
+            size = 0
             deadline = time.monotonic() + self.max_delay
             while item is not None:
                 if item is _STOP:
                     stopping = True
                     break
-                r, s = item  # type: ignore[misc]
-                readings.extend(r)
-                states.extend(s)
-                if len(readings) + len(states) >= self.batch_size or time.monotonic() > deadline:
+                items.append(item)  # type: ignore[arg-type]
+                size += len(item[1]) + len(item[2])  # type: ignore[index]
+                if size >= self.batch_size or time.monotonic() > deadline:
                     break
                 item = self._next(0.0)
-            self._handle(readings, states)
+            self._handle(items)
         self._drain_on_stop()
         self.sink.close()
         self.outbox.close()
@@ -159,13 +168,13 @@ class SinkWorker:
         except queue.Empty:
             return None
 
-    def _handle(self, readings: list[Reading], states: list[StateItem]) -> None:
-        if readings or states:
+    def _handle(self, items: list[Item]) -> None:
+        if items:
             if len(self.outbox) or not self.stats.up:
                 # Keep order: anything newer waits behind what is already spooled.
-                self._spool(readings, states, why="sink unavailable")
+                self._spool(items, why="sink unavailable")
             else:
-                self._write(readings, states)
+                self._write(items)
         if not self._opened:
             self._try_open()
         if self._opened and len(self.outbox) and time.monotonic() >= self._retry_at:
@@ -182,15 +191,16 @@ class SinkWorker:
         self._opened = True
         self._recovered()
 
-    def _write(self, readings: list[Reading], states: list[StateItem]) -> bool:
+    def _write(self, items: list[Item]) -> bool:
+        readings, states = _merged(items)
         try:
             self.sink.write(readings, states)
         except SinkUnavailable as exc:
             self._failed(str(exc))
-            self._spool(readings, states, why="")
+            self._spool(items, why="")
             return False
-        except ReadingRejected as exc:
-            self._reject(readings, states, exc)
+        except ReadingRejected:
+            self._reject(items)
             return True
         self._stored(readings)
         return True
@@ -201,15 +211,15 @@ class SinkWorker:
             batches = self.outbox.peek(self.batch_size)
             if not batches:
                 return
-            readings = [r for b in batches for r in b.readings]
-            states = [s for b in batches for s in b.states]
+            items: list[Item] = [(b.ordinal, b.readings, b.states) for b in batches]
+            readings, states = _merged(items)
             try:
                 self.sink.write(readings, states)
             except SinkUnavailable as exc:
                 self._failed(str(exc))
                 return
-            except ReadingRejected as exc:
-                self._reject(readings, states, exc)
+            except ReadingRejected:
+                self._reject(items)  # what it cannot write goes back with its ordinals
                 self.outbox.ack(batches)
             else:
                 # Ack before counting: whoever sees `stored` grow must not still find the rows
@@ -223,19 +233,28 @@ class SinkWorker:
         if not len(self.outbox):
             log.info("%s: spool replayed, writing directly again", self.name)
 
-    def _reject(self, readings: list[Reading], states: list[StateItem], exc: Exception) -> None:
-        """Write one at a time so that only the bad readings are left out, each logged once."""
-        for r in readings:
-            try:
-                self.sink.write([r], [])
-            except ReadingRejected as one:
-                self.stats.rejected += 1
-                log.error("%s: reading %s rejected and left out: %s", self.name, r.key, one)
-            except SinkUnavailable as down:
-                self._failed(str(down))
-                self._spool([r], [], why="")
-            else:
-                self._stored([r])
+    def _reject(self, items: list[Item]) -> None:
+        """Write one at a time so that only the bad readings are left out, each logged once.
+        If the sink goes down meanwhile, the rest is spooled untried, each with its ordinal."""
+        unwritten: list[Item] = []
+        for ordinal, readings, _ in items:
+            for i, r in enumerate(readings):
+                if unwritten:
+                    unwritten.append((ordinal, readings[i:], []))
+                    break
+                try:
+                    self.sink.write([r], [])
+                except ReadingRejected as one:
+                    self.stats.rejected += 1
+                    log.error("%s: reading %s rejected and left out: %s", self.name, r.key, one)
+                except SinkUnavailable as down:
+                    self._failed(str(down))
+                    unwritten.append((ordinal, readings[i:], []))
+                    break
+                else:
+                    self._stored([r])
+        self._spool(unwritten, why="")
+        states = [s for _, _, item_states in items for s in item_states]
         if states:
             try:
                 self.sink.write([], states)
@@ -250,37 +269,42 @@ class SinkWorker:
         for callback in self.on_stored:
             callback(self.name, readings)
 
-    def _spool(self, readings: Sequence[Reading], states: Sequence[StateItem], why: str) -> None:
-        if not readings and not states:
+    def _spool(self, items: Sequence[Item], why: str) -> None:
+        items = [item for item in items if item[1] or item[2]]
+        if not items:
             return
         try:
-            dropped = self.outbox.append(readings, states)
+            dropped = self.outbox.append_many(_runs(items))
         except OutboxError as exc:
             if not self._outbox_failed:
                 log.error("%s: %s; readings are kept in memory until it works again",
                           self.name, exc)
                 self._outbox_failed = True
-            self._hold_in_memory(readings, states)
+            self._hold_in_memory(items)
             return
         if self._outbox_failed:
             drops = self._take_memory_drops()
             log.info("%s: outbox writable again%s", self.name,
                      f"; {drops} oldest readings were dropped meanwhile" if drops else "")
             self._outbox_failed = False
-        self.stats.spooled += len(readings)
+        n = sum(len(item[1]) for item in items)
+        self.stats.spooled += n
         if dropped:
             self.stats.dropped += dropped
             log.warning("%s: spool full (%d rows); dropped the %d oldest (%d dropped in all)",
                         self.name, self.outbox.max_rows, dropped, self.stats.dropped)
         if why:
-            log.debug("%s: spooled %d readings (%s)", self.name, len(readings), why)
+            log.debug("%s: spooled %d readings (%s)", self.name, n, why)
 
-    def _hold_in_memory(self, readings: Sequence[Reading], states: Sequence[StateItem]) -> None:
+    def _hold_in_memory(self, items: Sequence[Item]) -> None:
         """Last resort when even the outbox cannot be written (its disk is full): keep the
         readings in the queue; when it is full, drop its oldest entry to make room, the
         outbox's own policy. Counted (stats.dropped, the metrics' counter) and logged once per
         outage, with the total when the outbox is writable again."""
-        item = (list(readings), list(states))
+        for item in items:
+            self._hold_one_in_memory(item)
+
+    def _hold_one_in_memory(self, item: Item) -> None:
         while True:
             try:
                 self._queue.put_nowait(item)
@@ -292,10 +316,10 @@ class SinkWorker:
             except queue.Empty:
                 continue  # the worker took one meanwhile: there is room now
             if oldest is _STOP:  # stopping: keep the request, drop what came last instead
-                self._dropped_in_memory(len(readings))
+                self._dropped_in_memory(len(item[1]))
                 self._requeue_stop()
                 return
-            self._dropped_in_memory(len(oldest[0]))  # type: ignore[index]
+            self._dropped_in_memory(len(oldest[1]))  # type: ignore[index]
 
     def _requeue_stop(self) -> None:
         while True:
@@ -305,7 +329,7 @@ class SinkWorker:
             except queue.Full:
                 with contextlib.suppress(queue.Empty):
                     item = self._queue.get_nowait()
-                    self._dropped_in_memory(len(item[0]))  # type: ignore[index]
+                    self._dropped_in_memory(len(item[1]))  # type: ignore[index]
 
     def _dropped_in_memory(self, n: int) -> None:
         if not n:
@@ -345,26 +369,50 @@ class SinkWorker:
         self._backoff = self.retry_min
         self._retry_at = 0.0
 
-    def _take_queued(self) -> tuple[list[Reading], list[StateItem]]:
+    def _take_queued(self) -> list[Item]:
         """Everything waiting in the queue, oldest first, without the stop request."""
-        readings: list[Reading] = []
-        states: list[StateItem] = []
+        items: list[Item] = []
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                return readings, states
+                return items
             if item is not _STOP:
-                readings.extend(item[0])  # type: ignore[index]
-                states.extend(item[1])  # type: ignore[index]
+                items.append(item)  # type: ignore[arg-type]
 
     def _spool_queued(self) -> None:
-        self._spool(*self._take_queued(), why="stopping, the sink not taking any")
+        self._spool(self._take_queued(), why="stopping, the sink not taking any")
 
     def _drain_on_stop(self) -> None:
-        readings, states = self._take_queued()
+        items = self._take_queued()
         if self.stats.up and not len(self.outbox):
-            if (readings or states) and not self._write(readings, states):
+            if items and not self._write(items):
                 return
         else:
-            self._spool(readings, states, why="stopping")
+            self._spool(items, why="stopping")
+
+
+def _merged(items: Sequence[Item]) -> tuple[list[Reading], list[StateItem]]:
+    """One write for the sink, in ordinal order."""
+    readings: list[Reading] = []
+    states: list[StateItem] = []
+    for _, r, s in sorted(items, key=lambda item: item[0]):
+        readings.extend(r)
+        states.extend(s)
+    return readings, states
+
+
+def _runs(items: Sequence[Item]) -> list[tuple[int, list[Reading], list[StateItem]]]:
+    """Items as outbox rows: consecutive ordinals share one row (the usual case: a batch the
+    worker took from its queue), a gap starts another, so that a spilled batch numbered in
+    between still sorts between them."""
+    rows: list[tuple[int, list[Reading], list[StateItem]]] = []
+    last = None
+    for ordinal, readings, states in sorted(items, key=lambda item: item[0]):
+        if rows and last is not None and ordinal == last + 1:
+            rows[-1][1].extend(readings)
+            rows[-1][2].extend(states)
+        else:
+            rows.append((ordinal, list(readings), list(states)))
+        last = ordinal
+    return rows
