@@ -123,6 +123,7 @@ def document(r: Reading) -> dict[str, Any]:
         "raw": Int64(r.raw),
         "multiplier": r.multiplier,
         "divisor": r.divisor,
+        "clock_flag": r.clock_flag,
     }
 
 

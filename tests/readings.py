@@ -19,3 +19,28 @@ def demand(i: int, *, raw: int | None = None, meter: str = METER,
 
 def demands(n: int, start: int = 0) -> list[Reading]:
     return [demand(i) for i in range(start, start + n)]
+
+
+def odd_clocks() -> list[tuple[Reading, str | None]]:
+    """Readings whose meter time sits on either side of each clock_flag boundary, with the flag
+    each must get: the Python rule (Reading.clock_flag, carried by MQTT and Mongo) and the SQL
+    stores' column are checked against this one list."""
+    day = 86_400
+    cases = [  # (meter_time relative to T0 or absolute, kind, flag)
+        (None, Kind.DEMAND, "unset"),
+        (946_684_800, Kind.DEMAND, "epoch"),  # the meter's 2000-01-01
+        (978_307_199, Kind.DEMAND, "epoch"),
+        (978_307_200, Kind.DEMAND, "behind"),  # 2001: not a reset, but years behind
+        (T0 + day, Kind.DEMAND, None),  # each received at T0
+        (T0 + day + 1, Kind.DEMAND, "ahead"),
+        (T0 - day, Kind.DEMAND, None),
+        (T0 - day - 1, Kind.DEMAND, "behind"),
+        (T0 - 30 * day, Kind.LAST_PERIOD_USAGE, None),  # timed by a past period's end
+        (T0 + 2 * day, Kind.LAST_PERIOD_USAGE, "ahead"),
+        (T0 - 3600, Kind.SUMMATION_DELIVERED, None),
+    ]
+    out = []
+    for i, (when, kind, flag) in enumerate(cases):
+        out.append((Reading(METER, kind, when, float(T0), 1000 + i, 1, 1000,
+                            scale(1000 + i, 1, 1000), KIND_UNITS[kind], DEVICE), flag))
+    return out

@@ -140,7 +140,7 @@ def test_document_holds_the_reading_with_bson_types() -> None:
         "meter_time": dt.datetime(2023, 11, 14, 22, 13, 23, tzinfo=dt.UTC),
         "received_at": dt.datetime(2023, 11, 14, 22, 13, 23, 512000, tzinfo=dt.UTC),
         "value": -1.482, "value_exact": Decimal128("-1.482"), "unit": "kW",
-        "raw": Int64(-1482), "multiplier": 1, "divisor": 1000,
+        "raw": Int64(-1482), "multiplier": 1, "divisor": 1000, "clock_flag": None,
     }
     assert isinstance(doc["raw"], Int64)
 
@@ -148,6 +148,7 @@ def test_document_holds_the_reading_with_bson_types() -> None:
 def test_host_timed_reading_is_keyed_by_its_receive_second() -> None:
     doc = document(reading(7, meter_time=None))
     assert doc["meter_time"] is None
+    assert doc["clock_flag"] == "unset"
     assert doc["key_time"] == dt.datetime.fromtimestamp(T0 + 7, dt.UTC)
     assert doc["received_at"] == dt.datetime.fromtimestamp(T0 + 7.512, dt.UTC)
 

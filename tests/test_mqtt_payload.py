@@ -32,7 +32,7 @@ DOCUMENTED = {
     "v": 1, "meter_mac": METER, "device_mac": DEVICE, "kind": "demand",
     "meter_time": "2023-11-14T22:13:20Z", "key_time": 1700000000,
     "received_at": "2023-11-14T22:13:20.512Z", "value": 1.234, "value_exact": "1.234",
-    "unit": "kW", "raw": 1234, "multiplier": 1, "divisor": 1000,
+    "unit": "kW", "raw": 1234, "multiplier": 1, "divisor": 1000, "clock_flag": None,
 }
 
 
@@ -58,6 +58,7 @@ def test_host_timed_reading_has_null_meter_time_and_host_key() -> None:
     r = demand(meter_time=None, received_at=1_700_000_005.9996)
     d = reading_dict(r)
     assert d["meter_time"] is None
+    assert d["clock_flag"] == "unset"
     assert d["key_time"] == 1_700_000_005
     assert d["received_at"] == "2023-11-14T22:13:25.999Z"  # truncated, not rounded up
     back = parse_reading(reading_payload(r))
@@ -142,12 +143,21 @@ def test_bad_messages_name_the_field(change: dict, message: str) -> None:
         parse_reading({**DOCUMENTED, **change})
 
 
-@pytest.mark.parametrize("missing", sorted(DOCUMENTED))
+@pytest.mark.parametrize("missing", sorted(set(DOCUMENTED) - {"clock_flag"}))
 def test_every_documented_field_is_required(missing: str) -> None:
     d = dict(DOCUMENTED)
     del d[missing]
     with pytest.raises(PayloadError, match=f"{missing}: missing"):
         parse_reading(d)
+
+
+def test_clock_flag_is_derived_so_a_message_without_it_parses_the_same() -> None:
+    """Messages from a ravend before clock_flag existed (the repeater may replay them)."""
+    d = dict(DOCUMENTED)
+    del d["clock_flag"]
+    assert parse_reading(d) == parse_reading(DOCUMENTED) == demand()
+    far_ahead = {**DOCUMENTED, "meter_time": "2068-01-19T03:14:08Z", "key_time": 3_094_168_448}
+    assert reading_dict(parse_reading(far_ahead))["clock_flag"] == "ahead"
 
 
 @pytest.mark.parametrize("payload", [b"", b"[1]", b"\xff", b"{"])

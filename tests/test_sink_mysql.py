@@ -20,7 +20,7 @@ from ravend.sinks.base import ReadingRejected, SinkUnavailable, StateItem
 from ravend.sinks.mysql import MysqlSink, connect, migrate, schema_version
 from ravend.sinks.worker import SinkWorker
 from ravend_process import write_config
-from readings import DEVICE, METER, T0, demand, demands
+from readings import DEVICE, METER, T0, demand, demands, odd_clocks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,6 +45,16 @@ def count(server, db: str, table: str = "readings") -> int:
 def summation(i: int, raw: int, *, meter: str = METER) -> Reading:
     return Reading(meter, Kind.SUMMATION_DELIVERED, T0 + i, T0 + i + 0.5, raw, 1, 1000,
                    scale(raw, 1, 1000), "kWh", DEVICE)
+
+
+def test_clock_flag_column_follows_the_rule_mqtt_and_mongo_carry(mariadb_server, database,
+                                                                  sink) -> None:
+    cases = odd_clocks()
+    sink.write([r for r, _ in cases], [])
+    stored = {(k, t): f for k, t, f in query(
+        mariadb_server, database, "SELECT kind, key_time, clock_flag FROM readings")}
+    assert {(r.kind.value, r.key_time): r.clock_flag for r, _ in cases} == stored
+    assert [r.clock_flag for r, _ in cases] == [flag for _, flag in cases]
 
 
 def test_open_applies_every_migration_once(mariadb_server, database, sink) -> None:

@@ -12,7 +12,7 @@ import pytest
 from ravend.migrations import migrations
 from ravend.sinks.base import SinkUnavailable, StateItem
 from ravend.sinks.sqlite import SqliteReader, SqliteSink, connect, migrate, schema_version
-from readings import DEVICE, METER, T0, demand, demands
+from readings import DEVICE, METER, T0, demand, demands, odd_clocks
 
 
 @pytest.fixture()
@@ -95,6 +95,17 @@ def test_reader_summary_and_range(sink: SqliteSink) -> None:
     assert [r["key_time"] for r in reader.readings(since=T0 + 2, until=T0 + 5)] == [
         T0 + 2, T0 + 3, T0 + 4]
     assert reader.newest_received() == T0 + 9.5
+
+
+def test_clock_flag_column_follows_the_rule_mqtt_and_mongo_carry(sink: SqliteSink,
+                                                                  tmp_path: Path) -> None:
+    cases = odd_clocks()
+    sink.write([r for r, _ in cases], [])
+    with sqlite3.connect(tmp_path / "ravend.db") as conn:
+        stored = {(k, t): f for k, t, f in conn.execute(
+            "SELECT kind, key_time, clock_flag FROM readings")}
+    assert {(r.kind.value, r.key_time): r.clock_flag for r, _ in cases} == stored
+    assert [r.clock_flag for r, _ in cases] == [flag for _, flag in cases]
 
 
 def test_reader_refuses_missing_database(tmp_path: Path) -> None:

@@ -15,6 +15,11 @@ from enum import StrEnum
 
 #: Meter timestamps count seconds from 2000-01-01 00:00:00 UTC; add this to get Unix time.
 METER_EPOCH_OFFSET = 946_684_800
+#: 2001-01-01 UTC: a meter time before it comes from a clock reset to the meter's 2000 epoch.
+CLOCK_RESET_BEFORE = 978_307_200
+#: How far the meter's clock may be off the host's before its time is flagged: a day covers a
+#: meter that sends local time as UTC.
+CLOCK_SLACK_S = 86_400
 
 Extra = tuple[tuple[str, str], ...]
 
@@ -67,6 +72,22 @@ class Reading:
     @property
     def key(self) -> tuple[str, str, int]:
         return (self.meter_mac, self.kind.value, self.key_time)
+
+    @property
+    def clock_flag(self) -> str | None:
+        """Why the meter time cannot be taken at its word (``unset``, ``epoch``, ``ahead``,
+        ``behind``), None when it is plausible. The SQL stores compute the same rule as a
+        column (sql/sqlite/003_clock_flag.sql); MQTT messages and Mongo documents carry this."""
+        t = self.meter_time
+        if t is None:
+            return "unset"
+        if t < CLOCK_RESET_BEFORE:
+            return "epoch"
+        if t > self.received_at + CLOCK_SLACK_S:
+            return "ahead"
+        if t < self.received_at - CLOCK_SLACK_S and self.kind is not Kind.LAST_PERIOD_USAGE:
+            return "behind"
+        return None
 
 
 class ConnectionState(StrEnum):

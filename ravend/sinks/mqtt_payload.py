@@ -8,13 +8,15 @@ A reading, on ``<prefix>/<meter_mac>/<kind>``::
     {"v": 1, "meter_mac": "0x00135003001234ab", "device_mac": "0xd8d5b9000000054e",
      "kind": "demand", "meter_time": "2023-11-14T22:13:20Z", "key_time": 1700000000,
      "received_at": "2023-11-14T22:13:20.512Z", "value": 1.234, "value_exact": "1.234",
-     "unit": "kW", "raw": 1234, "multiplier": 1, "divisor": 1000}
+     "unit": "kW", "raw": 1234, "multiplier": 1, "divisor": 1000, "clock_flag": null}
 
 ``meter_time`` is null when the meter's clock was not set; ``key_time`` (Unix seconds) is then
 the host's receive second. ``(meter_mac, kind, key_time)`` identifies the reading: a message
 seen twice (a retry after an outage) carries the same key and the same values. ``value_exact``
 is ``raw * multiplier / divisor`` (0 counts as 1) as a plain decimal string without trailing
 zeros; ``value`` is the same as a JSON number, for consumers that want a float.
+``clock_flag`` is the SQL stores' column of that name: null, or why ``meter_time`` is not to be
+trusted (``unset``, ``epoch``, ``ahead``, ``behind``); derived, so the parser ignores it.
 """
 
 from __future__ import annotations
@@ -139,6 +141,7 @@ def reading_dict(r: Reading) -> dict[str, Any]:
         "raw": r.raw,
         "multiplier": r.multiplier,
         "divisor": r.divisor,
+        "clock_flag": r.clock_flag,
     }
 
 
