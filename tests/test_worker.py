@@ -6,14 +6,19 @@ The unavailable store is real: another connection holds SQLite's exclusive lock,
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
-from ravend.sinks.outbox import Outbox
+import pytest
+
+from ravend.sinks.base import ReadingRejected, Sink, SinkUnavailable, StateItem
+from ravend.sinks.outbox import Outbox, OutboxError
 from ravend.sinks.sqlite import SqliteSink
 from ravend.sinks.worker import SinkWorker
-from readings import demand, demands
+from readings import DEVICE, demand, demands
 
 
 def stored_keys(path: Path) -> list[int]:
@@ -106,7 +111,6 @@ def test_full_queue_spills_to_disk_instead_of_blocking(tmp_path: Path) -> None:
 def test_a_briefly_full_queue_slows_the_reader_instead_of_spilling(tmp_path: Path,
                                                                     monkeypatch) -> None:
     """A sink only a moment behind (a burst): submit waits for room, nothing goes to disk."""
-    import threading
 
     from ravend.sinks import worker as worker_module
 
@@ -192,6 +196,194 @@ def test_an_outbox_spooled_by_an_older_version_replays_in_arrival_order(tmp_path
     box.append(demands(2, 7), [])
     assert [r.key_time for b in box.peek(100) for r in b.readings] == [
         r.key_time for r in demands(9)]
+
+
+def test_a_slow_write_that_succeeds_does_not_let_spilled_readings_overtake_queued_ones(
+        tmp_path: Path) -> None:
+    """Readings spilled past the queue while one write waited: the queued ones, older, are
+    replayed first (they join the outbox before each replayed batch)."""
+    db = tmp_path / "ravend.db"
+    worker = SinkWorker(SqliteSink(db, busy_timeout=10.0), tmp_path / "outbox.db",
+                        queue_size=20, retry_min=0.05, retry_max=0.2)
+    worker.start()
+    worker.submit([demand(0)])
+    assert wait_until(lambda: worker.stats.stored == 1)
+    locker = sqlite3.connect(db, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    worker.submit([demand(1)])  # its write waits for the lock, then succeeds
+    time.sleep(0.2)
+    for r in demands(60, 2):
+        worker.submit([r])
+    assert worker.stats.spooled >= 40
+    locker.execute("ROLLBACK")
+    locker.close()
+    assert wait_until(lambda: worker.stats.stored == 62 and not len(worker.outbox))
+    worker.stop()
+    assert worker.stats.up
+    assert stored_keys(db) == [r.key_time for r in demands(62)]
+
+
+def test_a_spill_larger_than_a_batch_is_stored_in_order_with_the_default_sizes(
+        tmp_path: Path) -> None:
+    worker, db = make_worker(tmp_path)  # queue 2,000 entries, batches of 500
+    for r in demands(2300):  # not started: 2,000 queue, 300 spill
+        worker.submit([r])
+    assert len(worker.outbox) == 300
+    worker.start()
+    assert wait_until(lambda: worker.stats.stored == 2300)
+    worker.stop()
+    assert stored_keys(db) == [r.key_time for r in demands(2300)]
+
+
+class ScriptedSink(Sink):
+    """A sink that does what the test says: rejects some keys, goes down on a given write."""
+
+    name = "scripted"
+
+    def __init__(self, reject: set[int] = frozenset(), down_at_write: int = -1) -> None:
+        self.reject = reject
+        self.down_at_write = down_at_write
+        self.down = False
+        self.writes = 0
+        self.readings: list[int] = []
+        self.states: list[str] = []
+
+    def open(self) -> None:
+        if self.down:
+            raise SinkUnavailable("scripted: down")
+
+    def write(self, readings, states) -> None:
+        self.writes += 1
+        if self.writes == self.down_at_write:
+            self.down = True
+        if self.down:
+            raise SinkUnavailable("scripted: down")
+        if any(r.key_time in self.reject for r in readings):
+            raise ReadingRejected("scripted: no")
+        self.readings += [r.key_time for r in readings]
+        self.states += [s.tag for s in states]
+
+    def close(self) -> None:
+        pass
+
+
+def state(tag: str) -> StateItem:
+    return StateItem(DEVICE, "", tag, 1.0, {"tag": tag})
+
+
+def test_a_sink_that_goes_down_while_bad_readings_are_sorted_out_loses_nothing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Write 1 (the batch) is rejected; write 2 (its first reading alone) is refused for good;
+    write 3 (the second) finds the sink down. The rest, the device states with it, go back to
+    the outbox untried; the sink is not taken for recovered; all arrives when it is back."""
+    sink = ScriptedSink(reject={demand(0).key_time}, down_at_write=3)
+    worker = SinkWorker(sink, tmp_path / "outbox.db", retry_min=0.05, retry_max=0.1)
+    worker.submit(demands(3), [state("DeviceInfo")])
+    worker.submit([demand(3)], [state("ConnectionStatus")])
+    caplog.set_level(logging.INFO, logger="ravend.sinks")
+    worker.start()
+    assert wait_until(lambda: sink.writes >= 3 and not worker.stats.up)
+    assert len(worker.outbox) == 5  # demands 1-3 and both states
+    assert "available again" not in caplog.text
+    writes = sink.writes
+    time.sleep(0.3)  # retries keep failing, at the backoff's pace: a handful, not a spin
+    assert sink.writes - writes < 20
+    sink.down = False
+    assert wait_until(lambda: not len(worker.outbox) and worker.stats.up)
+    worker.stop()
+    assert sink.readings == [r.key_time for r in demands(3, 1)]
+    assert sink.states == ["DeviceInfo", "ConnectionStatus"]
+    assert worker.stats.rejected == 1
+
+
+def test_an_unwritable_outbox_and_a_sink_down_wait_in_memory_without_spinning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Readings wait in memory; the worker retries the sink at its backoff (it used to take
+    them back at once, 62,000 spool attempts a second, and never retried the sink)."""
+    caplog.set_level(logging.INFO, logger="ravend.sinks")
+    sink = ScriptedSink()
+    worker = SinkWorker(sink, tmp_path / "outbox.db", retry_min=0.05, retry_max=0.2)
+    worker.start()
+    worker.submit([demand(0)])
+    assert wait_until(lambda: sink.readings == [demand(0).key_time])
+    worker.outbox._conn.close()  # every spool now fails, as on a full disk
+    sink.down = True
+    attempts = []
+    append_many = worker.outbox.append_many
+
+    def counted(batches):
+        attempts.append(1)
+        return append_many(batches)
+
+    worker.outbox.append_many = counted
+    for r in demands(5, 1):
+        worker.submit([r])
+    assert wait_until(lambda: not worker.stats.up)
+    time.sleep(1.0)
+    assert len(attempts) < 50, len(attempts)  # at the backoff's pace (0.2 s), not a spin
+    assert "outbox" in caplog.text and "kept in memory" in caplog.text
+    sink.down = False
+    assert wait_until(lambda: len(sink.readings) == 6), sink.readings
+    worker.stop()
+    assert sorted(sink.readings) == [r.key_time for r in demands(6)]
+    assert worker.stats.dropped == 0
+
+
+def test_held_in_memory_the_oldest_is_dropped_even_if_it_comes_back_last(tmp_path: Path) -> None:
+    worker, _ = make_worker(tmp_path, queue_size=3)  # not started
+    for r in demands(3, 1):
+        worker.submit([r])  # ordinals 1, 2, 3
+    worker._hold_in_memory([(0, [demand(0)], [])])  # a failed write, older than all
+    assert [item[0] for item in worker._take_queued()] == [1, 2, 3]
+    assert worker.stats.dropped == 1
+    for r in demands(3, 1):
+        worker.submit([r])  # ordinals 4, 5, 6
+    worker._hold_in_memory([(7, [demand(7)], [])])
+    assert [item[0] for item in worker._take_queued()] == [5, 6, 7]
+    assert worker.stats.dropped == 2
+
+
+def test_outbox_cap_drops_the_lowest_ordinals_even_when_they_arrive_last(
+        tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db", max_mb=0.0)  # DROP_CHUNK (1,000) rows
+    for i in range(100):
+        box.append(demands(10, 100 + 10 * i), [], ordinal=100 + i)
+    assert len(box) == 1000 and box.dropped == 0
+    # Rows go in chunks of ten: the late batch, the oldest, is the first of them.
+    assert box.append(demands(10, 0), [], ordinal=1) == 100
+    kept = [r.key_time for b in box.peek(10_000) for r in b.readings]
+    assert kept == [r.key_time for r in demands(910, 190)]
+
+
+def test_outbox_that_cannot_insert_drops_nothing(tmp_path: Path) -> None:
+    """The drops that would make room and the insert are one transaction."""
+    box = Outbox(tmp_path / "o.db", max_mb=0.0)
+    for i in range(100):
+        box.append(demands(10, 10 * i), [], ordinal=i + 1)
+    box._conn.execute("CREATE TRIGGER no_room BEFORE INSERT ON outbox WHEN NEW.ord = 999"
+                      " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+    with pytest.raises(OutboxError, match="disk is full"):
+        box.append(demands(10, 5000), [], ordinal=999)
+    assert len(box) == 1000 and box.dropped == 0
+    assert [r.key_time for b in box.peek(10_000) for r in b.readings] == [
+        r.key_time for r in demands(1000)]
+    box.close()
+    assert len(Outbox(tmp_path / "o.db", max_mb=0.0)) == 1000
+
+
+def test_an_outbox_upgrade_cut_short_is_finished_at_the_next_open(tmp_path: Path) -> None:
+    old = Outbox(tmp_path / "o.db")
+    old.append(demands(4), [])
+    old.append(demands(3, 4), [])
+    old.close()
+    with sqlite3.connect(tmp_path / "o.db") as conn:  # the column added, not yet filled
+        conn.execute("DROP INDEX outbox_ord")
+        conn.execute("ALTER TABLE outbox DROP COLUMN ord")
+        conn.execute("ALTER TABLE outbox ADD COLUMN ord INTEGER")
+    box = Outbox(tmp_path / "o.db")
+    assert box.next_ordinal == 3
+    assert [r.key_time for b in box.peek(100) for r in b.readings] == [
+        r.key_time for r in demands(7)]
 
 
 def test_stop_with_a_full_queue_and_no_worker_taking_spools_instead_of_hanging(

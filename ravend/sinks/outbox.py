@@ -11,6 +11,7 @@ the caller, never silently — because on a full disk the newest readings are th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -69,10 +70,11 @@ class Outbox:
                 " n INTEGER NOT NULL, body TEXT NOT NULL, ord INTEGER NOT NULL)"
             )
             columns = {row[1] for row in self._conn.execute("PRAGMA table_info(outbox)")}
-            if "ord" not in columns:  # an outbox spooled by ravend 0.x: arrival order it is
+            if "ord" not in columns:  # an outbox spooled before ordinals: arrival order it is
                 self._conn.execute("ALTER TABLE outbox ADD COLUMN ord INTEGER")
-                self._conn.execute("UPDATE outbox SET ord = seq")
             self._conn.execute("CREATE INDEX IF NOT EXISTS outbox_ord ON outbox (ord, seq)")
+            # Every time, not only after the ALTER: an upgrade cut between the two leaves NULLs.
+            self._conn.execute("UPDATE outbox SET ord = seq WHERE ord IS NULL")
             self._rows, last = self._conn.execute(
                 "SELECT COALESCE(SUM(n), 0), COALESCE(MAX(ord), 0) FROM outbox").fetchone()
             self._next_ordinal = last + 1
@@ -110,23 +112,36 @@ class Outbox:
             return 0
         n = sum(row[1] for row in rows)
         with self._lock:
+            values = []
+            for ordinal, count, body in rows:
+                if ordinal is None:
+                    ordinal = self._next_ordinal
+                self._next_ordinal = max(self._next_ordinal, ordinal + 1)
+                values.append((count, body, ordinal))
+            rows_before = self._rows
             dropped = 0
             try:
-                while self._rows + n > self.max_rows and self._rows > 0:
-                    dropped += self._drop_oldest_locked()
-                values = []
-                for ordinal, count, body in rows:
-                    if ordinal is None:
-                        ordinal = self._next_ordinal
-                    self._next_ordinal = max(self._next_ordinal, ordinal + 1)
-                    values.append((count, body, ordinal))
-                with self._conn:  # one transaction (isolation_level=None: explicit BEGIN)
-                    self._conn.execute("BEGIN")
+                # One transaction: the new rows and the drops that make room for them happen
+                # together or not at all. Insert first, then drop the lowest ordinals: a batch
+                # spooled late but older than the rest (a write that failed) is the one to go.
+                self._conn.execute("BEGIN")
+                try:
                     self._conn.executemany(
                         "INSERT INTO outbox (n, body, ord) VALUES (?, ?, ?)", values)
+                    self._rows += n
+                    while self._rows > self.max_rows:
+                        step = self._drop_oldest_locked()
+                        if not step:
+                            break
+                        dropped += step
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._rows = rows_before
+                    with contextlib.suppress(sqlite3.Error):  # the cause is what to report
+                        self._conn.execute("ROLLBACK")
+                    raise
             except sqlite3.Error as exc:
                 raise OutboxError(f"cannot spool to {self.path}: {exc}") from exc
-            self._rows += n
             self.dropped += dropped
             return dropped
 
