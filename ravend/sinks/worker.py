@@ -80,7 +80,7 @@ class SinkWorker:
         self._held = False  # the worker put readings back in memory (outbox unwritable)
         self._wakeup = threading.Event()  # ends a pause early: stop() sets it
         self._memory_drops = 0  # readings dropped from memory since the outbox failed
-        self._drops_lock = threading.Lock()
+        self._counts_lock = threading.Lock()  # the reader's submit and the worker both count
         self.on_stored: list = []  # callbacks(readings) after a durable write (status, metrics)
 
     def __repr__(self) -> str:
@@ -335,9 +335,10 @@ class SinkWorker:
                      f"; {drops} oldest readings were dropped meanwhile" if drops else "")
             self._outbox_failed = False
         n = sum(len(item[1]) for item in items)
-        self.stats.spooled += n
-        if dropped:
+        with self._counts_lock:
+            self.stats.spooled += n
             self.stats.dropped += dropped
+        if dropped:
             log.warning("%s: spool full (%d rows); dropped the %d oldest (%d dropped in all)",
                         self.name, self.outbox.max_rows, dropped, self.stats.dropped)
         if why:
@@ -389,7 +390,7 @@ class SinkWorker:
     def _dropped_in_memory(self, n: int) -> None:
         if not n:
             return
-        with self._drops_lock:  # the reader's submit and the worker both drop
+        with self._counts_lock:
             first = not self._memory_drops
             self._memory_drops += n
             self.stats.dropped += n
@@ -398,7 +399,7 @@ class SinkWorker:
                       " readings from now on (counted)", self.name, self._queue.maxsize)
 
     def _take_memory_drops(self) -> int:
-        with self._drops_lock:
+        with self._counts_lock:
             n, self._memory_drops = self._memory_drops, 0
         return n
 
