@@ -263,17 +263,7 @@ class SinkWorker:
         older than spooled readings that spilled past it, and the outbox sorts by ordinal.
         (It would be spooled anyway: nothing is written directly while the outbox holds
         anything.)"""
-        items: list[Item] = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                self._stopping = True  # what came after it is drained on the way out
-                break
-            items.append(item)  # type: ignore[arg-type]
-        self._spool(items, why="behind the outbox")
+        self._spool(self._take_queued(), why="behind the outbox")
 
     def _reject(self, items: list[Item]) -> bool:
         """Write one at a time so that only the bad readings are left out, each logged once.
@@ -426,14 +416,17 @@ class SinkWorker:
         self._retry_at = 0.0
 
     def _take_queued(self) -> list[Item]:
-        """Everything waiting in the queue, oldest first, without the stop request."""
+        """Everything waiting in the queue, oldest first; the stop request, if among it, is
+        noted (``_stopping``) rather than returned."""
         items: list[Item] = []
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return items
-            if item is not _STOP:
+            if item is _STOP:
+                self._stopping = True
+            else:
                 items.append(item)  # type: ignore[arg-type]
 
     def _spool_queued(self) -> None:
