@@ -42,6 +42,32 @@ def make_worker(tmp_path: Path, **kw) -> tuple[SinkWorker, Path]:
     return worker, db
 
 
+def spooled_keys(box: Outbox) -> list[int]:
+    """The key times in the outbox, in the order it would replay them."""
+    return [r.key_time for b in box.peek(1_000_000) for r in b.readings]
+
+
+def spill_past_a_waiting_write(tmp_path: Path, busy_timeout: float
+                               ) -> tuple[SinkWorker, Path, sqlite3.Connection]:
+    """Reading 0 stored; reading 1 taken by the worker, its write waiting for a lock another
+    connection holds (returned: roll it back to let the write go on); readings 2-61 submitted
+    meanwhile, 20 queued behind it and the rest spilled to the outbox (queue_size 20)."""
+    db = tmp_path / "ravend.db"
+    worker = SinkWorker(SqliteSink(db, busy_timeout=busy_timeout), tmp_path / "outbox.db",
+                        queue_size=20, retry_min=0.05, retry_max=0.2)
+    worker.start()
+    worker.submit([demand(0)])
+    assert wait_until(lambda: worker.stats.stored == 1)
+    locker = sqlite3.connect(db, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    worker.submit([demand(1)])  # taken at once: its write waits for the lock
+    time.sleep(0.2)
+    for r in demands(60, 2):
+        worker.submit([r])
+    assert worker.stats.spooled >= 40
+    return worker, db, locker
+
+
 def test_readings_are_committed_promptly_in_order(tmp_path: Path) -> None:
     worker, db = make_worker(tmp_path)
     worker.start()
@@ -150,19 +176,8 @@ def test_a_write_that_fails_after_newer_readings_spilled_past_it_keeps_its_place
     """The stuck write's batch is the oldest of all: it goes back ahead of the queue and of
     what spilled meanwhile (stored in arrival order it came last: the MQTT retained state
     would then have been an old reading)."""
-    db = tmp_path / "ravend.db"
-    worker = SinkWorker(SqliteSink(db, busy_timeout=1.0), tmp_path / "outbox.db",
-                        queue_size=20, retry_min=0.05, retry_max=0.2)
-    worker.start()
-    worker.submit([demand(0)])
-    assert wait_until(lambda: worker.stats.stored == 1)
-    locker = sqlite3.connect(db, isolation_level=None)
-    locker.execute("BEGIN EXCLUSIVE")
-    worker.submit([demand(1)])  # taken at once: its write waits for the lock, then fails
-    time.sleep(0.2)
-    for r in demands(60, 2):
-        worker.submit([r])  # 20 queued behind it, the rest spill to the outbox
-    assert worker.stats.spooled >= 40 and worker.stats.up  # spilled while the write waited
+    worker, db, locker = spill_past_a_waiting_write(tmp_path, busy_timeout=1.0)
+    assert worker.stats.up  # spilled while the write waited, which then fails
     assert wait_until(lambda: not worker.stats.up)
     locker.execute("ROLLBACK")
     locker.close()
@@ -176,7 +191,7 @@ def test_outbox_replays_by_ordinal_not_by_arrival(tmp_path: Path) -> None:
     box.append_many([(5, demands(2, 5), []), (9, demands(1, 9), [])])
     box.append(demands(3, 2), [], ordinal=2)  # arrived last, older than both
     box.append(demands(1, 10), [])  # no ordinal: after everything spooled
-    assert [r.key_time for b in box.peek(100) for r in b.readings] == [
+    assert spooled_keys(box) == [
         r.key_time for r in [*demands(3, 2), *demands(2, 5), *demands(1, 9), *demands(1, 10)]]
     box.close()
     assert Outbox(tmp_path / "o.db").next_ordinal == 11  # a new process numbers on from here
@@ -194,7 +209,7 @@ def test_an_outbox_spooled_by_an_older_version_replays_in_arrival_order(tmp_path
     box = Outbox(tmp_path / "o.db")
     assert len(box) == 7
     box.append(demands(2, 7), [])
-    assert [r.key_time for b in box.peek(100) for r in b.readings] == [
+    assert spooled_keys(box) == [
         r.key_time for r in demands(9)]
 
 
@@ -202,20 +217,8 @@ def test_a_slow_write_that_succeeds_does_not_let_spilled_readings_overtake_queue
         tmp_path: Path) -> None:
     """Readings spilled past the queue while one write waited: the queued ones, older, are
     replayed first (they join the outbox before each replayed batch)."""
-    db = tmp_path / "ravend.db"
-    worker = SinkWorker(SqliteSink(db, busy_timeout=10.0), tmp_path / "outbox.db",
-                        queue_size=20, retry_min=0.05, retry_max=0.2)
-    worker.start()
-    worker.submit([demand(0)])
-    assert wait_until(lambda: worker.stats.stored == 1)
-    locker = sqlite3.connect(db, isolation_level=None)
-    locker.execute("BEGIN EXCLUSIVE")
-    worker.submit([demand(1)])  # its write waits for the lock, then succeeds
-    time.sleep(0.2)
-    for r in demands(60, 2):
-        worker.submit([r])
-    assert worker.stats.spooled >= 40
-    locker.execute("ROLLBACK")
+    worker, db, locker = spill_past_a_waiting_write(tmp_path, busy_timeout=10.0)
+    locker.execute("ROLLBACK")  # the waiting write goes on, and succeeds
     locker.close()
     assert wait_until(lambda: worker.stats.stored == 62 and not len(worker.outbox))
     worker.stop()
@@ -351,7 +354,7 @@ def test_outbox_cap_drops_the_lowest_ordinals_even_when_they_arrive_last(
     assert len(box) == 1000 and box.dropped == 0
     # Rows go in chunks of ten: the late batch, the oldest, is the first of them.
     assert box.append(demands(10, 0), [], ordinal=1) == 100
-    kept = [r.key_time for b in box.peek(10_000) for r in b.readings]
+    kept = spooled_keys(box)
     assert kept == [r.key_time for r in demands(910, 190)]
 
 
@@ -365,7 +368,7 @@ def test_outbox_that_cannot_insert_drops_nothing(tmp_path: Path) -> None:
     with pytest.raises(OutboxError, match="disk is full"):
         box.append(demands(10, 5000), [], ordinal=999)
     assert len(box) == 1000 and box.dropped == 0
-    assert [r.key_time for b in box.peek(10_000) for r in b.readings] == [
+    assert spooled_keys(box) == [
         r.key_time for r in demands(1000)]
     box.close()
     assert len(Outbox(tmp_path / "o.db", max_mb=0.0)) == 1000
@@ -382,7 +385,7 @@ def test_an_outbox_upgrade_cut_short_is_finished_at_the_next_open(tmp_path: Path
         conn.execute("ALTER TABLE outbox ADD COLUMN ord INTEGER")
     box = Outbox(tmp_path / "o.db")
     assert box.next_ordinal == 3
-    assert [r.key_time for b in box.peek(100) for r in b.readings] == [
+    assert spooled_keys(box) == [
         r.key_time for r in demands(7)]
 
 
@@ -408,7 +411,7 @@ def test_outbox_cap_drops_oldest_and_counts(tmp_path: Path) -> None:
         box.append([demand(j) for j in range(i, i + 10)], [])
     assert len(box) <= box.max_rows
     assert box.dropped == 1500 - len(box)
-    kept = [r.key_time for b in box.peek(10_000) for r in b.readings]
+    kept = spooled_keys(box)
     assert kept == sorted(kept)
     assert kept[-1] == demand(1499).key_time  # the newest are kept
 
