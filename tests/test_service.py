@@ -104,7 +104,9 @@ def test_daemon_mode_detaches_writes_pidfile_and_logs(tmp_path: Path) -> None:
             [sys.executable, "-m", "ravend.cli.ravend", "--config", str(config), "--daemon",
              "--pidfile", str(pidfile)], stdout=log, stderr=log, env=env, cwd=ROOT, timeout=30)
         assert started.returncode == 0
-        assert wait_for(pidfile.exists, 10)
+        # python-daemon's pid file is its lock: created (O_EXCL) first, the pid written after,
+        # so a reader can find it empty for a moment (a CI failure): wait for the whole line.
+        assert wait_for(lambda: pidfile.exists() and pidfile.read_text().endswith("\n"), 10)
         pid = int(pidfile.read_text().split()[0])
         assert wait_for(lambda: len(stored_rows(db)) >= 5, 20)
         os.kill(pid, signal.SIGTERM)
