@@ -134,3 +134,23 @@ def test_a_sink_failing_every_write_the_same_way_is_taken_for_down(
     assert wait_until(lambda: worker.stats.stored == len(sent) - SYSTEMATIC_AFTER + 1)
     worker.stop()
     assert sink.keys == [r.key_time for r in [*sent[SYSTEMATIC_AFTER:], demand(len(sent))]]
+
+
+def test_a_reading_a_trigger_refuses_is_rejected_not_retried_for_ever(tmp_path: Path) -> None:
+    """An operator's trigger on the store refuses one value (RAISE): that reading is rejected,
+    the others of its batch and the later ones are stored; the sink never counts as down."""
+    worker, db = make_worker(tmp_path)
+    worker.sink.open()
+    worker.sink._conn.execute(
+        "CREATE TRIGGER refuse_1003 BEFORE INSERT ON readings WHEN NEW.raw = 1003"
+        " BEGIN SELECT RAISE(ABORT, 'not this one'); END")
+    worker.sink.close()
+    worker.submit(demands(6))
+    worker.start()
+    assert wait_until(lambda: worker.stats.stored == 5)
+    assert worker.stats.up and not len(worker.outbox)
+    worker.stop()
+    assert stored_keys(db) == [r.key_time for r in demands(6) if r.raw != 1003]
+    rows = Quarantine(tmp_path / "rejected.db", readonly=True).rows()
+    assert [r["key_time"] for r in rows] == [demand(3).key_time]
+    assert "not this one" in rows[0]["reason"]
