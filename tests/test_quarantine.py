@@ -20,7 +20,7 @@ from ravend.sinks.quarantine import Quarantine
 from ravend.sinks.worker import SYSTEMATIC_AFTER, SinkWorker
 from readings import demand, demands
 from test_ravenctl import ravenctl
-from test_worker import make_worker, stored_keys, wait_until
+from test_worker import make_worker, state, stored_keys, wait_until
 
 TOO_WIDE = 1 << 70  # no SQLite INTEGER holds it
 
@@ -154,3 +154,34 @@ def test_a_reading_a_trigger_refuses_is_rejected_not_retried_for_ever(tmp_path: 
     rows = Quarantine(tmp_path / "rejected.db", readonly=True).rows()
     assert [r["key_time"] for r in rows] == [demand(3).key_time]
     assert "not this one" in rows[0]["reason"]
+
+
+class StateChokingSink(BrokenSink):
+    """Takes readings; chokes (an unexpected error) on one kind of device state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fixed = True
+        self.tags: list[str] = []
+
+    def write(self, readings, states) -> None:
+        if any(s.tag == "MeterInfo" for s in states):
+            raise KeyError("body")
+        super().write(readings, states)
+        self.tags += [s.tag for s in states]
+
+
+def test_a_device_state_the_sink_chokes_on_is_logged_not_fatal(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sink = StateChokingSink()
+    worker = SinkWorker(sink, tmp_path / "outbox.db", retry_min=0.05, retry_max=0.1)
+    caplog.set_level(logging.INFO, logger="ravend.sinks")
+    worker.submit(demands(2), [state("MeterInfo")])
+    worker.submit(demands(2, 2), [state("DeviceInfo")])
+    worker.start()
+    assert wait_until(lambda: worker.stats.stored == 4 and sink.tags == ["DeviceInfo"])
+    assert worker.alive() and worker.stats.up
+    worker.stop()
+    assert sink.keys == [r.key_time for r in demands(4)]
+    assert worker.stats.rejected == 0  # a state is the latest copy, not a reading
+    assert "device state not stored: KeyError" in caplog.text
