@@ -10,7 +10,9 @@ import sqlite3
 import time
 from pathlib import Path
 
+from mqtt_helpers import Subscriber, reading_messages
 from ravend.simulator import MeterSimulator
+from ravend.sinks.mqtt_payload import parse_reading
 from ravend.sinks.outbox import Outbox
 from ravend_process import RavendProcess, stored_rows, wait_for, write_config
 from readings import demands
@@ -18,20 +20,31 @@ from test_faults import keys, sent_keys
 from test_ravenctl import ravenctl
 
 
-def start(tmp_path: Path, seed: int, name: str = "ravend") -> tuple[MeterSimulator, RavendProcess]:
+def start(tmp_path: Path, seed: int, name: str = "ravend",
+          **sections: dict[str, str]) -> tuple[MeterSimulator, RavendProcess]:
     link = str(tmp_path / "stick")
     sim = MeterSimulator("raven", link=link, seed=seed, pushes=False, reply_delay=0.01).start()
     config = write_config(tmp_path / "ravend.conf", tmp_path / "state", link,
-                          service={"control_socket": ""})
+                          service={"control_socket": ""}, **sections)
     return sim, RavendProcess(config, tmp_path / f"{name}.log")
 
 
-def test_a_damaged_outbox_at_start_is_moved_aside_and_ravend_stores(tmp_path: Path) -> None:
+def test_a_damaged_outbox_at_start_is_moved_aside_and_ravend_stores(
+        tmp_path: Path, mosquitto_server) -> None:
+    """The SQLite sink's outbox is damaged; the MQTT sink's is not: only the first is moved
+    aside, and both sinks get every reading."""
     state = tmp_path / "state"
     state.mkdir()
     outbox = state / "outbox-sqlite.db"
     outbox.write_bytes(b"SQLite format 3\x00" + b"\xff" * 3000)  # a header, then nonsense
-    sim, ravend = start(tmp_path, seed=31)
+    broker = mosquitto_server
+    sub = Subscriber(broker.host, broker.port, ["ravend/#"]).start()
+    sim, ravend = start(tmp_path, seed=31, mqtt={
+        "enabled": "yes", "host": broker.host, "port": str(broker.port)})
+
+    def published() -> set[tuple]:
+        return {parse_reading(m.payload).key for m in reading_messages(sub)}
+
     try:
         assert wait_for(lambda: "device opened" in ravend.log() or ravend.proc.poll() is not None,
                         20), ravend.log()
@@ -41,13 +54,15 @@ def test_a_damaged_outbox_at_start_is_moved_aside_and_ravend_stores(tmp_path: Pa
         want = sent_keys(sim)
         assert wait_for(lambda: set(keys(stored_rows(state / "ravend.db"))) == want, 20), \
             ravend.log()
+        assert wait_for(lambda: published() >= want, 20), ravend.log()
     finally:
         code, _ = ravend.stop()
         sim.stop()
+        sub.stop()
     log = ravend.log()
     assert code == 0, log
-    moved = sorted(state.glob("outbox-sqlite.db.corrupt-*"))
-    assert len(moved) == 1
+    moved = sorted(state.glob("outbox-*.corrupt-*"))
+    assert [m.name.split(".db.")[0] for m in moved] == ["outbox-sqlite"]
     lines = [line for line in log.splitlines() if "is damaged" in line]
     assert len(lines) == 1 and "ERROR" in lines[0]
     assert str(outbox) in lines[0] and str(moved[0]) in lines[0]
