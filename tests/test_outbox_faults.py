@@ -14,6 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from mqtt_helpers import Subscriber, reading_messages
+from ravend.config import MqttConfig
+from ravend.sinks.mqtt import MqttSink
+from ravend.sinks.mqtt_payload import parse_reading
 from ravend.sinks.outbox import Outbox
 from ravend.sinks.sqlite import SqliteSink
 from ravend.sinks.worker import SinkWorker
@@ -125,3 +129,51 @@ def test_a_full_disk_at_acknowledgement_does_not_kill_the_worker(
     assert "unavailable: outbox: cannot acknowledge" in caplog.text
     assert stored_keys(db) == [r.key_time for r in demands(301)]
     assert worker.stats.stored == 301
+
+
+def fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        return filler
+    finally:
+        os.close(fd)
+
+
+def test_the_mqtt_worker_survives_a_full_disk_at_acknowledgement(
+        tmp_path: Path, small_disk: Path, make_mosquitto) -> None:  # noqa: F811
+    """As seen in issue 16: the broker (real Mosquitto) is back, the replayed readings are
+    published, the outbox cannot forget them (disk full). The worker lives on; once space
+    returns the outbox empties and the subscriber has every reading."""
+    broker = make_mosquitto()
+    sub = Subscriber(broker.host, broker.port, ["ravend/+/+"]).start()
+    sink = MqttSink(MqttConfig(enabled=True, host=broker.host, port=broker.port,
+                               client_id="full-disk", publish_timeout=2.0))
+    worker = SinkWorker(sink, small_disk / "outbox-mqtt.db", retry_min=0.05, retry_max=0.3,
+                        max_delay=0.05)
+    worker.start()
+    try:
+        worker.submit(demands(1))
+        assert wait_until(lambda: worker.stats.stored == 1)
+        broker.kill()
+        for r in demands(200, 1):
+            worker.submit([r])
+        assert wait_until(lambda: len(worker.outbox) == 200)
+        filler = fill(small_disk)
+        broker.start()
+        want = {r.key for r in demands(201)}
+
+        def published() -> set[tuple]:
+            return {parse_reading(m.payload).key for m in reading_messages(sub)}
+
+        assert sub.wait_for(lambda: published() >= want, 20)  # replayed, not acknowledged
+        filler.unlink()
+        assert wait_until(lambda: not len(worker.outbox) and worker.stats.up, 20), worker
+        assert worker.alive()
+    finally:
+        worker.stop()
+        sub.stop()
+    assert worker.stats.stored == 201
