@@ -33,7 +33,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,7 +101,7 @@ class SinkWorker:
         self._wakeup = threading.Event()  # ends a pause early: stop() sets it
         self._memory_drops = 0  # readings dropped from memory since the outbox failed
         self._counts_lock = threading.Lock()  # the reader's submit and the worker both count
-        self._in_flight: list[Item] = []  # what _write hands the sink (stop() spools it if hung)
+        self._in_flight: list[Item] = []  # taken, not yet stored or spooled (_in_hand)
         self._flight_lock = threading.Lock()
         self._abandoned = False  # stop() gave up waiting and spooled what was in memory
         self._streak = 0  # single writes in a row failing the same unexpected way
@@ -220,16 +220,18 @@ class SinkWorker:
             return None
 
     def _handle(self, items: list[Item]) -> None:
-        if not self._opened:
-            self._try_open()
-        if items:
-            if len(self.outbox) or not self._opened or not (self.stats.up or self._retry_due()):
-                # Keep order: anything newer waits behind what is already spooled.
-                self._spool(items, why="sink unavailable")
-            else:
-                # Up, or down with nothing spooled (the outbox unwritable) and a retry due:
-                # then this write is the retry.
-                self._write(items)
+        with self._in_hand(items):  # until stored or spooled
+            if not self._opened:
+                self._try_open()
+            if items:
+                if len(self.outbox) or not self._opened or not (self.stats.up
+                                                                 or self._retry_due()):
+                    # Keep order: anything newer waits behind what is already spooled.
+                    self._spool(items, why="sink unavailable")
+                else:
+                    # Up, or down with nothing spooled (the outbox unwritable) and a retry
+                    # due: then this write is the retry.
+                    self._write(items)
         if self._opened and len(self.outbox) and self._retry_due():
             self._replay()
 
@@ -258,17 +260,20 @@ class SinkWorker:
         self._opened = True
         self._recovered()
 
-    def _write(self, items: list[Item]) -> bool:
-        """False when the sink was down (the items are spooled)."""
+    @contextlib.contextmanager
+    def _in_hand(self, items: list[Item]) -> Iterator[None]:
+        """Items taken from the queue and not yet stored or spooled, for stop() to spool
+        should the sink hang meanwhile (in open or in write)."""
         with self._flight_lock:
             self._in_flight = items
         try:
-            return self._write_in_flight(items)
+            yield
         finally:
             with self._flight_lock:
                 self._in_flight = []
 
-    def _write_in_flight(self, items: list[Item]) -> bool:
+    def _write(self, items: list[Item]) -> bool:
+        """False when the sink was down (the items are spooled)."""
         readings, states = _merged(items)
         try:
             self.sink.write(readings, states)
@@ -573,11 +578,12 @@ class SinkWorker:
 
     def _drain_on_stop(self) -> None:
         items = self._take_queued()
-        if self.stats.up and not len(self.outbox):
-            if items and not self._write(items):
-                return
-        else:
-            self._spool(items, why="stopping")
+        with self._in_hand(items):
+            if self.stats.up and not len(self.outbox):
+                if items and not self._write(items):
+                    return
+            else:
+                self._spool(items, why="stopping")
 
 
 def _reason(exc: BaseException) -> str:
