@@ -94,8 +94,8 @@ class ServiceCollector:
                       labels=["sink"])
         dropped = counter("ravend_sink_dropped", "Readings dropped, the oldest first: outbox"
                           " full, or outbox unwritable and queue full", labels=["sink"])
-        rejected = counter("ravend_sink_rejected", "Readings the sink refused as invalid",
-                           labels=["sink"])
+        rejected = counter("ravend_sink_rejected", "Readings the sink left out for good"
+                           " (ravenctl rejected)", labels=["sink"])
         for worker in self.dispatcher.workers:
             stats, name = worker.stats, worker.name
             by_kind = dict(stats.stored_by_kind)

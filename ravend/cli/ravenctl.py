@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from ravend import __version__
-from ravend.cli import device_commands, doctor_command, report_command, store_commands
+from ravend.cli import (
+    device_commands,
+    doctor_command,
+    rejected_command,
+    report_command,
+    store_commands,
+)
 from ravend.config import DEFAULT_PATH, EX_CONFIG, Config, ConfigError, load, replace
 
 DESCRIPTION = """\
@@ -35,6 +41,7 @@ examples:
   ravenctl purge --dry-run            what the retention settings would delete now
   ravenctl db migrate                 create/upgrade the SQLite and MySQL tables
   ravenctl doctor                     what is wrong with the setup, one line each with the fix
+  ravenctl rejected                   readings a store could not take, and why
 Run 'ravenctl COMMAND --help' for each command's options. See ravenctl(1).
 """
 
@@ -94,6 +101,7 @@ def parser() -> argparse.ArgumentParser:
     store_commands.add_parsers(sub, _config_args)
     doctor_command.add_parser(sub, _config_args)
     report_command.add_parser(sub, _config_args)
+    rejected_command.add_parser(sub, _config_args)
 
     sim = sub.add_parser("simulate", help="run a simulated RAVEn/EMU-2 on a pty",
                          description="Run the meter simulator; all arguments go to it"
@@ -122,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         return store_commands.run(args, config)
     if args.command == report_command.NAME:
         return report_command.run(args, config)
+    if args.command == rejected_command.NAME:
+        return rejected_command.run(args, config)
     command = {"status": cmd_status, "info": cmd_info, "tail": cmd_tail,
                "export": cmd_export}[args.command]
     try:

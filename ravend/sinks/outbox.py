@@ -7,14 +7,23 @@ reader handed it over, not the order of arrival here: a batch that was on its wa
 when newer ones spilled past it (a full queue, a write that then failed) is still replayed
 first. When the file would outgrow its cap, the oldest rows are dropped — counted and logged by
 the caller, never silently — because on a full disk the newest readings are the ones users want.
+
+A file that is not an SQLite database, or one whose pages are damaged (a truncated copy, a bad
+sector), is moved aside (``outbox-<sink>.db.corrupt-<time>``, kept for the operator) with one
+error line naming both paths, and a fresh outbox takes its place: at open, and whenever a read
+or write finds it damaged later. One sink's outbox never stops the service nor another sink.
+An entry that cannot be decoded is not fatal either: ``peek`` hands it over as ``Spooled.poison``
+for the worker to quarantine, and replay goes on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +37,20 @@ DROP_CHUNK = 1000
 BYTES_PER_ROW = 400
 
 
+log = logging.getLogger("ravend.sinks")
+
+#: SQLite's result codes for a damaged file: SQLITE_CORRUPT, SQLITE_NOTADB.
+_CORRUPT_CODES = (11, 26)
+
+
 @dataclass(frozen=True, slots=True)
 class Spooled:
     seq: int
     readings: list[Reading]
     states: list[StateItem]
     ordinal: int = 0
+    #: Parts of the entry that could not be decoded: (raw text, reason) each.
+    poison: tuple[tuple[str, str], ...] = ()
 
 
 #: One batch to spool: its ordinal (None: after everything spooled so far), readings, states.
@@ -48,6 +65,15 @@ class OutboxError(Exception):
     """The outbox itself failed (disk full, unwritable directory)."""
 
 
+def is_corrupt(exc: sqlite3.Error) -> bool:
+    """The file is damaged, as opposed to full, locked or unreadable for now."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _CORRUPT_CODES
+    text = str(exc)
+    return "malformed" in text or "not a database" in text
+
+
 class Outbox:
     """Thread-safe: the reader thread may spill into it while the sink's worker drains it."""
 
@@ -56,10 +82,24 @@ class Outbox:
         self.max_rows = max(DROP_CHUNK, int(max_mb * 1024 * 1024 / BYTES_PER_ROW))
         self.dropped = 0
         self._lock = threading.Lock()
+        self._next_ordinal = 1
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(str(path), isolation_level=None,
-                                         check_same_thread=False, timeout=30)
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            if not is_corrupt(exc):
+                raise OutboxError(f"cannot open outbox {path}: {exc}") from exc
+            try:
+                self._replace_corrupt(exc)
+            except (sqlite3.Error, OSError) as again:
+                raise OutboxError(f"cannot open outbox {path}: {again}") from again
+        except (sqlite3.Error, OSError) as exc:
+            raise OutboxError(f"cannot open outbox {path}: {exc}") from exc
+
+    def _open(self) -> None:
+        self._conn = sqlite3.connect(str(self.path), isolation_level=None,
+                                     check_same_thread=False, timeout=30)
+        try:
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")
             # An outbox is read and written at its two ends: a small page cache does (SQLite's
@@ -75,11 +115,30 @@ class Outbox:
             self._conn.execute("CREATE INDEX IF NOT EXISTS outbox_ord ON outbox (ord, seq)")
             # Every time, not only after the ALTER: an upgrade cut between the two leaves NULLs.
             self._conn.execute("UPDATE outbox SET ord = seq WHERE ord IS NULL")
+            # Reads every row's page: a damaged table shows here, at open, not mid-replay.
             self._rows, last = self._conn.execute(
                 "SELECT COALESCE(SUM(n), 0), COALESCE(MAX(ord), 0) FROM outbox").fetchone()
-            self._next_ordinal = last + 1
-        except sqlite3.Error as exc:
-            raise OutboxError(f"cannot open outbox {path}: {exc}") from exc
+        except BaseException:
+            self._conn.close()
+            raise
+        self._next_ordinal = max(self._next_ordinal, last + 1)
+
+    def _replace_corrupt(self, exc: sqlite3.Error) -> None:
+        """Move the damaged file (and its WAL, which must not be applied to a fresh one) aside
+        and start afresh. Ordinals go on from where they were, so that batches numbered before
+        still sort after nothing they should not."""
+        with contextlib.suppress(sqlite3.Error, AttributeError):
+            self._conn.close()
+        aside = self.path.with_name(
+            f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}")
+        for suffix in ("", "-wal", "-shm"):
+            source = self.path.with_name(self.path.name + suffix)
+            if source.exists():
+                source.replace(aside.with_name(aside.name + suffix))
+        self._rows = 0
+        self._open()
+        log.error("outbox %s is damaged (%s): moved aside to %s; a fresh outbox is started"
+                  " (what the old one held stays there)", self.path, exc, aside)
 
     def __len__(self) -> int:
         """Readings and states waiting (not batches)."""
@@ -141,9 +200,31 @@ class Outbox:
                         self._conn.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
-                raise OutboxError(f"cannot spool to {self.path}: {exc}") from exc
+                if not (is_corrupt(exc) and self._recovered_from(exc)):
+                    raise OutboxError(f"cannot spool to {self.path}: {exc}") from exc
+                return self._append_locked(values, n, rows_before=0)
             self.dropped += dropped
             return dropped
+
+    def _append_locked(self, values: list[tuple[int, str, int]], n: int,
+                       rows_before: int) -> int:
+        """The insert once more, into the fresh outbox that replaced a damaged one."""
+        try:
+            self._conn.executemany("INSERT INTO outbox (n, body, ord) VALUES (?, ?, ?)", values)
+        except sqlite3.Error as exc:
+            self._rows = rows_before
+            raise OutboxError(f"cannot spool to {self.path}: {exc}") from exc
+        self._rows = rows_before + n
+        return 0
+
+    def _recovered_from(self, exc: sqlite3.Error) -> bool:
+        """Replace a damaged outbox (lock held); False when even that fails."""
+        try:
+            self._replace_corrupt(exc)
+        except (sqlite3.Error, OSError) as again:
+            log.error("outbox %s is damaged and cannot be replaced: %s", self.path, again)
+            return False
+        return True
 
     def _drop_oldest_locked(self) -> int:
         rows = self._conn.execute(
@@ -158,23 +239,25 @@ class Outbox:
         return count
 
     def peek(self, max_rows: int) -> list[Spooled]:
-        """Oldest batches, up to about max_rows entries, in order."""
+        """Oldest batches, up to about max_rows entries, in order. What cannot be decoded comes
+        as ``poison`` (the rest of its entry is decoded still); a damaged file is replaced by a
+        fresh one (nothing to peek then); other failures raise OutboxError."""
         out: list[Spooled] = []
         total = 0
         with self._lock:
-            cursor = self._conn.execute("SELECT seq, n, body, ord FROM outbox ORDER BY ord, seq")
-            for seq, n, body, ordinal in cursor:
-                if out and total + n > max_rows:
-                    break
-                data = json.loads(body)
-                out.append(Spooled(
-                    seq,
-                    [reading_from_dict(d) for d in data["r"]],
-                    [StateItem(*s) for s in data["s"]],
-                    ordinal,
-                ))
-                total += n
-            cursor.close()
+            try:
+                cursor = self._conn.execute(
+                    "SELECT seq, n, body, ord FROM outbox ORDER BY ord, seq")
+                for seq, n, body, ordinal in cursor:
+                    if out and total + n > max_rows:
+                        break
+                    out.append(_decoded(seq, body, ordinal))
+                    total += n
+                cursor.close()
+            except sqlite3.Error as exc:
+                if is_corrupt(exc) and self._recovered_from(exc):
+                    return []
+                raise OutboxError(f"cannot read {self.path}: {exc}") from exc
         return out
 
     def ack(self, batches: Sequence[Spooled]) -> None:
@@ -186,16 +269,47 @@ class Outbox:
             # statement per distinct text, and an IN list of every length would fill that cache
             # (measured: 0.75 MiB of statements after a flat-out run that spooled).
             seqs = json.dumps([b.seq for b in batches])
-            gone = self._conn.execute(
-                "DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?)) RETURNING n",
-                (seqs,)).fetchall()
+            try:
+                gone = self._conn.execute(
+                    "DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?))"
+                    " RETURNING n", (seqs,)).fetchall()
+            except sqlite3.Error as exc:  # a full disk: the rows stay, replayed again later
+                if is_corrupt(exc) and self._recovered_from(exc):
+                    return
+                raise OutboxError(f"cannot acknowledge in {self.path}: {exc}") from exc
             self._rows -= sum(n for (n,) in gone)
             if self._rows == 0:
                 # Give the space back once empty: an outage's spool should not stay on disk,
-                # nor its pages in memory.
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                self._conn.execute("PRAGMA shrink_memory")
+                # nor its pages in memory. Housekeeping only: on a full disk it waits.
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    self._conn.execute("PRAGMA shrink_memory")
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _decoded(seq: int, body: str, ordinal: int) -> Spooled:
+    """One outbox entry; whatever of it cannot be decoded is returned as poison, not raised."""
+    try:
+        data = json.loads(body)
+        raw_readings, raw_states = data["r"], data["s"]
+        if not isinstance(raw_readings, list) or not isinstance(raw_states, list):
+            raise TypeError("not a list")
+    except (ValueError, TypeError, KeyError) as exc:
+        return Spooled(seq, [], [], ordinal, ((body, f"undecodable outbox entry: {exc!r}"),))
+    readings: list[Reading] = []
+    states: list[StateItem] = []
+    poison: list[tuple[str, str]] = []
+    for d in raw_readings:
+        try:
+            readings.append(reading_from_dict(d))
+        except Exception as exc:
+            poison.append((dumps(d), f"undecodable spooled reading: {exc!r}"))
+    for item in raw_states:
+        try:
+            states.append(StateItem(*item))
+        except Exception as exc:
+            poison.append((dumps(item), f"undecodable spooled state: {exc!r}"))
+    return Spooled(seq, readings, states, ordinal, tuple(poison))

@@ -17,7 +17,7 @@ from typing import Any
 
 from ravend.migrations import migrations
 from ravend.protocol.model import Reading
-from ravend.sinks.base import Sink, SinkUnavailable, StateItem, dumps
+from ravend.sinks.base import ReadingRejected, Sink, SinkUnavailable, StateItem, dumps
 
 _INSERT = (
     "INSERT OR IGNORE INTO readings (meter_mac, kind, key_time, meter_time, received_at,"
@@ -136,6 +136,8 @@ class SqliteSink(Sink):
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.IntegrityError):  # a constraint, a trigger's RAISE
+                raise ReadingRejected(f"{self.path}: {exc}") from exc
             raise SinkUnavailable(f"{self.path}: {exc}") from exc
 
     def close(self) -> None:

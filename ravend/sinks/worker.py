@@ -11,6 +11,18 @@ Order is kept by an *ordinal* per submitted batch, counted on from the outbox's 
 batch that spilled past older ones still queued, or one that failed after newer ones spilled,
 takes its place in the outbox by ordinal, so that a sink sees readings in the order the meter
 sent them (the retained MQTT state is the newest reading, not whichever replayed last).
+
+Nothing one reading does stops a sink. Any exception from a write but SinkUnavailable (retry
+later) is about the data: the batch is written again one reading at a time, and each reading
+that still fails is *rejected*: one error line with its key and the reason, counted
+(``stats.rejected``) and kept in the quarantine file (``rejected.db``, ``ravenctl rejected``).
+So is an outbox entry that cannot be decoded. An exception the sink did not expect may have left
+its connection in a bad state (mid-transaction): the sink is closed and opened again before the
+next write. If SYSTEMATIC_AFTER single writes in a row fail the same unexpected way, the fault
+is the sink's, not the readings': it is treated as unavailable (spool, retry with backoff) after
+those, so that a broken sink does not quarantine everything, while a run of bad readings still
+gets through SYSTEMATIC_AFTER at a time. The outbox failing (a full disk at acknowledgement) is
+"unavailable" too: the rows stay and replay again, harmless duplicates by key.
 """
 
 from __future__ import annotations
@@ -21,13 +33,15 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ravend.protocol.model import Reading
 from ravend.sinks.base import ReadingRejected, Sink, SinkUnavailable, StateItem
-from ravend.sinks.outbox import Outbox, OutboxError
+from ravend.sinks.outbox import Outbox, OutboxError, Spooled
+from ravend.sinks.quarantine import FILE_NAME as QUARANTINE_FILE
+from ravend.sinks.quarantine import Quarantine, QuarantineError
 
 log = logging.getLogger("ravend.sinks")
 
@@ -44,6 +58,10 @@ Item = tuple[int, list[Reading], list[StateItem]]
 #: reading that finds it full goes to the outbox without waiting.
 SUBMIT_WAIT_S = 0.1
 
+#: Single-reading writes in a row failing with the same unexpected error after which the sink,
+#: not the readings, is taken to be at fault (see the module docstring).
+SYSTEMATIC_AFTER = 10
+
 
 @dataclass
 class SinkStats:
@@ -59,10 +77,12 @@ class SinkStats:
 class SinkWorker:
     def __init__(self, sink: Sink, outbox_path: Path, *, queue_size: int = 2_000,
                  batch_size: int = 500, max_delay: float = 1.0, spool_max_mb: float = 100.0,
-                 retry_min: float = 1.0, retry_max: float = 60.0) -> None:
+                 retry_min: float = 1.0, retry_max: float = 60.0,
+                 quarantine_path: Path | None = None) -> None:
         self.sink = sink
         self.name = sink.name
         self.outbox = Outbox(outbox_path, spool_max_mb)
+        self.quarantine = Quarantine(quarantine_path or outbox_path.parent / QUARANTINE_FILE)
         self.batch_size = batch_size
         self.max_delay = max_delay
         self.retry_min = retry_min
@@ -81,6 +101,11 @@ class SinkWorker:
         self._wakeup = threading.Event()  # ends a pause early: stop() sets it
         self._memory_drops = 0  # readings dropped from memory since the outbox failed
         self._counts_lock = threading.Lock()  # the reader's submit and the worker both count
+        self._in_flight: list[Item] = []  # taken, not yet stored or spooled (_in_hand)
+        self._flight_lock = threading.Lock()
+        self._abandoned = False  # stop() gave up waiting and spooled what was in memory
+        self._streak = 0  # single writes in a row failing the same unexpected way
+        self._streak_reason = ""
         self.on_stored: list = []  # callbacks(readings) after a durable write (status, metrics)
 
     def __repr__(self) -> str:
@@ -124,8 +149,20 @@ class SinkWorker:
         if self._thread.ident is not None:  # started
             self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
-            log.warning("%s: did not finish within %.0fs; queued readings stay in memory only"
-                        " if not yet spooled", self.name, timeout)
+            n = self._spool_abandoned()
+            log.warning("%s: a write did not finish within %.1fs; %d readings waiting in memory"
+                        " spooled to %s for the next start (the one in flight too: should it"
+                        " still succeed, its replay is a harmless duplicate)", self.name,
+                        timeout, n, self.outbox.path)
+
+    def _spool_abandoned(self) -> int:
+        """From the stopping thread, the worker being stuck in a write: the queue and the batch
+        in flight go to the outbox (thread-safe: the outbox serialises its connection)."""
+        self._abandoned = True
+        with self._flight_lock:
+            items = self._take_queued() + list(self._in_flight)
+        self._spool(items, why="stopping, a write hanging")
+        return sum(len(item[1]) for item in items)
 
     def alive(self) -> bool:
         return self._thread.is_alive()
@@ -156,8 +193,17 @@ class SinkWorker:
             if self._held and not self._stopping:
                 self._pause()
         self._drain_on_stop()
-        self.sink.close()
+        if self._abandoned:
+            return  # stop() spooled from its thread and went on: the process is exiting
+        self._close_sink()
         self.outbox.close()
+        self.quarantine.close()
+
+    def _close_sink(self) -> None:
+        try:
+            self.sink.close()
+        except Exception as exc:  # the contract says it must not raise; it must not kill us
+            log.error("%s: closing failed: %s", self.name, _reason(exc))
 
     def _wait_time(self) -> float | None:
         """Block forever when all is well; otherwise until the next retry (0: replay now)."""
@@ -174,16 +220,18 @@ class SinkWorker:
             return None
 
     def _handle(self, items: list[Item]) -> None:
-        if not self._opened:
-            self._try_open()
-        if items:
-            if len(self.outbox) or not self._opened or not (self.stats.up or self._retry_due()):
-                # Keep order: anything newer waits behind what is already spooled.
-                self._spool(items, why="sink unavailable")
-            else:
-                # Up, or down with nothing spooled (the outbox unwritable) and a retry due:
-                # then this write is the retry.
-                self._write(items)
+        with self._in_hand(items):  # until stored or spooled
+            if not self._opened:
+                self._try_open()
+            if items:
+                if len(self.outbox) or not self._opened or not (self.stats.up
+                                                                 or self._retry_due()):
+                    # Keep order: anything newer waits behind what is already spooled.
+                    self._spool(items, why="sink unavailable")
+                else:
+                    # Up, or down with nothing spooled (the outbox unwritable) and a retry
+                    # due: then this write is the retry.
+                    self._write(items)
         if self._opened and len(self.outbox) and self._retry_due():
             self._replay()
 
@@ -206,8 +254,23 @@ class SinkWorker:
         except SinkUnavailable as exc:
             self._failed(str(exc))
             return
+        except Exception as exc:  # unexpected: still only "not now", retried with backoff
+            self._failed(f"cannot open: {_reason(exc)}")
+            return
         self._opened = True
         self._recovered()
+
+    @contextlib.contextmanager
+    def _in_hand(self, items: list[Item]) -> Iterator[None]:
+        """Items taken from the queue and not yet stored or spooled, for stop() to spool
+        should the sink hang meanwhile (in open or in write)."""
+        with self._flight_lock:
+            self._in_flight = items
+        try:
+            yield
+        finally:
+            with self._flight_lock:
+                self._in_flight = []
 
     def _write(self, items: list[Item]) -> bool:
         """False when the sink was down (the items are spooled)."""
@@ -218,7 +281,8 @@ class SinkWorker:
             self._failed(str(exc))
             self._spool(items, why="")
             return False
-        except ReadingRejected:
+        except Exception as exc:
+            self._after_unexpected(exc)
             if not self._reject(items):
                 return False
         else:
@@ -233,30 +297,57 @@ class SinkWorker:
             self._absorb_queue()
             if self._stopping or not len(self.outbox):
                 break
-            batches = self.outbox.peek(self.batch_size)
+            try:
+                batches = self.outbox.peek(self.batch_size)
+            except OutboxError as exc:
+                self._failed(f"outbox: {exc}")
+                return
             if not batches:
                 return
             items: list[Item] = [(b.ordinal, b.readings, b.states) for b in batches]
             readings, states = _merged(items)
+            up = True
             try:
-                self.sink.write(readings, states)
+                if readings or states:
+                    self.sink.write(readings, states)
             except SinkUnavailable as exc:
                 self._failed(str(exc))
                 return
-            except ReadingRejected:
+            except Exception as exc:
+                self._after_unexpected(exc)
                 up = self._reject(items)  # what it could not write is spooled again
-                self.outbox.ack(batches)
-                if not up:
+                if not self._ack(batches):
                     return
             else:
                 # Ack before counting: whoever sees `stored` grow must not still find the rows
                 # in the outbox (and a crash between write and ack only replays, idempotently).
-                self.outbox.ack(batches)
+                if not self._ack(batches):
+                    return
                 self._stored(readings)
+            self._quarantine_poison(batches)
+            if not up:
+                return
             if not self.stats.up:
                 self._recovered()
         if not len(self.outbox):
             log.info("%s: spool replayed, writing directly again", self.name)
+
+    def _ack(self, batches: list[Spooled]) -> bool:
+        """False when the outbox cannot forget them (a full disk): the sink then counts as
+        unavailable, and the rows replay again at the next retry (duplicates by key)."""
+        try:
+            self.outbox.ack(batches)
+        except OutboxError as exc:
+            self._failed(f"outbox: {exc}")
+            return False
+        return True
+
+    def _quarantine_poison(self, batches: list[Spooled]) -> None:
+        """Entries the outbox could not decode, once their rows are acknowledged (so never
+        twice)."""
+        for batch in batches:
+            for text, reason in batch.poison:
+                self._rejected(text, "(undecodable)", reason)
 
     def _absorb_queue(self) -> None:
         """Before each replayed batch, what waits in the queue joins the outbox: it may be
@@ -275,30 +366,83 @@ class SinkWorker:
                 unwritten.append((ordinal, readings, states))
                 continue
             for i, r in enumerate(readings):
+                if not self._opened:
+                    self._try_open()  # reopened after an unexpected error
+                    if not self._opened:
+                        unwritten.append((ordinal, readings[i:], states))
+                        break
                 try:
                     self.sink.write([r], [])
-                except ReadingRejected as one:
-                    self.stats.rejected += 1
-                    log.error("%s: reading %s rejected and left out: %s", self.name, r.key, one)
                 except SinkUnavailable as exc:
                     self._failed(str(exc))
                     unwritten.append((ordinal, readings[i:], states))
                     break
+                except Exception as one:
+                    self._rejected(r, r.key, _reason(one))
+                    if not isinstance(one, ReadingRejected) and self._systematic(one):
+                        unwritten.append((ordinal, readings[i + 1:], states))
+                        break
                 else:
                     self._stored([r])
             if unwritten or not states:
                 continue
+            if not self._opened:
+                self._try_open()
+                if not self._opened:
+                    unwritten.append((ordinal, [], states))
+                    continue
             try:
                 self.sink.write([], states)
-            except ReadingRejected as bad:
-                log.warning("%s: device state not stored: %s", self.name, bad)
             except SinkUnavailable as exc:
                 self._failed(str(exc))
                 unwritten.append((ordinal, [], states))
+            except Exception as bad:  # the latest copy only: the next one replaces it
+                log.error("%s: device state not stored: %s", self.name, _reason(bad))
+                if not isinstance(bad, ReadingRejected):
+                    self._after_unexpected(bad)
         self._spool(unwritten, why="")
         return not unwritten
 
+    def _after_unexpected(self, exc: Exception) -> None:
+        """An exception the sink did not turn into ReadingRejected may have left it in a bad
+        state (an open transaction): close it; the next write opens it again."""
+        if isinstance(exc, ReadingRejected):
+            return
+        self._close_sink()
+        self._opened = False
+
+    def _systematic(self, exc: Exception) -> bool:
+        """Count one more single write failing unexpectedly; True (the sink is then marked
+        unavailable) once SYSTEMATIC_AFTER in a row failed the same way."""
+        self._after_unexpected(exc)
+        reason = _reason(exc)
+        if reason == self._streak_reason:
+            self._streak += 1
+        else:
+            self._streak, self._streak_reason = 1, reason
+        if self._streak < SYSTEMATIC_AFTER:
+            return False
+        self._streak = 0  # the next retry gets as many tries again: bad readings get through
+        self._failed(f"{SYSTEMATIC_AFTER} writes in a row failed the same way, taken for a fault"
+                     f" of the sink: {reason}")
+        return True
+
+    def _rejected(self, reading: Reading | str, key: object, reason: str) -> None:
+        """Left out for good: counted, one line, kept in the quarantine file."""
+        with self._counts_lock:
+            self.stats.rejected += 1
+        try:
+            self.quarantine.add(self.name, reading, reason)
+        except QuarantineError as exc:
+            text = reading if isinstance(reading, str) else repr(reading)
+            log.error("%s: reading %s rejected and left out: %s; %s, so here it is: %s",
+                      self.name, key, reason, exc, text)
+            return
+        log.error("%s: reading %s rejected and left out: %s (listed by ravenctl rejected)",
+                  self.name, key, reason)
+
     def _stored(self, readings: list[Reading]) -> None:
+        self._streak = 0
         self.stats.stored += len(readings)
         by_kind = self.stats.stored_by_kind
         for r in readings:
@@ -434,11 +578,19 @@ class SinkWorker:
 
     def _drain_on_stop(self) -> None:
         items = self._take_queued()
-        if self.stats.up and not len(self.outbox):
-            if items and not self._write(items):
-                return
-        else:
-            self._spool(items, why="stopping")
+        with self._in_hand(items):
+            if self.stats.up and not len(self.outbox):
+                if items and not self._write(items):
+                    return
+            else:
+                self._spool(items, why="stopping")
+
+
+def _reason(exc: BaseException) -> str:
+    """What a rejection says: the sink's own words, or the exception's type and text."""
+    if isinstance(exc, ReadingRejected | SinkUnavailable):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _merged(items: Sequence[Item]) -> tuple[list[Reading], list[StateItem]]:

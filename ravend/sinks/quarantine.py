@@ -1,0 +1,106 @@
+"""Where readings a store cannot take are kept, so that an operator can list them.
+
+A reading whose write raises anything but "retry later" (a constraint, a value SQLite cannot
+bind, a payload that cannot be built), or an outbox row that cannot even be decoded, is left out
+of its sink, never allowed to stop it: it goes here, one row each, with the reason. One SQLite
+file for the whole service (``<state_dir>/rejected.db``); each worker opens its own connection
+and writes are tiny transactions, so the workers share it without waiting on each other for
+long. ``ravenctl rejected`` reads it read-only. A reading counts as "listed as rejected" iff it
+has a row here: stored + rejected = sent, per sink.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ravend.protocol.model import Reading
+from ravend.sinks.base import dumps, reading_to_dict
+
+FILE_NAME = "rejected.db"
+
+_SCHEMA = ("CREATE TABLE IF NOT EXISTS rejected (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+           " sink TEXT, meter_mac TEXT, kind TEXT, key_time INTEGER, reading TEXT, reason TEXT,"
+           " rejected_at REAL)")
+
+
+class QuarantineError(Exception):
+    """The quarantine file itself cannot be written (disk full, unwritable directory)."""
+
+
+class Quarantine:
+    """Thread-safe; the connection is opened on first use (most runs never reject anything)."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
+        self.readonly = readonly
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"<Quarantine {self.path}>"
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            if self.readonly:
+                conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5,
+                                       check_same_thread=False)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=10,
+                                       check_same_thread=False)
+                conn.execute(_SCHEMA)
+            self._conn = conn
+        return self._conn
+
+    def add(self, sink: str, reading: Reading | str, reason: str) -> None:
+        """Keep one rejected reading. ``reading`` may be the raw text of an outbox entry that
+        could not be decoded into one (its key columns are then NULL)."""
+        if isinstance(reading, Reading):
+            row = (sink, reading.meter_mac, reading.kind.value, reading.key_time,
+                   dumps(reading_to_dict(reading)), reason, time.time())
+        else:
+            row = (sink, None, None, None, reading, reason, time.time())
+        with self._lock:
+            try:
+                self._connect().execute(
+                    "INSERT INTO rejected (sink, meter_mac, kind, key_time, reading, reason,"
+                    " rejected_at) VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            except (sqlite3.Error, OSError) as exc:
+                raise QuarantineError(f"cannot write {self.path}: {exc}") from exc
+
+    def rows(self, sink: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """The newest ``limit`` rejected readings, oldest first."""
+        if self.readonly and not self.path.exists():
+            return []
+        where, args = ("WHERE sink = ?", (sink,)) if sink else ("", ())
+        with self._lock:
+            cursor = self._connect().execute(
+                "SELECT * FROM (SELECT id, sink, meter_mac, kind, key_time, reading, reason,"
+                f" rejected_at FROM rejected {where} ORDER BY id DESC LIMIT ?) ORDER BY id",
+                (*args, limit))
+            names = [d[0] for d in cursor.description]
+            out = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        for row in out:
+            with contextlib.suppress(TypeError, ValueError):  # else the raw outbox text
+                row["reading"] = json.loads(row["reading"])
+        return out
+
+    def count(self, sink: str | None = None) -> int:
+        if self.readonly and not self.path.exists():
+            return 0
+        where, args = ("WHERE sink = ?", (sink,)) if sink else ("", ())
+        with self._lock:
+            return int(self._connect().execute(
+                f"SELECT COUNT(*) FROM rejected {where}", args).fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None

@@ -1,0 +1,179 @@
+"""The outbox file under faults: damaged at open or while running, a full disk at ack.
+
+A damaged outbox is moved aside (kept) with one error line naming both paths and a fresh one
+takes its place; an acknowledgement that fails for lack of space leaves the sink
+"unavailable" until space returns, then everything is stored once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from mqtt_helpers import Subscriber, reading_messages
+from ravend.config import MqttConfig
+from ravend.sinks.mqtt import MqttSink
+from ravend.sinks.mqtt_payload import parse_reading
+from ravend.sinks.outbox import Outbox
+from ravend.sinks.sqlite import SqliteSink
+from ravend.sinks.worker import SinkWorker
+from readings import demands
+from test_faults import small_disk  # noqa: F401 - the fixture
+from test_worker import spooled_keys, stored_keys, wait_until
+
+
+def aside(path: Path) -> list[Path]:
+    return sorted(path.parent.glob(path.name + ".corrupt-*"))
+
+
+def test_an_outbox_that_is_not_a_database_is_moved_aside_and_replaced(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "outbox-sqlite.db"
+    path.write_bytes(b"this is not an SQLite file\n" * 200)
+    caplog.set_level(logging.INFO, logger="ravend.sinks")
+    box = Outbox(path)
+    box.append(demands(3), [])
+    assert spooled_keys(box) == [r.key_time for r in demands(3)]
+    box.close()
+    moved = aside(path)
+    assert len(moved) == 1 and moved[0].read_bytes().startswith(b"this is not an SQLite file")
+    lines = [r for r in caplog.records if "damaged" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.ERROR
+    assert str(path) in lines[0].getMessage() and str(moved[0]) in lines[0].getMessage()
+
+
+def truncated_outbox(path: Path, rows: int) -> None:
+    box = Outbox(path)
+    for i in range(rows):
+        box.append(demands(1, i), [])
+    box.close()  # checkpointed: everything in the main file
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(size // 2)
+
+
+def test_a_truncated_outbox_is_moved_aside_and_the_worker_stores(tmp_path: Path) -> None:
+    path = tmp_path / "outbox-sqlite.db"
+    truncated_outbox(path, 3000)
+    worker = SinkWorker(SqliteSink(tmp_path / "ravend.db"), path, retry_min=0.05,
+                        retry_max=0.2)
+    worker.start()
+    worker.submit(demands(5, 10_000))
+    assert wait_until(lambda: worker.stats.stored == 5)
+    worker.stop()
+    assert len(aside(path)) == 1
+    assert stored_keys(tmp_path / "ravend.db") == [r.key_time for r in demands(5, 10_000)]
+
+
+def test_an_outbox_damaged_while_open_is_replaced_at_the_next_read(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "outbox-sqlite.db"
+    box = Outbox(path)
+    for i in range(3000):
+        box.append(demands(1, i), [])
+    box.close()
+    box = Outbox(path)
+    assert len(box) == 3000
+    with open(path, "r+b") as f:  # a bad sector under the running service
+        f.seek(8192)
+        f.write(os.urandom(path.stat().st_size - 8192))
+    caplog.set_level(logging.INFO, logger="ravend.sinks")
+    assert box.peek(1_000_000) == []
+    assert len(box) == 0
+    box.append(demands(2, 5000), [])
+    assert spooled_keys(box) == [r.key_time for r in demands(2, 5000)]
+    box.close()
+    assert len(aside(path)) == 1
+    assert len([r for r in caplog.records if "is damaged" in r.getMessage()]) == 1
+
+
+def test_a_full_disk_at_acknowledgement_does_not_kill_the_worker(
+        tmp_path: Path, small_disk: Path,  # noqa: F811 - the fixture
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The store (elsewhere) is locked, so readings spool to the outbox on the small disk;
+    the disk fills; the store is back, the replay's write succeeds and its ack cannot be
+    written. The worker lives on; once space returns every reading is stored, once."""
+    db = tmp_path / "ravend.db"
+    worker = SinkWorker(SqliteSink(db, busy_timeout=0.05), small_disk / "outbox-sqlite.db",
+                        retry_min=0.05, retry_max=0.2)
+    caplog.set_level(logging.INFO, logger="ravend.sinks")
+    worker.start()
+    worker.submit(demands(1))
+    assert wait_until(lambda: worker.stats.stored == 1)
+    locker = sqlite3.connect(db, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    sent = demands(300, 1)
+    for r in sent:
+        worker.submit([r])
+    assert wait_until(lambda: len(worker.outbox) == 300)
+    filler = small_disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    locker.execute("ROLLBACK")
+    locker.close()
+    assert wait_until(lambda: len(stored_keys(db)) == 301), caplog.text  # the replay wrote
+    filler.unlink()  # space returns
+    assert wait_until(lambda: not len(worker.outbox) and worker.stats.up, 20), caplog.text
+    assert worker.alive()
+    worker.stop()
+    assert "unavailable: outbox: cannot acknowledge" in caplog.text
+    assert stored_keys(db) == [r.key_time for r in demands(301)]
+    assert worker.stats.stored == 301
+
+
+def fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        return filler
+    finally:
+        os.close(fd)
+
+
+def test_the_mqtt_worker_survives_a_full_disk_at_acknowledgement(
+        tmp_path: Path, small_disk: Path, make_mosquitto) -> None:  # noqa: F811
+    """As seen in issue 16: the broker (real Mosquitto) is back, the replayed readings are
+    published, the outbox cannot forget them (disk full). The worker lives on; once space
+    returns the outbox empties and the subscriber has every reading."""
+    broker = make_mosquitto()
+    sub = Subscriber(broker.host, broker.port, ["ravend/+/+"]).start()
+    sink = MqttSink(MqttConfig(enabled=True, host=broker.host, port=broker.port,
+                               client_id="full-disk", publish_timeout=2.0))
+    worker = SinkWorker(sink, small_disk / "outbox-mqtt.db", retry_min=0.05, retry_max=0.3,
+                        max_delay=0.05)
+    worker.start()
+    try:
+        worker.submit(demands(1))
+        assert wait_until(lambda: worker.stats.stored == 1)
+        broker.kill()
+        for r in demands(200, 1):
+            worker.submit([r])
+        assert wait_until(lambda: len(worker.outbox) == 200)
+        filler = fill(small_disk)
+        broker.start()
+        want = {r.key for r in demands(201)}
+
+        def published() -> set[tuple]:
+            return {parse_reading(m.payload).key for m in reading_messages(sub)}
+
+        assert sub.wait_for(lambda: published() >= want, 20)  # replayed, not acknowledged
+        filler.unlink()
+        assert wait_until(lambda: not len(worker.outbox) and worker.stats.up, 20), worker
+        assert worker.alive()
+    finally:
+        worker.stop()
+        sub.stop()
+    assert worker.stats.stored == 201
