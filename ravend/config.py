@@ -146,6 +146,8 @@ class ServiceConfig:
     # Unix socket for `ravenctl device|price|period|schedule|...` (systemd's RuntimeDirectory);
     # empty: no control socket.
     control_socket: str = opt("control socket", text, "/run/ravend/control")
+    # Control-socket clients served at once; more are refused with one line (no thread each).
+    control_clients: int = opt("control clients", integer, 8, low=1, high=256)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import os
 import socket
 import stat
 import threading
+import time
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -35,8 +36,12 @@ log = logging.getLogger("ravend.control")
 
 #: Longest request line accepted: commands are tiny; this bounds what a client can make us hold.
 MAX_REQUEST_BYTES = 4096
-#: A client that says nothing for this long is dropped.
+#: Longest wait to send a reply to a client (a slow reader).
 CLIENT_TIMEOUT = 30.0
+#: A client that has not sent its whole request line within this many seconds is dropped.
+REQUEST_TIMEOUT = 5.0
+#: Clients served at once by default ([service] control_clients).
+MAX_CLIENTS = 8
 #: Largest number of digits after the decimal point the device accepts for a price.
 MAX_TRAILING_DIGITS = 9
 
@@ -252,31 +257,50 @@ def run_command(session: DeviceSession, name: str, args: dict[str, Any] | None,
 
 
 class ControlServer:
-    """The Unix socket: one thread accepting, one short-lived thread per client."""
+    """The Unix socket: one accept loop (a supervised part: ``serve``), and a short-lived
+    thread per client, at most ``max_clients`` at once. A client over the cap gets one line
+    saying so and is closed, with no thread of its own; a client that has not sent its request
+    line within ``request_timeout`` seconds is dropped, so silent clients cannot hold the slots.
+    ``health`` (a callable returning a JSON-ready dict) answers the ``health`` command."""
 
-    def __init__(self, path: Path, session: DeviceSession, *, mode: int = 0o660) -> None:
+    def __init__(self, path: Path, session: DeviceSession, *, mode: int = 0o660,
+                 max_clients: int = MAX_CLIENTS, request_timeout: float = REQUEST_TIMEOUT,
+                 health: Callable[[], dict[str, Any]] | None = None) -> None:
         self.path = path
         self.session = session
         self.mode = mode
+        self.max_clients = max_clients
+        self.request_timeout = request_timeout
+        self.health = health
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._slots = threading.BoundedSemaphore(max_clients)
+        self.refused = 0  # clients turned away at the cap
+        self.error = ""  # why bind() failed, for the supervisor's health
 
-    def start(self) -> None:
+    def bind(self) -> bool:
+        """Listen on the socket; False (logged) when it cannot be had."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._remove_stale()
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.bind(str(self.path))
             os.chmod(self.path, self.mode)
-            sock.listen(8)
+            sock.listen(max(8, self.max_clients))
         except OSError as exc:
+            self.error = str(exc)
             log.warning("control socket %s not available (%s); ravenctl device commands will"
                         " not work", self.path, exc)
-            return
+            return False
         self._sock = sock
-        self._thread = threading.Thread(target=self._accept, name="control", daemon=True)
-        self._thread.start()
         log.info("control socket on %s", self.path)
+        return True
+
+    def start(self) -> None:
+        """Bind and accept in a thread of its own (without a supervisor)."""
+        if self.bind():
+            self._thread = threading.Thread(target=self.serve, name="control", daemon=True)
+            self._thread.start()
 
     def _remove_stale(self) -> None:
         """A socket file left by a killed ravend: nobody answers on it, so it can go."""
@@ -305,35 +329,75 @@ class ControlServer:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
 
-    def _accept(self) -> None:
-        while self._sock is not None:
-            try:
-                client, _ = self._sock.accept()
-            except OSError:
+    def serve(self) -> None:
+        """The accept loop; returns when stopped. An accept that fails otherwise (out of
+        descriptors...) raises, for the supervisor to log and restart it."""
+        while True:
+            sock = self._sock
+            if sock is None:
                 return
-            threading.Thread(target=self._serve, args=(client,), name="control-client",
-                             daemon=True).start()
+            try:
+                client, _ = sock.accept()
+            except OSError:
+                if self._sock is None:
+                    return  # stop() closed it
+                raise
+            if not self._slots.acquire(blocking=False):
+                self._refuse(client)
+                continue
+            try:
+                threading.Thread(target=self._serve_and_release, args=(client,),
+                                 name="control-client", daemon=True).start()
+            except BaseException:
+                self._slots.release()
+                client.close()
+                raise
+
+    def _refuse(self, client: socket.socket) -> None:
+        self.refused += 1
+        if self.refused == 1 or self.refused % 1000 == 0:
+            log.warning("control socket: %d clients already connected; refusing more (%d"
+                        " refused so far)", self.max_clients, self.refused)
+        with client, contextlib.suppress(OSError):
+            client.setblocking(False)  # one line into the socket buffer; never wait on it
+            client.send(json.dumps({"ok": False, "error": f"ravend is busy: {self.max_clients}"
+                                    " clients already connected; try again"}).encode() + b"\n")
+
+    def _serve_and_release(self, client: socket.socket) -> None:
+        try:
+            self._serve(client)
+        finally:
+            self._slots.release()
 
     def _serve(self, client: socket.socket) -> None:
         with client:
-            client.settimeout(CLIENT_TIMEOUT)
             try:
-                line = _read_line(client)
+                line = _read_line(client, self.request_timeout)
                 request = json.loads(line)
                 if not isinstance(request, dict) or not isinstance(request.get("command"), str):
                     raise ValueError("expected {\"command\": NAME, \"args\": {...}}")
-                reply = run_command(self.session, request["command"], request.get("args"))
+                if request["command"] == "health" and self.health is not None:
+                    reply = {"ok": True, "answer": "health", "data": self.health()}
+                else:
+                    reply = run_command(self.session, request["command"], request.get("args"))
             except (ValueError, UnicodeDecodeError) as exc:
                 reply = {"ok": False, "error": f"bad request: {exc}"}
             except OSError:
-                return
+                return  # timed out (silent client) or hung up
+            client.settimeout(CLIENT_TIMEOUT)
             with contextlib.suppress(OSError):
                 client.sendall(json.dumps(reply).encode() + b"\n")
 
 
-def _read_line(sock: socket.socket) -> str:
+def _read_line(sock: socket.socket, timeout: float = CLIENT_TIMEOUT) -> str:
+    """The request line, which must arrive whole within ``timeout`` (TimeoutError if not)."""
+    deadline = time.monotonic() + timeout
     data = bytearray()
     while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no request within {timeout:g}s")
+        sock.settimeout(left)
         chunk = sock.recv(1024)
         if not chunk:
             break

@@ -3,7 +3,8 @@
 Each check is a small function returning a ``Check``, so that each can be tried alone against a
 deliberately broken setup. ``run`` orders them as ravend depends on them: a valid configuration
 first (nothing else can be judged without it), then a device the service user may open and
-that nobody else holds, then stores to write to, the backlog waiting for them and room on disk.
+that nobody else holds, then stores to write to, the backlog waiting for them and room on disk;
+last, when a ravend runs, whether each of its parts is up.
 Nothing here changes anything: the port is opened only when no process is seen holding it, and
 stores are opened read-only or merely connected to.
 """
@@ -376,7 +377,31 @@ def run(opts: Options) -> list[Check]:
         checks.append(doctor_sinks.check_mqtt(config.mqtt))
     checks.append(check_spool(config.service.state_dir, enabled))
     checks.append(check_disk(config.service.state_dir))
+    service = check_service(config)
+    if service is not None:
+        checks.append(service)
     return checks
+
+
+def check_service(config: Config) -> Check | None:
+    """The running ravend's parts (its supervisor's view); None when no ravend runs here."""
+    from ravend.health import describe, query
+
+    health = query(config)
+    if not health.running:
+        return None
+    who = f"ravend (pid {health.pid})" if health.pid else "ravend"
+    if not health.answered:
+        return Check("service", Status.FAIL, f"{who} runs, but its control socket does not"
+                     f" answer: {health.error}",
+                     "see its log (journalctl -u ravend); restart it: systemctl restart ravend")
+    down = health.down()
+    if not down:
+        return Check("service", Status.OK, f"{who}: all {len(health.parts)} parts up")
+    return Check("service", Status.FAIL, f"{who}: part down: "
+                 + "; ".join(describe(p) for p in down),
+                 "see its log for the traceback (journalctl -u ravend); ravend restarts the"
+                 " part by itself, and systemd restarts ravend when it cannot stay up")
 
 
 def failed(checks: list[Check]) -> bool:

@@ -26,6 +26,7 @@ from ravend.protocol.model import Kind
 if TYPE_CHECKING:
     from ravend.device import DeviceSession
     from ravend.service import Dispatcher
+    from ravend.supervisor import Supervisor
 
 log = logging.getLogger("ravend.metrics")
 
@@ -49,9 +50,11 @@ class ServiceCollector:
     prometheus_client's Collector would import it whether or not metrics are on)."""
 
     def __init__(self, dispatcher: Dispatcher, device: DeviceSession,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 supervisor: Supervisor | None = None) -> None:
         self.dispatcher = dispatcher
         self.device = device
+        self.supervisor = supervisor
         self.clock = clock  # received_at is wall-clock time
         self._core = prometheus().core
 
@@ -73,6 +76,24 @@ class ServiceCollector:
         yield from self._last_reading(gauge)
         yield from self._sinks(counter, gauge)
         yield from self._meters(gauge)
+        yield from self._parts(counter, gauge)
+
+    def _parts(self, counter: Any, gauge: Any) -> Iterator[Any]:
+        """The supervisor's view: a part that is not running is 0, never 1."""
+        if self.supervisor is None:
+            return
+        up = gauge("ravend_part_up", "1 while the part's thread runs (device, sink-NAME,"
+                   " maintenance, control, mqtt-commands, metrics), 0 while it is down",
+                   labels=["part"])
+        failing = gauge("ravend_part_failing", "1 when the part cannot stay up (it keeps"
+                        " failing, or could not start)", labels=["part"])
+        restarts = counter("ravend_part_restarts", "Times the part was restarted after a"
+                           " failure", labels=["part"])
+        for h in self.supervisor.health():
+            up.add_metric([h.name], int(h.up))
+            failing.add_metric([h.name], int(h.failing))
+            restarts.add_metric([h.name], h.restarts)
+        yield from (up, failing, restarts)
 
     def _last_reading(self, gauge: Any) -> Iterator[Any]:
         family = gauge("ravend_last_reading_age_seconds",
@@ -163,11 +184,13 @@ class MetricsServer:
     """The HTTP endpoint over a private registry. A port that cannot be had is logged once and
     readings go on being stored: metrics are never a reason to stop logging."""
 
-    def __init__(self, listen: str, dispatcher: Dispatcher, device: DeviceSession) -> None:
+    def __init__(self, listen: str, dispatcher: Dispatcher, device: DeviceSession,
+                 supervisor: Supervisor | None = None) -> None:
         client = prometheus()  # ConfigError when missing, before anything starts
         self.listen = listen
+        self.error = ""  # why bind() failed
         self.registry = client.CollectorRegistry(auto_describe=False)
-        self.registry.register(ServiceCollector(dispatcher, device))
+        self.registry.register(ServiceCollector(dispatcher, device, supervisor=supervisor))
         self._app = client.make_wsgi_app(self.registry)
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -182,25 +205,35 @@ class MetricsServer:
         return str(host), int(port)
 
     def start(self) -> bool:
+        """Bind and serve in a thread of its own (without a supervisor)."""
+        if not self.bind():
+            return False
+        self._thread = threading.Thread(target=self.serve, name="metrics", daemon=True)
+        self._thread.start()
+        return True
+
+    def bind(self) -> bool:
+        """Listen; False (logged once) when the address cannot be had."""
         host, port = split_listen(self.listen)
         try:
             family, _, _, _, sockaddr = socket.getaddrinfo(
                 host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
             self._httpd = _Server(sockaddr, family)
         except OSError as exc:
-            log.error("metrics: cannot listen on %s: %s; no metrics until ravend is restarted"
-                      " (readings are still stored)", self.listen, exc.strerror or exc)
+            self.error = f"cannot listen on {self.listen}: {exc.strerror or exc}"
+            log.error("metrics: %s; no metrics until ravend is restarted"
+                      " (readings are still stored)", self.error)
             return False
         self._httpd.set_app(self._app)
         self._stopping.clear()
-        self._thread = threading.Thread(target=self._serve, name="metrics", daemon=True)
-        self._thread.start()
         log.info("metrics on http://%s/metrics", self.listen)
         return True
 
-    def _serve(self) -> None:
+    def serve(self) -> None:
+        """Answer scrapes until stopped (the supervised part)."""
         httpd = self._httpd
-        assert httpd is not None
+        if httpd is None:
+            return  # stopped before it began
         while not self._stopping.is_set():
             httpd.handle_request()  # timeout None: blocks until a connection (or stop)
 
@@ -212,6 +245,6 @@ class MetricsServer:
         # Shutting the listening socket down wakes the blocked accept (Linux): the loop ends.
         with contextlib.suppress(OSError):
             httpd.socket.shutdown(socket.SHUT_RDWR)
-        if self._thread is not None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         httpd.server_close()

@@ -14,6 +14,7 @@ import json
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from ravend.config import MqttConfig
@@ -56,6 +57,10 @@ class MqttCommands:
     def start(self) -> None:
         for thread in self._threads:
             thread.start()
+
+    def parts(self) -> dict[str, Callable[[], None]]:
+        """The two loops, by part name, for the service's supervisor to run instead of start()."""
+        return {"mqtt-commands": self._listen, "mqtt-commands-run": self._work}
 
     def stop(self) -> None:
         self._stop.set()

@@ -800,9 +800,15 @@ class Maintenance:
     def start(self) -> None:
         self._thread.start()
 
+    def run(self) -> None:
+        """The maintenance loop in the caller's thread (the service's supervisor owns it)."""
+        self._thread = threading.current_thread()
+        self._run()
+
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
-        self._thread.join(timeout)
+        if self._thread.ident is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
 
     def alive(self) -> bool:
         return self._thread.is_alive()

@@ -4,7 +4,10 @@ The main thread only waits: for a signal, for the watchdog interval, or for a st
 device session runs in its own thread and hands every fragment to ``Dispatcher``, which turns it
 into readings and device state and gives them to each sink's worker. READY=1 is sent once the
 configuration is valid and every sink's worker is running (a sink that is down at start spools:
-the service is still ready); WATCHDOG=1 only while the device thread and every worker are alive.
+the service is still ready). Every long-lived thread is a part of the ``Supervisor``
+(ravend.supervisor), which logs, counts and restarts a part that fails; WATCHDOG=1 only while
+every part is up and none keeps failing. ``<state_dir>/ravend.lock`` keeps a second ravend off
+the same state directory (ravend.statelock).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from ravend.protocol.model import Fragment, Kind, Reading, UnknownFragment
 from ravend.retention import Maintenance
 from ravend.sinks.base import Sink, StateItem, fragment_body
 from ravend.sinks.worker import SinkWorker
+from ravend.statelock import StateLock
+from ravend.supervisor import Supervisor, fault_point
 
 log = logging.getLogger("ravend")
 
@@ -78,6 +83,7 @@ class Dispatcher:
         self.changed = threading.Event()
 
     def __call__(self, fragment: Fragment, received_at: float) -> None:
+        fault_point("fragment")  # test-only hook: a crash inside the device thread
         readings = readings_from(fragment, received_at)
         states: list[StateItem] = []
         if not readings:
@@ -91,7 +97,7 @@ class Dispatcher:
                 self.latest[(r.meter_mac, r.kind)] = r
             self.changed.set()
 
-    def status_line(self) -> str:
+    def status_line(self, parts_down: Sequence[str] = ()) -> str:
         demand = self.last.get(Kind.DEMAND.value)
         parts = [f"{self.readings} readings"]
         if demand is not None:
@@ -101,9 +107,15 @@ class Dispatcher:
         down = [w.name for w in self.workers if not w.stats.up]
         if down:
             parts.append("down: " + ", ".join(down))
+        if parts_down:
+            parts.append("part down: " + ", ".join(parts_down))
         if backlog:
             parts.append(f"{backlog} waiting")
         return "; ".join(parts)
+
+
+def _stored_fault_point(sink: str, readings: Sequence[Reading]) -> None:
+    fault_point(f"stored-{sink}")  # test-only hook: a crash inside a sink worker's thread
 
 
 def state_of(fragment: Fragment, received_at: float) -> StateItem:
@@ -143,6 +155,10 @@ class Service:
         self.config = config
         self.start_id = uuid.uuid4().hex  # this service start (CalPlug's run "hash")
         svc = config.service
+        # First: before any outbox or store is opened (AlreadyRunning: one line, exit 75).
+        self.lock = StateLock(svc.state_dir).acquire()
+        self.supervisor = Supervisor(backoff_min=config.device.reconnect_min,
+                                     backoff_max=config.device.reconnect_max)
         self.workers = [
             SinkWorker(sink, svc.state_dir / f"outbox-{sink.name}.db",
                        queue_size=svc.queue_size, batch_size=svc.batch_size,
@@ -156,7 +172,8 @@ class Service:
                             else None)
         self.dispatcher = Dispatcher(self.workers)
         self.device = DeviceSession(config.device, self.dispatcher)
-        self.control = (ControlServer(Path(svc.control_socket), self.device)
+        self.control = (ControlServer(Path(svc.control_socket), self.device,
+                                      max_clients=svc.control_clients, health=self.health)
                         if svc.control_socket else None)
         self.mqtt_commands = None
         if config.mqtt.enabled:
@@ -172,11 +189,32 @@ class Service:
             # ConfigError naming python3-prometheus-client when it is missing.
             from ravend.metrics import MetricsServer
 
-            self.metrics = MetricsServer(config.metrics.listen, self.dispatcher, self.device)
+            self.metrics = MetricsServer(config.metrics.listen, self.dispatcher, self.device,
+                                         supervisor=self.supervisor)
         self.notifier = Notifier()
         self._stop = threading.Event()
         self._hup = threading.Event()
-        self._device_thread = threading.Thread(target=self.device.run, name="device", daemon=True)
+        self._add_parts()
+
+    def _add_parts(self) -> None:
+        """Every long-lived thread, as a supervised part (see ravend.supervisor)."""
+        sup = self.supervisor
+        for worker in self.workers:
+            worker.on_stored.append(_stored_fault_point)
+            sup.add(f"sink-{worker.name}", worker.run)
+        sup.add("device", self.device.run)
+        if self.maintenance is not None:
+            sup.add("maintenance", self.maintenance.run)
+        if self.mqtt_commands is not None:
+            for name, target in self.mqtt_commands.parts().items():
+                sup.add(name, target)
+
+    def health(self) -> dict[str, object]:
+        """The control socket's ``health`` answer: this process and each part."""
+        parts = self.supervisor.health()
+        return {"pid": os.getpid(), "healthy": self.supervisor.healthy(),
+                "down": [h.name for h in parts if not h.up or h.failing],
+                "parts": [h.as_dict() for h in parts]}
 
     def request_stop(self, *_: object) -> None:
         self._stop.set()
@@ -190,28 +228,32 @@ class Service:
         install_signals(self.request_stop, self.request_reload)
 
     def healthy(self) -> bool:
-        return self._device_thread.is_alive() and all(w.alive() for w in self.workers)
+        """The supervisor's view: every part up, none that keeps failing."""
+        return self.supervisor.healthy()
 
     def run(self) -> int:
         if not self.workers:
             log.warning("no sink is enabled: readings are decoded but not stored")
-        for worker in self.workers:
-            worker.start()
+        # A taken metrics port or an unusable control socket is logged by its owner and shown
+        # as down; readings are stored regardless.
         if self.metrics is not None:
-            self.metrics.start()  # a taken port is logged; readings are stored regardless
-        if self.maintenance is not None:
-            self.maintenance.start()
-        self._device_thread.start()
+            if self.metrics.bind():
+                self.supervisor.add("metrics", self.metrics.serve)
+            else:
+                self.supervisor.unavailable("metrics", self.metrics.error)
         if self.control is not None:
-            self.control.start()
-        if self.mqtt_commands is not None:
-            self.mqtt_commands.start()
+            if self.control.bind():
+                self.supervisor.add("control", self.control.serve)
+            else:
+                self.supervisor.unavailable("control", self.control.error)
+        self.supervisor.start()
         names = ", ".join(w.name for w in self.workers) or "none"
         log.info("ravend started (port %s, sinks: %s, state in %s)", self.config.device.port,
                  names, self.config.service.state_dir)
         self.notifier.notify("READY=1\nSTATUS=waiting for the meter")
         watchdog = self.notifier.watchdog_interval()
         last_status = 0.0
+        was_unhealthy = False
         while not self._stop.is_set():
             self.dispatcher.changed.wait(watchdog)
             self.dispatcher.changed.clear()
@@ -220,11 +262,17 @@ class Service:
                 log.info("SIGHUP: reopening the device port")
                 self.device.reopen()
             now = time.monotonic()
-            if watchdog is not None and self.healthy():
+            healthy = self.healthy()
+            if watchdog is not None and healthy:
                 self.notifier.notify("WATCHDOG=1")
-            if now - last_status >= STATUS_INTERVAL:
-                self.notifier.notify("STATUS=" + self.dispatcher.status_line())
+            if now - last_status >= STATUS_INTERVAL or (not healthy and not was_unhealthy):
+                self.notifier.notify("STATUS=" + self.dispatcher.status_line(
+                    self.supervisor.down()))
                 last_status = now
+            was_unhealthy = not healthy
+            if not healthy and watchdog is not None and not self._stop.is_set():
+                # A part restarting: look again soon, so that the pings resume with it.
+                self._stop.wait(min(1.0, watchdog))
             elif self.dispatcher.readings and not self._stop.is_set():
                 # Coalesce: look again in a moment instead of once per reading.
                 self._stop.wait(min(STATUS_INTERVAL - (now - last_status), watchdog or 60))
@@ -233,6 +281,7 @@ class Service:
     def shutdown(self) -> int:
         self.notifier.notify("STOPPING=1")
         deadline = time.monotonic() + STOP_BUDGET
+        self.supervisor.stop()  # parts that end now are stopping, not failing
         if self.control is not None:
             self.control.stop()
         if self.metrics is not None:
@@ -242,12 +291,13 @@ class Service:
         if self.maintenance is not None:
             self.maintenance.stop(0.5)  # stops between chunks; a daemon thread otherwise
         self.device.stop()
-        self._device_thread.join(max(0.1, deadline - time.monotonic() - 2.0))
+        self.supervisor.join("device", max(0.1, deadline - time.monotonic() - 2.0))
         for worker in self.workers:
             worker.stop(max(0.1, deadline - time.monotonic()))
         stored = {w.name: w.stats.stored for w in self.workers}
         log.info("ravend stopped (%d readings received; stored %s)", self.dispatcher.readings,
                  ", ".join(f"{k}={v}" for k, v in stored.items()) or "nowhere")
+        self.lock.release()
         return 0
 
 

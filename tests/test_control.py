@@ -174,3 +174,48 @@ def test_parse_price() -> None:
         parse_price("-1")
     with pytest.raises(BadRequest):
         parse_price("nan")
+
+
+def test_silent_clients_are_capped_and_timed_out(running) -> None:
+    """200 clients that connect and say nothing: at most control_clients (8) are served, each
+    for at most 5 s; the rest get one line and are closed, with no thread each."""
+    _, config, ravend, tmp_path = running
+    path = str(tmp_path / "state" / "control")
+    silent: list[socket.socket] = []
+    try:
+        for _ in range(200):
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            silent.append(client)
+            client.connect(path)  # blocking: waits for room in the listen backlog
+            client.settimeout(20)
+        refusal = silent[-1].recv(4096)
+        threads = len(os.listdir(f"/proc/{ravend.proc.pid}/task"))
+        served = silent[0].recv(4096)  # dropped after the request timeout: end of file
+    finally:
+        for client in silent:
+            client.close()
+    assert threads < 30, threads  # ravend's own threads and the 8 clients it serves
+    reply = json.loads(refusal)
+    assert reply["ok"] is False and "busy" in reply["error"], reply
+    assert served == b""
+    status = ravenctl(config, "status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "parts up" in status.stdout, status.stdout
+    assert ravenctl(config, "device", "info").returncode == 0
+    assert sum("refusing more" in line for line in ravend.log().splitlines()) == 1, ravend.log()
+
+
+@pytest.mark.parametrize(("value", "why"), [("0", "expected a value from 1 to 256"),
+                                            ("257", "expected a value from 1 to 256"),
+                                            ("many", "expected a whole number"), ("16", "")])
+def test_control_clients_is_validated(tmp_path: Path, value: str, why: str) -> None:
+    path = tmp_path / "ravend.conf"
+    path.write_text(f"[service]\ncontrol_clients = {value}\n")
+    proc = subprocess.run([sys.executable, "-m", "ravend.cli.ravend", "--config", str(path),
+                           "--check-config"], capture_output=True, text=True, cwd=ROOT)
+    if not why:
+        assert proc.returncode == 0, proc.stderr
+        return
+    assert proc.returncode == 78, proc.stderr
+    assert proc.stderr == (f"ravend: configuration error: {path}:2: [service] control_clients"
+                           f" = {value!r}: {why}\n")

@@ -24,7 +24,8 @@ def add_parser(sub: Any, config_args: Callable[[argparse.ArgumentParser], None])
         " valid; the device is there, and which one; the service user may open it (group"
         " dialout); no other process (ModemManager, a second logger) holds the port; each"
         " enabled store is reachable; how many readings wait in the outboxes; free space for"
-        " the state directory. Changes nothing. Exits 1 when any line says FAIL (WARN does"
+        " the state directory; when ravend runs, whether each of its parts is up. Changes"
+        " nothing. Exits 1 when any line says FAIL (WARN does"
         " not count), 0 otherwise. Run it as root to see which process holds the port.")
     config_args(d)
     d.add_argument("--user", default="ravend", metavar="NAME",

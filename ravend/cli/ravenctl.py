@@ -29,7 +29,8 @@ reading never disturbs the running service.
 
 EPILOG = """\
 examples:
-  ravenctl status                     per meter: last demand and summation, counts, db size
+  ravenctl status                     per meter: last demand and summation, counts, db size;
+                                      whether ravend runs, and which of its parts are down
   ravenctl info                       what the stick last said about itself and its meters
   ravenctl tail                       follow new readings as ravend stores them
   ravenctl export --since 2026-11-01 --format csv > november.csv
@@ -47,6 +48,8 @@ Run 'ravenctl COMMAND --help' for each command's options. See ravenctl(1).
 
 EX_STALE = 3
 EX_NODATA = 2
+#: ravend runs, but a part of it is down (or its control socket does not answer).
+EX_PART_DOWN = 5
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -65,9 +68,11 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="last readings per meter; exit 3 when stale",
                        description="Per meter and kind: the latest value, how many readings, the"
-                       " oldest and newest; the database size. Exits 3 when the newest reading"
-                       " is older than [device] stale_after, 2 when there is none, so cron, a"
-                       " systemd timer or a monitoring agent can alarm on it.")
+                       " oldest and newest; the database size; whether ravend runs and which of"
+                       " its parts are down. Exits 5 when a part of the running ravend is down,"
+                       " 3 when the newest reading is older than [device] stale_after, 2 when"
+                       " there is none, so cron, a systemd timer or a monitoring agent can alarm"
+                       " on it.")
     _config_args(s)
     s.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -175,7 +180,10 @@ def _ago(seconds: float) -> str:
 
 
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
+    from ravend.health import query
+
     reader = _reader(args, config)
+    service = query(config)
     rows = reader.summary()
     newest = reader.newest_received()
     size = reader.size_bytes()
@@ -184,7 +192,8 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         print(json.dumps({"database": str(reader.path), "size_bytes": size,
                           "newest_received": newest, "stale": stale,
-                          "stale_after": config.device.stale_after, "meters": rows}, indent=2))
+                          "stale_after": config.device.stale_after, "meters": rows,
+                          "service": service.as_dict()}, indent=2))
     else:
         print(f"database  {reader.path} ({size / 1e6:.1f} MB)")
         if newest is None:
@@ -199,7 +208,10 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         if newest is not None:
             print(f"newest reading received {_ago(now - newest)}"
                   + (f"  STALE (older than {config.device.stale_after:g}s)" if stale else ""))
+        print(f"ravend    {service.summary()}")
     reader.close()
+    if service.running and (service.down() or not service.answered):
+        return EX_PART_DOWN
     if newest is None:
         return EX_NODATA
     return EX_STALE if stale else 0

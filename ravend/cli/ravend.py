@@ -26,7 +26,8 @@ examples:
   ravend --port socket://pi.local:3001       a stick served over TCP (ser2net)
   ravend --config ./ravend.conf --state-dir ./state
                                              run from a work folder, no root needed
-exit status: 0 stopped by SIGTERM/SIGINT, 78 configuration error, 1 other failure.
+exit status: 0 stopped by SIGTERM/SIGINT, 78 configuration error, 75 another ravend holds the
+state directory, 1 other failure.
 See ravend(8) and ravend.conf(5).
 """
 
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ravend: configuration OK ({config.source})")
         return 0
 
-    from ravend.service import Service, setup_logging
+    from ravend.service import setup_logging
 
     setup_logging(config.service.log_level)
     try:
@@ -84,7 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     limit_malloc_arenas()  # before the service's threads exist
     if args.daemon:
         return _run_daemon(config, args.pidfile)
-    service = Service(config)
+    return _serve(config)
+
+
+def _serve(config: object) -> int:
+    """Run the service; a second ravend on the same state directory: one line, exit 75."""
+    from ravend.service import Service
+    from ravend.statelock import EX_LOCKED, AlreadyRunning
+
+    try:
+        service = Service(config)  # type: ignore[arg-type]
+    except AlreadyRunning as exc:
+        logging.getLogger("ravend").error("%s", exc)
+        return EX_LOCKED
     service.install_signals()
     return service.run()
 
@@ -119,16 +132,14 @@ def _run_daemon(config: object, pidfile: Path) -> int:
         print("ravend: --daemon needs python3-daemon (apt install python3-daemon)",
               file=sys.stderr)
         return 1
-    from ravend.service import Service, setup_logging
+    from ravend.service import setup_logging
 
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     context = daemon.DaemonContext(pidfile=daemon.pidfile.TimeoutPIDLockFile(str(pidfile)),
                                    stderr=sys.stderr, files_preserve=[sys.stderr.fileno()])
     with context:
         setup_logging(config.service.log_level)  # type: ignore[attr-defined]
-        service = Service(config)  # type: ignore[arg-type]
-        service.install_signals()
-        return service.run()
+        return _serve(config)
 
 
 if __name__ == "__main__":

@@ -134,6 +134,12 @@ class SinkWorker:
     def start(self) -> None:
         self._thread.start()
 
+    def run(self) -> None:
+        """The worker loop in the caller's thread: the service's supervisor owns the thread
+        (and restarts this after a crash, with the same queue and outbox)."""
+        self._thread = threading.current_thread()
+        self._run()
+
     def stop(self, timeout: float = 4.0) -> None:
         """Flush what is queued (to the sink, or else to the outbox) and close."""
         deadline = time.monotonic() + timeout
