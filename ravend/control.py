@@ -129,6 +129,8 @@ Handler = Callable[[DeviceSession, dict[str, Any]], dict[str, Any]]
 
 
 def _device_info(session: DeviceSession, args: dict[str, Any]) -> dict[str, Any]:
+    if args.get("refresh") not in (None, True, False):
+        raise BadRequest(f"refresh must be true or false, got {_shown(args.get('refresh'))}")
     if args.get("refresh") or "DeviceInfo" not in session.latest:
         info = session.request("get_device_info")
         status = session.request("get_connection_status")
@@ -261,6 +263,25 @@ COMMANDS: dict[str, Handler] = {
 }
 
 
+#: The arguments each command takes; any other name is refused (a typo must not pass unseen).
+ARGUMENTS: dict[str, frozenset[str]] = {
+    "device_info": frozenset({"refresh"}),
+    "price_set": frozenset({"amount", "currency", "trailing_digits"}),
+    "schedule_set": frozenset({"event", "seconds"}),
+    "fast_poll": frozenset({"seconds", "minutes"}),
+    "message_confirm": frozenset({"id"}),
+    "device_restart": frozenset({"yes"}),
+}
+
+
+def _check_names(name: str, args: dict[str, Any]) -> None:
+    known = ARGUMENTS.get(name, frozenset())
+    stray = sorted((_shown(k) for k in args if k not in known), key=len)
+    if stray:
+        takes = f"it takes {', '.join(sorted(known))}" if known else "it takes none"
+        raise BadRequest(f"{name}: unknown argument {stray[0]} ({takes})")
+
+
 def run_command(session: DeviceSession, name: str, args: dict[str, Any] | None,
                 *, allow_restart: bool = True) -> dict[str, Any]:
     """Validate and run one user command; never raises for user or device trouble."""
@@ -272,6 +293,7 @@ def run_command(session: DeviceSession, name: str, args: dict[str, Any] | None,
     if args is not None and not isinstance(args, dict):
         return {"ok": False, "error": "args must be a JSON object"}
     try:
+        _check_names(name, args or {})
         result = handler(session, dict(args or {}))
     except (BadRequest, CommandError) as exc:
         return {"ok": False, "error": str(exc)}
