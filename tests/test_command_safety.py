@@ -51,13 +51,13 @@ def bad_requests() -> list[tuple[str, dict[str, Any]]]:
     """Every command, every argument, every bad value, plus a stray argument for each."""
     out = []
     for name, good in GOOD_ARGS.items():
-        out.append((name, {**good, "bogus": 1}))
         for arg in good:
             for value in BAD_VALUES:
                 if any(value is ok or (value == ok and type(value) is type(ok))
                        for ok in [good[arg], *ACCEPTED.get((name, arg), [])]):
                     continue
                 out.append((name, {**good, arg: value}))
+        out.append((name, {**good, "bogus": 1}))
     return out
 
 
