@@ -30,7 +30,7 @@ from ravend.protocol import model as m
 from ravend.protocol.commands import SCHEDULE_EVENTS, CommandError
 from ravend.protocol.decoder import CURRENCY_CODES
 from ravend.sinks.base import fragment_body
-from ravend.sinks.mqtt_payload import SECRET_FIELDS
+from ravend.sinks.mqtt_payload import without_secrets
 
 log = logging.getLogger("ravend.control")
 
@@ -62,9 +62,8 @@ def _plain(fragment: m.Fragment | None) -> dict[str, Any]:
     """A reply's fields for an answer, without the stick's secrets (as on the state topics)."""
     if fragment is None:
         return {}
-    body = fragment_body(fragment)
-    return {k: v for k, v in body.items()
-            if v not in (None, [], ()) and k != "raw" and k not in SECRET_FIELDS}
+    body = without_secrets(fragment_body(fragment))
+    return {k: v for k, v in body.items() if v not in (None, [], ()) and k != "raw"}
 
 
 def parse_price(amount: object, trailing_digits: int | None = None) -> tuple[int, int]:

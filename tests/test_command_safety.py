@@ -4,6 +4,8 @@ all, and the stick's secrets. A real Mosquitto, the real ravend and the simulato
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ from mqtt_helpers import Subscriber
 from ravend.control import call
 from ravend.mqtt_client import Connection, Endpoint, Message
 from ravend.simulator import MeterSimulator
-from ravend_process import RavendProcess, stored_rows, wait_for, write_config
+from ravend_process import ROOT, RavendProcess, stored_rows, wait_for, write_config
 
 #: Values no argument of any command may take (as JSON: Python's json writes NaN/Infinity too).
 BAD_VALUES: list[Any] = [
@@ -109,6 +111,12 @@ class Commander:
         self.sub.stop()
 
 
+def ravenctl(config: Path, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "ravend.cli.ravenctl", *args, "--config",
+                           str(config)], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    return done.stdout + done.stderr
+
+
 def assert_refused(reply: dict[str, Any], request: object) -> None:
     assert reply["ok"] is False, (request, reply)
     error = reply["error"]
@@ -199,6 +207,15 @@ def test_device_info_carries_neither_link_key_nor_install_code(tmp_path: Path,
         published = b"".join(m.payload for m in everything.snapshot()).lower()
         assert published and not [s for s in secrets if s.lower().encode() in published]
         assert not [s for s in secrets if s.lower() in ravend.log().lower()]
+        # What the store kept, as ravenctl prints it.
+        config = tmp_path / "ravend.conf"
+        assert wait_for(lambda: "DeviceInfo" in ravenctl(config, "info"), 10)
+        for args, shown in ((("info",), sim.device_mac), (("info", "--json"), sim.device_mac),
+                            (("status",), "readings"), (("status", "--json"), "meters"),
+                            (("device", "info", "--refresh", "--json"), sim.device_mac)):
+            out = ravenctl(config, *args)
+            assert shown in out and "Traceback" not in out, (args, out)
+            assert not [s for s in secrets if s.lower() in out.lower()], (args, out)
     finally:
         commander.close()
         everything.stop()
