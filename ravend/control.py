@@ -286,7 +286,8 @@ def run_command(session: DeviceSession, name: str, args: dict[str, Any] | None,
     """Validate and run one user command; never raises for user or device trouble."""
     handler = COMMANDS.get(name)
     if handler is None:
-        return {"ok": False, "error": f"unknown command {name!r} (known: {', '.join(COMMANDS)})"}
+        return {"ok": False, "error": f"unknown command {_shown(name)}"
+                                      f" (known: {', '.join(COMMANDS)})"}
     if name == "device_restart" and not allow_restart:
         return {"ok": False, "error": "restart is not allowed here (allow_restart = false)"}
     if args is not None and not isinstance(args, dict):
