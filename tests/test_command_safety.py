@@ -221,3 +221,21 @@ def test_device_info_carries_neither_link_key_nor_install_code(tmp_path: Path,
         everything.stop()
         ravend.stop()
         sim.stop()
+
+
+class BrokenSession:
+    """A device session with a bug in it: every request raises what no handler expects."""
+
+    def request(self, name: str, args: object = None, timeout: float | None = None) -> None:
+        raise RuntimeError(f"bug while sending {name}")
+
+
+def test_an_unexpected_exception_costs_one_answer_not_the_caller(caplog) -> None:
+    from ravend.control import run_command
+
+    reply = run_command(BrokenSession(), "period_close", {})  # type: ignore[arg-type]
+    assert reply == {"ok": False, "error": "period_close failed inside ravend (RuntimeError);"
+                                           " see its log"}
+    logged = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(logged) == 1 and "period_close" in logged[0].getMessage(), logged
+    assert logged[0].exc_info is not None  # with its traceback
