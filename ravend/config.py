@@ -122,6 +122,55 @@ def read_secret(path: str | os.PathLike[str], where: str = "") -> str:
     return first.rstrip("\r\n")
 
 
+#: Keys whose value is a secret or may hold one (a URI's password): never echoed in full.
+SECRET_KEYS = frozenset({"password", "uri"})
+#: What stands for a secret that was left out.
+REDACTED = "***"
+
+
+def redact_uri(uri: str) -> str:
+    """A URI fit for a log line: without its credentials and options, whatever they contain.
+
+    The credentials end at the *last* "@" (a password may hold "@", "/", ":", "?" or "#"
+    unescaped), so everything from the scheme up to it goes, before any other splitting."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        scheme, rest = "", uri
+    if "@" in rest:
+        rest = REDACTED + "@" + rest.rpartition("@")[2]
+    rest = re.split(r"[?#]", rest, maxsplit=1)[0]
+    return f"{scheme}{sep}{rest}"
+
+
+def uri_secrets(uri: str) -> list[str]:
+    """The parts of a URI's credentials that must not appear in a message about it: the whole
+    user-info and its pieces (split at : / @ ? #), longest first."""
+    rest = uri.partition("://")[2] or uri
+    if "@" not in rest:
+        return []
+    userinfo = rest.rpartition("@")[0]
+    pieces = {userinfo, *(p for p in re.split(r"[:/@?#]", userinfo) if len(p) >= 3)}
+    return sorted(pieces, key=len, reverse=True)
+
+
+def scrub(message: str, secrets: list[str]) -> str:
+    """message with every secret in it replaced by REDACTED (a driver's error may quote part
+    of the URI it refused)."""
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, REDACTED)
+    return message
+
+
+def shown_value(key: str, raw: str) -> str:
+    """A refused value as an error message repeats it: secrets redacted."""
+    if key == "uri":
+        return repr(redact_uri(raw.strip()))
+    if key in SECRET_KEYS:
+        return REDACTED
+    return repr(raw)
+
+
 def opt(name: str, parse: Callable[[str], Any], default: Any, *, low: float | None = None,
         high: float | None = None) -> Any:
     """A config key: its parser and bounds travel in the dataclass field's metadata."""
@@ -148,6 +197,9 @@ class ServiceConfig:
     control_socket: str = opt("control socket", text, "/run/ravend/control")
     # Control-socket clients served at once; more are refused with one line (no thread each).
     control_clients: int = opt("control clients", integer, 8, low=1, high=256)
+    # Meters given a Home Assistant device and metric series; readings of any further meter
+    # are still stored and published. A house has one meter: many MACs are noise on the wire.
+    max_meters: int = opt("tracked meters", integer, 4, low=1, high=1000)
 
 
 @dataclass(frozen=True)
@@ -537,12 +589,12 @@ def _parse_section(path: str, name: str, cls: type, items: dict[str, str]) -> An
         try:
             value = meta["parse"](raw)
         except ValueError as exc:
-            raise ConfigError(f"{_where(path, name, key)} = {raw!r}: expected {exc}") from None
+            raise ConfigError(f"{_where(path, name, key)} = {shown_value(key, raw)}: expected"
+                              f" {exc}") from None
         low, high = meta.get("low"), meta.get("high")
         if (low is not None and value < low) or (high is not None and value > high):
-            raise ConfigError(
-                f"{_where(path, name, key)} = {raw!r}: expected a value from {low:g} to {high:g}"
-            )
+            raise ConfigError(f"{_where(path, name, key)} = {shown_value(key, raw)}: expected"
+                              f" a value from {low:g} to {high:g}")
         values[key] = value
     return cls(**values)
 

@@ -31,6 +31,7 @@ from ravend.protocol import model as m
 from ravend.protocol.commands import SCHEDULE_EVENTS, CommandError
 from ravend.protocol.decoder import CURRENCY_CODES
 from ravend.sinks.base import fragment_body
+from ravend.sinks.mqtt_payload import without_secrets
 
 log = logging.getLogger("ravend.control")
 
@@ -44,6 +45,10 @@ REQUEST_TIMEOUT = 5.0
 MAX_CLIENTS = 8
 #: Largest number of digits after the decimal point the device accepts for a price.
 MAX_TRAILING_DIGITS = 9
+#: Longest price text looked at: a price the device can hold is a dozen characters.
+MAX_PRICE_TEXT = 64
+#: Characters of a refused argument repeated in the refusal: enough to recognise it.
+SHOWN_CHARS = 40
 
 ISO_BY_NAME = {name: code for code, name in CURRENCY_CODES.items()}
 
@@ -52,21 +57,38 @@ class BadRequest(ValueError):
     """Arguments that must not be sent; the message is the one line the user sees."""
 
 
+def _shown(value: object) -> str:
+    """A refused argument as the refusal repeats it: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "..."
+
+
 def _plain(fragment: m.Fragment | None) -> dict[str, Any]:
+    """A reply's fields for an answer, without the stick's secrets (as on the state topics)."""
     if fragment is None:
         return {}
-    body = fragment_body(fragment)
+    body = without_secrets(fragment_body(fragment))
     return {k: v for k, v in body.items() if v not in (None, [], ()) and k != "raw"}
 
 
-def parse_price(amount: str, trailing_digits: int | None = None) -> tuple[int, int]:
-    """'0.1234' → (1234, 4): the integer Price and TrailingDigits the device wants."""
+def parse_price(amount: object, trailing_digits: int | None = None) -> tuple[int, int]:
+    """'0.1234' → (1234, 4): the integer Price and TrailingDigits the device wants.
+
+    The exponent is bounded before anything is computed from it: Decimal('1e1000000') is cheap
+    to parse but overflows (or takes seconds) once scaled or turned into an int."""
+    if isinstance(amount, bool) or not isinstance(amount, (str, int, float)):
+        raise BadRequest(f"price {_shown(amount)} is not a number")
+    text = str(amount).strip()
+    if len(text) > MAX_PRICE_TEXT:
+        raise BadRequest(f"price {_shown(amount)} is not a price the device can hold")
     try:
-        value = Decimal(str(amount).strip())
+        value = Decimal(text)
     except InvalidOperation:
-        raise BadRequest(f"price {amount!r} is not a number") from None
+        raise BadRequest(f"price {_shown(amount)} is not a number") from None
     if not value.is_finite() or value < 0:
-        raise BadRequest(f"price {amount!r} must be a positive amount")
+        raise BadRequest(f"price {_shown(amount)} must be a positive amount")
+    if value.adjusted() >= 10:  # 10 digits before the point: more than 0xFFFFFFFF
+        raise BadRequest(f"price {_shown(amount)} is too large for the device")
     exponent = value.as_tuple().exponent
     assert isinstance(exponent, int)
     digits = max(0, -exponent)
@@ -74,32 +96,34 @@ def parse_price(amount: str, trailing_digits: int | None = None) -> tuple[int, i
         if not 0 <= trailing_digits <= MAX_TRAILING_DIGITS:
             raise BadRequest(f"trailing digits must be 0 to {MAX_TRAILING_DIGITS}")
         if digits > trailing_digits:
-            raise BadRequest(f"price {amount} has more than {trailing_digits} decimal places")
+            raise BadRequest(f"price {text} has more than {trailing_digits} decimal places")
         digits = trailing_digits
     if digits > MAX_TRAILING_DIGITS:
-        raise BadRequest(f"price {amount} has too many decimal places (at most"
+        raise BadRequest(f"price {text} has too many decimal places (at most"
                          f" {MAX_TRAILING_DIGITS})")
     price = int(value.scaleb(digits))
     if price >= 0xFFFFFFFF:
-        raise BadRequest(f"price {amount} is too large for the device")
+        raise BadRequest(f"price {text} is too large for the device")
     return price, digits
 
 
 def parse_currency(code: object) -> int | None:
     if code in (None, ""):
         return None
-    text = str(code).strip().upper()
-    if text.isdigit() and 0 < int(text) < 1000:
+    if not isinstance(code, (str, int)) or isinstance(code, bool):
+        raise BadRequest(f"currency {_shown(code)}: use an ISO 4217 code such as USD or 840")
+    text = str(code).strip().upper()[:8]
+    if text.isascii() and text.isdigit() and 0 < int(text) < 1000:
         return int(text)
     if text in ISO_BY_NAME:
         return ISO_BY_NAME[text]
-    raise BadRequest(f"currency {code!r}: use an ISO 4217 code such as USD or 840")
+    raise BadRequest(f"currency {_shown(code)}: use an ISO 4217 code such as USD or 840")
 
 
 def _int_arg(args: dict[str, Any], name: str, low: int, high: int) -> int:
     value = args.get(name)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise BadRequest(f"{name} must be a whole number, got {value!r}")
+        raise BadRequest(f"{name} must be a whole number, got {_shown(value)}")
     if not low <= value <= high:
         raise BadRequest(f"{name} must be from {low} to {high}, got {value}")
     return value
@@ -109,6 +133,8 @@ Handler = Callable[[DeviceSession, dict[str, Any]], dict[str, Any]]
 
 
 def _device_info(session: DeviceSession, args: dict[str, Any]) -> dict[str, Any]:
+    if args.get("refresh") not in (None, True, False):
+        raise BadRequest(f"refresh must be true or false, got {_shown(args.get('refresh'))}")
     if args.get("refresh") or "DeviceInfo" not in session.latest:
         info = session.request("get_device_info")
         status = session.request("get_connection_status")
@@ -128,7 +154,7 @@ def _price_set(session: DeviceSession, args: dict[str, Any]) -> dict[str, Any]:
     currency = parse_currency(args.get("currency"))
     trailing = args.get("trailing_digits")
     if trailing is not None and (isinstance(trailing, bool) or not isinstance(trailing, int)):
-        raise BadRequest(f"trailing digits must be a whole number, got {trailing!r}")
+        raise BadRequest(f"trailing digits must be a whole number, got {_shown(trailing)}")
     price, digits = parse_price(args.get("amount", ""), trailing)
     session.request("set_current_price", {"Price": price, "TrailingDigits": digits})
     reply = session.request("get_current_price")
@@ -168,7 +194,8 @@ def _schedule_show(session: DeviceSession, args: dict[str, Any]) -> dict[str, An
 def _schedule_set(session: DeviceSession, args: dict[str, Any]) -> dict[str, Any]:
     event = args.get("event")
     if event not in SCHEDULE_EVENTS:
-        raise BadRequest(f"event must be one of {', '.join(SCHEDULE_EVENTS)}, got {event!r}")
+        raise BadRequest(f"event must be one of {', '.join(SCHEDULE_EVENTS)}, got"
+                         f" {_shown(event)}")
     if args.get("seconds") == "off":
         session.request("set_schedule", {"Event": event, "Frequency": 1, "Enabled": False})
         return {"answer": f"{event} pushes switched off", "data": {}}
@@ -195,6 +222,10 @@ def _message_show(session: DeviceSession, args: dict[str, Any]) -> dict[str, Any
 
 def _message_confirm(session: DeviceSession, args: dict[str, Any]) -> dict[str, Any]:
     msg_id = args.get("id")
+    if msg_id is not None and (isinstance(msg_id, bool) or not isinstance(msg_id, (str, int))):
+        raise BadRequest(f"id must be a hex message id, got {_shown(msg_id)}")
+    if isinstance(msg_id, str) and len(msg_id) > SHOWN_CHARS:
+        raise BadRequest(f"id must be a hex message id, got {_shown(msg_id)}")
     if not msg_id:
         reply = session.request("get_message")
         if not isinstance(reply, m.MessageCluster) or not reply.id:
@@ -236,22 +267,47 @@ COMMANDS: dict[str, Handler] = {
 }
 
 
+#: The arguments each command takes; any other name is refused (a typo must not pass unseen).
+ARGUMENTS: dict[str, frozenset[str]] = {
+    "device_info": frozenset({"refresh"}),
+    "price_set": frozenset({"amount", "currency", "trailing_digits"}),
+    "schedule_set": frozenset({"event", "seconds"}),
+    "fast_poll": frozenset({"seconds", "minutes"}),
+    "message_confirm": frozenset({"id"}),
+    "device_restart": frozenset({"yes"}),
+}
+
+
+def _check_names(name: str, args: dict[str, Any]) -> None:
+    known = ARGUMENTS.get(name, frozenset())
+    stray = sorted((_shown(k) for k in args if k not in known), key=len)
+    if stray:
+        takes = f"it takes {', '.join(sorted(known))}" if known else "it takes none"
+        raise BadRequest(f"{name}: unknown argument {stray[0]} ({takes})")
+
+
 def run_command(session: DeviceSession, name: str, args: dict[str, Any] | None,
                 *, allow_restart: bool = True) -> dict[str, Any]:
     """Validate and run one user command; never raises for user or device trouble."""
     handler = COMMANDS.get(name)
     if handler is None:
-        return {"ok": False, "error": f"unknown command {name!r} (known: {', '.join(COMMANDS)})"}
+        return {"ok": False, "error": f"unknown command {_shown(name)}"
+                                      f" (known: {', '.join(COMMANDS)})"}
     if name == "device_restart" and not allow_restart:
         return {"ok": False, "error": "restart is not allowed here (allow_restart = false)"}
     if args is not None and not isinstance(args, dict):
         return {"ok": False, "error": "args must be a JSON object"}
     try:
+        _check_names(name, args or {})
         result = handler(session, dict(args or {}))
     except (BadRequest, CommandError) as exc:
         return {"ok": False, "error": str(exc)}
     except CommandFailed as exc:
         return {"ok": False, "error": str(exc)}
+    except Exception as exc:  # a bug must cost one answer, never the thread serving commands
+        log.exception("command %s failed unexpectedly: %s", name, type(exc).__name__)
+        return {"ok": False, "error": f"{name} failed inside ravend ({type(exc).__name__});"
+                                      " see its log"}
     log.info("command %s: %s", name, result["answer"].splitlines()[0])
     return {"ok": True, **result}
 

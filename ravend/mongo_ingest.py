@@ -33,7 +33,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
-import re
 import threading
 import time
 import warnings
@@ -42,7 +41,15 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl
 
-from ravend.config import Config, ConfigError, MongoConfig, read_secret
+from ravend.config import (
+    Config,
+    ConfigError,
+    MongoConfig,
+    read_secret,
+    redact_uri,
+    scrub,
+    uri_secrets,
+)
 from ravend.protocol.model import Reading
 from ravend.sinks.mqtt_payload import PayloadError, parse_reading, parse_reading_topic
 
@@ -147,10 +154,6 @@ def uri_options(uri: str) -> set[str]:
     """Lower-case names of the options a MongoDB URI sets."""
     return {k.lower() for k, _ in parse_qsl(uri.partition("?")[2], keep_blank_values=True)}
 
-
-def redact(uri: str) -> str:
-    """A URI fit for a log line: without credentials and options."""
-    return re.sub(r"//[^@/]*@", "//", uri.partition("?")[0])
 
 
 def _short(exc: BaseException) -> str:
@@ -278,7 +281,7 @@ class MongoStore:
                                                   else cfg.uri))
 
     def _describe(self, uri: str) -> str:
-        return f"{redact(uri).rstrip('/')}/{self.cfg.database}.{self.cfg.collection}"
+        return f"{redact_uri(uri).rstrip('/')}/{self.cfg.database}.{self.cfg.collection}"
 
     def __repr__(self) -> str:
         return f"<MongoStore {self.description} {'open' if self.is_open else 'closed'}>"
@@ -325,7 +328,8 @@ class MongoStore:
                 warnings.simplefilter("error")  # pymongo 3 only warns about a bad option value
                 pymongo.MongoClient(uri, connect=False, **self.client_options(uri)).close()
         except (ConfigurationError, ValueError, TypeError, UserWarning) as exc:
-            raise ConfigError(f"[mongo] uri {redact(uri)}: {_short(exc)}") from None
+            raise ConfigError(f"[mongo] uri {redact_uri(uri)}:"
+                              f" {scrub(_short(exc), uri_secrets(uri))}") from None
 
     @property
     def is_open(self) -> bool:

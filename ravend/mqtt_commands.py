@@ -95,9 +95,18 @@ class MqttCommands:
             conn.close()
 
     def _on_message(self, message: Any) -> None:
-        """paho's network thread: only queue the work."""
+        """paho's network thread: only queue the work.
+
+        A retained command is one published some time ago, delivered again at every
+        subscription (each start, each reconnect): running it would close a billing period
+        or set a price again and again. Only a command sent while we listen is run."""
         parts = message.topic.split("/")
         if len(parts) < 4 or parts[-2] != "cmd":
+            return
+        if message.retain:
+            log.warning("MQTT commands: retained %s ignored (a command must not be retained;"
+                        " clear it: mosquitto_pub -r -n -t %s)", message.topic[:200],
+                        message.topic[:200])
             return
         try:
             self._waiting.put_nowait((parts[-3], parts[-1], bytes(message.payload)))
@@ -111,7 +120,13 @@ class MqttCommands:
             if item is None or self._stop.is_set():
                 return
             device, name, payload = item
-            reply = self._run(device, name, payload)
+            try:
+                reply = self._run(device, name, payload)
+            except Exception as exc:  # a bug must cost one answer, never this thread
+                log.exception("MQTT commands: %s failed unexpectedly: %s", name[:64],
+                              type(exc).__name__)
+                reply = {"ok": False, "error": f"{name[:64]} failed inside ravend"
+                                               f" ({type(exc).__name__}); see its log"}
             topic = f"{self.config.topic_prefix}/{device}/cmd/{name}/result"
             conn = self._conn
             try:

@@ -26,6 +26,7 @@ from types import FrameType
 from ravend.config import Config
 from ravend.control import ControlServer
 from ravend.device import DeviceSession
+from ravend.meter_cap import MeterCap
 from ravend.protocol.decoder import readings_from
 from ravend.protocol.model import Fragment, Kind, Reading, UnknownFragment
 from ravend.retention import Maintenance
@@ -74,8 +75,9 @@ class Notifier:
 class Dispatcher:
     """Fragment → readings and state → every sink worker; remembers the latest for STATUS=."""
 
-    def __init__(self, workers: Sequence[SinkWorker]) -> None:
+    def __init__(self, workers: Sequence[SinkWorker], meters: MeterCap | None = None) -> None:
         self.workers = list(workers)
+        self.meters = meters or MeterCap()
         self.last: dict[str, Reading] = {}
         # Per meter too (several meters can share one stick), for the metrics' last values.
         self.latest: dict[tuple[str, Kind], Reading] = {}
@@ -94,7 +96,8 @@ class Dispatcher:
             self.readings += len(readings)
             for r in readings:
                 self.last[r.kind.value] = r
-                self.latest[(r.meter_mac, r.kind)] = r
+                if self.meters.admits(r.meter_mac):
+                    self.latest[(r.meter_mac, r.kind)] = r
             self.changed.set()
 
     def status_line(self, parts_down: Sequence[str] = ()) -> str:
@@ -126,7 +129,8 @@ def state_of(fragment: Fragment, received_at: float) -> StateItem:
     return StateItem(device, meter, tag, received_at, body)
 
 
-def build_sinks(config: Config, start_id: str = "") -> list[Sink]:
+def build_sinks(config: Config, start_id: str = "", meters: MeterCap | None = None
+                ) -> list[Sink]:
     sinks: list[Sink] = []
     if config.sqlite.enabled:
         from ravend.sinks.sqlite import SqliteSink
@@ -141,7 +145,8 @@ def build_sinks(config: Config, start_id: str = "") -> list[Sink]:
         from ravend.retention import tariff_of
         from ravend.sinks.mqtt import MqttSink
 
-        sinks.append(MqttSink(config.mqtt, tariff=tariff_of(config)))
+        sinks.append(MqttSink(config.mqtt, tariff=tariff_of(config),
+                              meters=meters or MeterCap(config.service.max_meters)))
     return sinks
 
 
@@ -159,18 +164,20 @@ class Service:
         self.lock = StateLock(svc.state_dir).acquire()
         self.supervisor = Supervisor(backoff_min=config.device.reconnect_min,
                                      backoff_max=config.device.reconnect_max)
+        self.meters = MeterCap(svc.max_meters)  # one set for discovery and metrics
         self.workers = [
             SinkWorker(sink, svc.state_dir / f"outbox-{sink.name}.db",
                        queue_size=svc.queue_size, batch_size=svc.batch_size,
                        max_delay=svc.commit_interval, retry_min=config.device.reconnect_min,
                        retry_max=config.device.reconnect_max,
                        spool_max_mb=spool_max_mb(config, sink))
-            for sink in (build_sinks(config, self.start_id) if sinks is None else sinks)
+            for sink in (build_sinks(config, self.start_id, self.meters) if sinks is None
+                         else sinks)
         ]
         # Roll-ups and purges of the configured SQL stores, on connections of their own.
         self.maintenance = (Maintenance(config) if sinks is None and Maintenance.wanted(config)
                             else None)
-        self.dispatcher = Dispatcher(self.workers)
+        self.dispatcher = Dispatcher(self.workers, self.meters)
         self.device = DeviceSession(config.device, self.dispatcher)
         self.control = (ControlServer(Path(svc.control_socket), self.device,
                                       max_clients=svc.control_clients, health=self.health)

@@ -74,6 +74,9 @@ def test_values_parse(tmp_path: Path) -> None:
         ("[device]\nreconnect_min = 2m\nreconnect_max = 1m\n", "must not exceed reconnect_max"),
         ("[device]\nport = a\nport = b\n", "option 'port' in section 'device' already exists"),
         ("port = a\n", "File contains no section headers"),
+        ("[service]\nmax_meters = 0\n", r"max_meters = '0': expected a value from 1 to 1000"),
+        ("[service]\nmax_meters = 1001\n", "expected a value from 1 to 1000"),
+        ("[service]\nmax_meters = many\n", "expected a whole number"),
     ],
 )
 def test_bad_values_refused_in_one_line(tmp_path: Path, text: str, expected: str) -> None:

@@ -218,17 +218,20 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_info(args: argparse.Namespace, config: Config) -> int:
+    from ravend.sinks.mqtt_payload import without_secrets  # the stick's keys are never shown
+
     reader = _reader(args, config)
     states = reader.states()
     reader.close()
     if args.json:
-        print(json.dumps([{**s, "body": json.loads(s["body"])} for s in states], indent=2))
+        print(json.dumps([{**s, "body": without_secrets(json.loads(s["body"]))}
+                          for s in states], indent=2))
         return 0 if states else EX_NODATA
     if not states:
         print("no device information stored yet")
         return EX_NODATA
     for s in states:
-        body = json.loads(s["body"])
+        body = without_secrets(json.loads(s["body"]))
         head = f"{s['tag']}  (device {s['device_mac'] or '-'}"
         head += f", meter {s['meter_mac']})" if s["meter_mac"] else ")"
         print(f"{head}  received {_iso(s['received_at'])}")

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ravend.config import ConfigError, MqttConfig
+from ravend.meter_cap import MeterCap
 from ravend.mqtt_client import Connection, Message, MqttError, endpoint_from_config
 from ravend.protocol.model import Kind, Reading
 from ravend.running_cost import RunningCost
@@ -48,9 +49,12 @@ CLOSE_TIMEOUT = 1.0
 class MqttSink(Sink):
     name = "mqtt"
 
-    def __init__(self, config: MqttConfig, *, tariff: Tariff | None = None) -> None:
-        """``tariff``: publish each meter's running cost (and its sensor) priced by it."""
+    def __init__(self, config: MqttConfig, *, tariff: Tariff | None = None,
+                 meters: MeterCap | None = None) -> None:
+        """``tariff``: publish each meter's running cost (and its sensor) priced by it.
+        ``meters``: the meters given discovery and running cost (the rest: readings only)."""
         self.config = config
+        self.meters = meters or MeterCap()
         self.spool_max_mb = config.spool_max_mb
         self._conn: Connection | None = None
         endpoint = endpoint_from_config(config)  # also validates the password file
@@ -162,8 +166,9 @@ class MqttSink(Sink):
                 self._device_info[s.device_mac] = s.body
             elif s.tag == ha.CONNECTION_STATUS_TAG and s.device_mac:
                 self._link_seen.add(s.device_mac)
-                if s.meter_mac:
+                if s.meter_mac and self.meters.admits(s.meter_mac):
                     self._meter_device[s.meter_mac] = s.device_mac
+        readings = [r for r in readings if self.meters.admits(r.meter_mac)]
         for r in readings:
             self._units.setdefault(r.meter_mac, {})[r.kind] = r.unit
             if r.device_mac:

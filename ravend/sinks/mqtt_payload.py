@@ -220,11 +220,16 @@ def parse_reading(payload: bytes | str | dict[str, Any]) -> Reading:
 SECRET_FIELDS = frozenset({"link_key", "install_code"})
 
 
+def without_secrets(body: dict[str, Any]) -> dict[str, Any]:
+    """A state body fit to publish or print: without the SECRET_FIELDS."""
+    return {k: v for k, v in body.items() if k not in SECRET_FIELDS}
+
+
 def state_payload(item: StateItem) -> bytes:
     """``{"v": 1, "device_mac", "meter_mac" (or null), "tag", "received_at", "body": {...}}``;
     body holds the fragment's fields in snake_case (``link_strength``, ``fw_version`` ...),
     without the SECRET_FIELDS."""
-    body = {k: v for k, v in item.body.items() if k not in SECRET_FIELDS}
+    body = without_secrets(item.body)
     return json.dumps({
         "v": SCHEMA_VERSION,
         "device_mac": item.device_mac or None,
