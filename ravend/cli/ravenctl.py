@@ -14,6 +14,7 @@ from typing import Any
 from ravend import __version__
 from ravend.cli import device_commands, doctor_command, report_command, store_commands
 from ravend.config import DEFAULT_PATH, EX_CONFIG, Config, ConfigError, load, replace
+from ravend.timetext import iso_utc
 
 DESCRIPTION = """\
 Inspect and export what ravend has stored, and simulate a meter stick without hardware.
@@ -149,9 +150,7 @@ def _reader(args: argparse.Namespace, config: Config) -> Any:
 
 
 def _iso(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return iso_utc(ts)
 
 
 def _ago(seconds: float) -> str:
