@@ -166,3 +166,27 @@ def test_ravenctl_db_migrate(mariadb_server, tmp_path, capsys) -> None:
     assert "up to date" in capsys.readouterr().out
     assert query(mariadb_server, db,
                  "SELECT COUNT(*) FROM instantaneous_demand WHERE flag = 'error'") == [(1,)]
+
+
+def test_ids_freed_by_a_purge_are_not_given_again_after_a_server_restart(make_mariadb) -> None:
+    """readings.id is InnoDB's AUTO_INCREMENT: deleting the highest ids (a purge of readings
+    timed by a clock reset to 2000) and restarting the server does not rewind it (MariaDB
+    >= 10.2.4 persists the counter; older servers restarted it at MAX(id) + 1), so rows stored
+    afterwards stay above the repeater's and the roll-ups' watermarks."""
+    server = make_mariadb()
+    db = server.new_database("ids")
+    cfg = mysql_config(server, db)
+    sink = MysqlSink(cfg)
+    sink.open()
+    sink.write(demands(30), [])
+    sink.close()
+    (highest,) = query(server, db, "SELECT MAX(id) FROM readings")[0]
+    execute(server, db, f"DELETE FROM readings WHERE id > {highest - 10}")
+    server.restart()
+    sink = MysqlSink(cfg)
+    sink.open()
+    sink.write(demands(5, start=30), [])
+    sink.close()
+    new_ids = [r[0] for r in query(server, db, "SELECT id FROM readings WHERE key_time >= %s",
+                                   (T0 + 30,))]
+    assert len(new_ids) == 5 and min(new_ids) > highest

@@ -406,3 +406,40 @@ def test_glibc_heap_calls_take_effect_here() -> None:
 
     assert limit_malloc_arenas() is True  # Debian's glibc: mallopt accepted the cap
     release_freed_memory()  # and malloc_trim is found and runs
+
+
+def test_the_monotonic_id_migration_is_all_or_nothing(tmp_path: Path) -> None:
+    """sql/sqlite/005 rebuilds readings in one transaction: failing at any statement (here the
+    DROP of the old table, refused) leaves the store at schema 4 with every row as it was; the
+    next start migrates it whole."""
+    from ravend.migrations import migrations
+    from ravend.sinks.sqlite import connect, migrate, reading_row, schema_version
+
+    path = tmp_path / "old.db"
+    conn = connect(path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                 " applied_at REAL NOT NULL)")
+    for m in migrations("sqlite")[:4]:
+        for statement in m.sql.split(";\n"):
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version VALUES (?, ?, 0)", (m.version, m.name))
+    conn.executemany("INSERT INTO readings (meter_mac, kind, key_time, meter_time, received_at,"
+                     " device_mac, raw, multiplier, divisor, value, unit)"
+                     " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                     [reading_row(r) for r in history(D0, 2 * HOUR)])
+    rows = conn.execute("SELECT *, clock_flag FROM readings ORDER BY id").fetchall()
+
+    def refuse_drop(action: int, *_: Any) -> int:
+        return sqlite3.SQLITE_DENY if action == sqlite3.SQLITE_DROP_TABLE else sqlite3.SQLITE_OK
+
+    conn.set_authorizer(refuse_drop)
+    with pytest.raises(sqlite3.DatabaseError):
+        migrate(conn)
+    conn.set_authorizer(None)
+    assert schema_version(conn) == 4
+    assert conn.execute("SELECT *, clock_flag FROM readings ORDER BY id").fetchall() == rows
+    assert migrate(conn) == [m.version for m in migrations("sqlite")[4:]]
+    assert conn.execute("SELECT *, clock_flag FROM readings ORDER BY id").fetchall() == rows
+    assert "AUTOINCREMENT" in conn.execute(
+        "SELECT sql FROM sqlite_master WHERE name = 'readings'").fetchone()[0]
+    conn.close()
