@@ -911,6 +911,7 @@ class Maintenance:
                 log.warning("maintenance: %s: readings with meaningless meter times (clock_flag"
                             " epoch/ahead/behind) are kept raw but left out of the roll-ups"
                             " (%d so far; said once)", report.store, report.skipped)
+                report.skipped = 0  # this warning is its line this time
             # Routine roll-ups every few minutes go to debug; deletions and catching up to info.
             deleted = report.purged or report.purged_rollups or report.purged_calplug
             level = (logging.INFO if deleted or report.notes or report.rolled_up >= ROLLUP_BATCH
