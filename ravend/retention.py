@@ -12,12 +12,14 @@ up to date, and, when a purge is due, deletes what the [retention] settings say 
   (its cost changes), so a price that arrives late recomputes the hours it applies to. Only
   those periods are recomputed, from the raw readings. Periods that start before
   ``purged_before`` are never recomputed: their raw data may be gone.
-- **Only readings whose time means something are rolled up**: ``clock_flag`` NULL, or
-  ``unset`` (keyed on the host's receive second). A reading timed by a meter clock that was
-  reset to 2000, or is far ahead or behind (``epoch``, ``ahead``, ``behind``), stays stored raw
-  but touches no period and is no neighbour of any other reading: one meter time in 2136 would
-  otherwise stretch the hours touched by every new summation or price over a century, and the
-  watermark would never get past them. The watermark moves past such rows like any other;
+- **Only readings on a real calendar are rolled up**: ``clock_flag`` NULL, ``unset`` (keyed on
+  the host's receive second) or ``behind`` (a meter clock that is late lies between 2001 and
+  now: its days are its own, consistently). A reading timed by a meter clock reset to 2000 or
+  running ahead (``epoch``, ``ahead``: up to 2136) stays stored raw but touches no period and
+  is no neighbour of any other reading: one meter time in 2136 would otherwise stretch the
+  hours touched by every new summation or price over a century, so that the watermark never
+  got past them, and a meter sending 2000-based times would stretch them over the 26 years to
+  its readings of today at every step. The watermark moves past such rows like any other;
   they are counted (``rollup_skipped`` in ``maintenance_state``).
 - **A changed [tariff] starts the roll-ups over**: its fingerprint is kept next to the
   watermark, and when it differs the watermark goes back to 0, so every period whose raw
@@ -96,7 +98,7 @@ VACUUM_PAGES = (128, 8, 4096)
 FIRST_DELAY = 30.0
 #: Readings whose key time roll-ups can use (see the module docstring; the clock_flag column:
 #: sql/sqlite/003_clock_flag.sql).
-PLAUSIBLE = "(clock_flag IS NULL OR clock_flag = 'unset')"
+PLAUSIBLE = "(clock_flag IS NULL OR clock_flag IN ('unset', 'behind'))"
 
 
 class Pacer:
@@ -140,7 +142,7 @@ class Report:
                        f" ({self.hours} hours, {self.days} days recomputed)")
         if self.skipped:
             out.append(f"{self.store}: {self.skipped} of them left out of the roll-ups (kept"
-                       " raw): their meter time is meaningless (clock_flag epoch/ahead/behind)")
+                       " raw): their meter time is meaningless (clock_flag epoch/ahead)")
         if self.cutoff is not None and (self.purged or dry_run):
             out.append(f"{self.store}: {verb} {self.purged} raw readings older than"
                        f" {iso(self.cutoff)}" + (f" in {self.chunks} chunks" if self.chunks
@@ -909,7 +911,7 @@ class Maintenance:
             if report.skipped and i not in self._skips_said:
                 self._skips_said.add(i)
                 log.warning("maintenance: %s: readings with meaningless meter times (clock_flag"
-                            " epoch/ahead/behind) are kept raw but left out of the roll-ups"
+                            " epoch/ahead) are kept raw but left out of the roll-ups"
                             " (%d so far; said once)", report.store, report.skipped)
                 report.skipped = 0  # this warning is its line this time
             # Routine roll-ups every few minutes go to debug; deletions and catching up to info.

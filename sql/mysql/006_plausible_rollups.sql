@@ -1,5 +1,5 @@
 -- ravend MySQL/MariaDB schema, version 6 (issue 16): roll-ups leave out readings whose meter
--- time is meaningless (clock_flag epoch, ahead, behind; see 004_clock_flag.sql), as SQLite's
+-- time is meaningless (clock_flag epoch, ahead; see 004_clock_flag.sql), as SQLite's
 -- 005 does. Roll-ups made from such times are dropped, and every roll-up whose raw readings are
 -- still kept is recomputed (forgetting the watermark makes the maintenance thread start over).
 --

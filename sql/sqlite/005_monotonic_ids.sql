@@ -12,8 +12,8 @@
 -- The sequence starts above the highest id still stored and above the roll-up watermark (an id
 -- already handed out before, then purged).
 --
--- Roll-ups now leave out readings whose meter time is meaningless (clock_flag epoch, ahead,
--- behind): roll-ups made from them are dropped and all roll-ups whose raw readings are kept are
+-- Roll-ups now leave out readings whose meter time is meaningless (clock_flag epoch, ahead):
+-- roll-ups made from them are dropped and all roll-ups whose raw readings are kept are
 -- recomputed (the watermark is forgotten), as 004 did.
 CREATE TABLE readings_v5 (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
