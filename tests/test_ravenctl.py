@@ -150,6 +150,10 @@ def odd_store(db: Path) -> None:
                     " device_mac, raw, multiplier, divisor, value, unit) VALUES"
                     " (?, ?, ?, ?, ?, ?, ?, 1, 1000, ?, 'kW')",
                     (METER, kind, t, t, time.time() - i, DEVICE, 2**62, 2**62 / 1000))
+        conn.execute("INSERT INTO readings (meter_mac, kind, key_time, meter_time, received_at,"
+                     " device_mac, raw, multiplier, divisor, value, unit) VALUES"
+                     " (?, 'demand', ?, NULL, ?, ?, -5, 0, 0, -5, 'kW')",
+                     (METER, int(time.time()) - 7, time.time() - 7, DEVICE))  # clock unset
     conn.close()
 
 
