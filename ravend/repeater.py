@@ -126,7 +126,15 @@ class SqliteSource:
         return [row_reading(r) for r in rows]
 
     def newest_id(self) -> int:
-        return int(self._query("SELECT COALESCE(MAX(id), 0) FROM readings")[0][0])
+        """The highest id ever given (sqlite_sequence: the newest rows may have been purged),
+        so a watermark past the rows still stored is not taken for a replaced store."""
+        newest = int(self._query("SELECT COALESCE(MAX(id), 0) FROM readings")[0][0])
+        try:
+            given = self._connection().execute(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
+        except sqlite3.Error:  # a store from before sql/sqlite/005_monotonic_ids.sql
+            given = None
+        return max(newest, int(given[0])) if given else newest
 
     def maybe_changed(self) -> bool:
         """False only when no other connection committed since the last call."""

@@ -4,17 +4,28 @@ Each cycle opens its own connections (never the sinks'), brings the hourly and d
 up to date, and, when a purge is due, deletes what the [retention] settings say may go:
 
 - **Roll-ups first, incrementally.** ``rollup_watermark`` (in ``maintenance_state``) is the
-  highest ``readings.id`` already rolled up. Rows after it name the periods they touch: the hour
-  (and local day) of each demand, and for a summation every hour from the summation before it
-  to the one after it, since the energy between two summations is spread over that time (see
-  ``ravend.rollup``). A price reading touches every hour from it to the next price (its cost
-  changes), so a price that arrives late recomputes the hours it applies to. Only those periods
-  are recomputed, from the raw readings. Periods that start before ``purged_before`` are never
-  recomputed: their raw data may be gone.
+  highest ``readings.id`` already rolled up (ids are a monotonic sequence: a purge never frees
+  one for reuse, sql/sqlite/005_monotonic_ids.sql). Rows after it name the periods they touch:
+  the hour (and local day) of each demand, and for a summation every hour from the summation
+  before it to the one after it, since the energy between two summations is spread over that
+  time (see ``ravend.rollup``). A price reading touches every hour from it to the next price
+  (its cost changes), so a price that arrives late recomputes the hours it applies to. Only
+  those periods are recomputed, from the raw readings. Periods that start before
+  ``purged_before`` are never recomputed: their raw data may be gone.
+- **Only readings on a real calendar are rolled up**: ``clock_flag`` NULL, ``unset`` (keyed on
+  the host's receive second) or ``behind`` (a meter clock that is late lies between 2001 and
+  now: its days are its own, consistently). A reading timed by a meter clock reset to 2000 or
+  running ahead (``epoch``, ``ahead``: up to 2136) stays stored raw but touches no period and
+  is no neighbour of any other reading: one meter time in 2136 would otherwise stretch the
+  hours touched by every new summation or price over a century, so that the watermark never
+  got past them, and a meter sending 2000-based times would stretch them over the 26 years to
+  its readings of today at every step. The watermark moves past such rows like any other;
+  they are counted (``rollup_skipped`` in ``maintenance_state``).
 - **A changed [tariff] starts the roll-ups over**: its fingerprint is kept next to the
   watermark, and when it differs the watermark goes back to 0, so every period whose raw
   readings are still kept is costed with the new tariff.
-- **Purges only what is rolled up**, oldest first, driven by the time index: on MySQL
+- **Purges only what is rolled up**, oldest first, driven by the time index (readings keyed
+  more than a day in the future go once *received* more than ``raw_days`` ago): on MySQL
   ``DELETE ... WHERE key_time < ? AND id <= watermark ORDER BY key_time LIMIT n``, on SQLite the
   same through a rowid subquery on that index. One chunk per transaction and a pause between
   chunks, so the writer waits for at most one chunk; never a full-table scan. SQLite then runs
@@ -48,6 +59,7 @@ from ravend.memory import release_freed_memory
 from ravend.protocol.model import Kind
 from ravend.sinks.base import SinkUnavailable
 from ravend.tariff import PricePoint, Tariff, currency_of_unit
+from ravend.timetext import iso_utc
 
 log = logging.getLogger("ravend.retention")
 
@@ -84,6 +96,9 @@ STEP_TARGET = 0.05
 VACUUM_PAGES = (128, 8, 4096)
 #: The first cycle waits this long after the start (the service settles first).
 FIRST_DELAY = 30.0
+#: Readings whose key time roll-ups can use (see the module docstring; the clock_flag column:
+#: sql/sqlite/003_clock_flag.sql).
+PLAUSIBLE = "(clock_flag IS NULL OR clock_flag IN ('unset', 'behind'))"
 
 
 class Pacer:
@@ -106,6 +121,7 @@ class Report:
 
     store: str
     rolled_up: int = 0  # new readings taken into the roll-ups
+    skipped: int = 0  # of them, left out: their meter time is meaningless (clock_flag)
     hours: int = 0
     days: int = 0
     purged: int = 0  # raw readings deleted (or that would be)
@@ -124,6 +140,9 @@ class Report:
         if self.rolled_up or self.hours:
             out.append(f"{self.store}: rolled up {self.rolled_up} new readings"
                        f" ({self.hours} hours, {self.days} days recomputed)")
+        if self.skipped:
+            out.append(f"{self.store}: {self.skipped} of them left out of the roll-ups (kept"
+                       " raw): their meter time is meaningless (clock_flag epoch/ahead)")
         if self.cutoff is not None and (self.purged or dry_run):
             out.append(f"{self.store}: {verb} {self.purged} raw readings older than"
                        f" {iso(self.cutoff)}" + (f" in {self.chunks} chunks" if self.chunks
@@ -142,7 +161,7 @@ class Report:
 
 
 def iso(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return iso_utc(t)
 
 
 def mb(n: int) -> str:
@@ -212,10 +231,12 @@ class Store:
     def max_id(self) -> int:
         return int(self.scalar("SELECT COALESCE(MAX(id), 0) FROM readings"))
 
-    def new_rows(self, after_id: int, limit: int) -> Iterator[tuple[int, str, str, int]]:
-        """From a cursor, not a list: a step's thousands of rows are only counted into hours.
+    def new_rows(self, after_id: int, limit: int) -> Iterator[tuple[int, str, str, int, bool]]:
+        """(id, meter, kind, key time, plausible) of the rows after after_id.
+
+        From a cursor, not a list: a step's thousands of rows are only counted into hours.
         Closed however the caller stops, so no read snapshot stays open (and pins the WAL)."""
-        cur = self.execute("SELECT id, meter_mac, kind, key_time FROM readings"
+        cur = self.execute(f"SELECT id, meter_mac, kind, key_time, {PLAUSIBLE} FROM readings"
                            " WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
         try:
             yield from cur
@@ -225,17 +246,17 @@ class Store:
     def times(self, meter: str, kind: str, lo: int, hi: int) -> list[int]:
         return [r[0] for r in self.rows(
             "SELECT key_time FROM readings WHERE meter_mac = ? AND kind = ? AND key_time >= ?"
-            " AND key_time <= ? ORDER BY key_time", (meter, kind, lo, hi))]
+            f" AND key_time <= ? AND {PLAUSIBLE} ORDER BY key_time", (meter, kind, lo, hi))]
 
     def before(self, meter: str, kind: str, t: int) -> int | None:
         return self.scalar(
             "SELECT key_time FROM readings WHERE meter_mac = ? AND kind = ? AND key_time < ?"
-            " ORDER BY key_time DESC LIMIT 1", (meter, kind, t))
+            f" AND {PLAUSIBLE} ORDER BY key_time DESC LIMIT 1", (meter, kind, t))
 
     def after(self, meter: str, kind: str, t: int) -> int | None:
         return self.scalar(
             "SELECT key_time FROM readings WHERE meter_mac = ? AND kind = ? AND key_time >= ?"
-            " ORDER BY key_time LIMIT 1", (meter, kind, t))
+            f" AND {PLAUSIBLE} ORDER BY key_time LIMIT 1", (meter, kind, t))
 
     def samples(self, meter: str, kind: str, lo: int, hi: int) -> Iterator[ru.Sample]:
         """Exact values with lo <= key_time <= hi, by time, fetched a page at a time.
@@ -247,7 +268,8 @@ class Store:
         while True:
             page = self.rows(
                 "SELECT key_time, raw, multiplier, divisor FROM readings WHERE meter_mac = ?"
-                " AND kind = ? AND key_time > ? AND key_time <= ? ORDER BY key_time LIMIT ?",
+                f" AND kind = ? AND key_time > ? AND key_time <= ? AND {PLAUSIBLE}"
+                " ORDER BY key_time LIMIT ?",
                 (meter, kind, after, hi, SAMPLE_PAGE))
             for t, raw, mult, div in page:
                 yield t, ru.exact(raw, mult, div)
@@ -261,7 +283,7 @@ class Store:
         for mult, div, n, total, low, high in self.rows(
             "SELECT multiplier, divisor, COUNT(*), SUM(raw), MIN(raw), MAX(raw) FROM readings"
             " WHERE meter_mac = ? AND kind = ? AND key_time >= ? AND key_time < ?"
-            " GROUP BY multiplier, divisor",
+            f" AND {PLAUSIBLE} GROUP BY multiplier, divisor",
             (meter, Kind.DEMAND.value, period.start, period.end)):
             stats.add_group(int(n), int(total), int(low), int(high), int(mult), int(div))
         return stats
@@ -288,7 +310,7 @@ class Store:
     def prices(self, meter: str, lo: int, hi: int) -> list[PricePoint]:
         """The meter's prices in [lo, hi) and the last one before lo (still in effect at lo)."""
         sql = ("SELECT key_time, raw, multiplier, divisor, unit FROM readings WHERE meter_mac = ?"
-               " AND kind = ? AND key_time {} ORDER BY key_time {}")
+               f" AND kind = ? AND {PLAUSIBLE} AND key_time {{}} ORDER BY key_time {{}}")
         kind = Kind.PRICE.value
         rows = self.rows(sql.format("< ?", "DESC LIMIT 1"), (meter, kind, lo))
         rows += self.rows(sql.format(">= ? AND key_time < ?", ""), (meter, kind, lo, hi))
@@ -318,7 +340,7 @@ class SqliteStore(Store):
     def schema_ready(self) -> bool:
         from ravend.sinks.sqlite import schema_version
 
-        return schema_version(self.conn) >= 4  # 004: roll-up cost
+        return schema_version(self.conn) >= 5  # 005: monotonic ids, plausible roll-ups
 
     def many(self, sql: str, params: list[tuple[Any, ...]]) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
@@ -404,7 +426,7 @@ class MysqlStore(Store):
     def schema_ready(self) -> bool:
         from ravend.sinks.mysql import schema_version
 
-        return schema_version(self.conn) >= 5  # 005: roll-up cost
+        return schema_version(self.conn) >= 6  # 006: plausible roll-ups
 
     def many(self, sql: str, params: list[tuple[Any, ...]]) -> None:
         self.conn.cursor().executemany(self._sql(sql), params)
@@ -496,7 +518,10 @@ def update_rollups(store: Store, tz_name: str, stop: threading.Event | None = No
             break  # the watermark stays: this batch is recomputed next time
         watermark = step.last_id
         store.set_state("rollup_watermark", watermark)
+        if step.skipped:
+            store.set_state("rollup_skipped", (store.state("rollup_skipped") or 0) + step.skipped)
         report.rolled_up += step.rows
+        report.skipped += step.skipped
     return report
 
 
@@ -506,19 +531,22 @@ class Step:
 
     rows: int = 0
     last_id: int = 0
+    skipped: int = 0  # rows whose meter time is meaningless: they touch no hour
     hours: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
 
 
-def touched_hours(store: Store, rows: Iterable[tuple[int, str, str, int]]) -> Step:
-    """Hours whose roll-up the new rows change, per meter."""
+def touched_hours(store: Store, rows: Iterable[tuple[int, str, str, int, Any]]) -> Step:
+    """Hours whose roll-up the new rows change, per meter (none for implausible times)."""
     step = Step()
     hours = step.hours
     counters: dict[tuple[str, str], list[int]] = defaultdict(list)
     prices: dict[str, list[int]] = defaultdict(list)
-    for row_id, meter, kind, t in rows:
+    for row_id, meter, kind, t, plausible in rows:
         step.rows += 1
         step.last_id = row_id
-        if kind == Kind.DEMAND.value:
+        if not plausible:
+            step.skipped += 1
+        elif kind == Kind.DEMAND.value:
             hours[meter].add(ru.hour_of(t))
         elif kind in SUMMATIONS:
             counters[(meter, kind)].append(t)
@@ -626,11 +654,18 @@ def purge(store: Store, settings: RetentionConfig, stop: threading.Event | None 
         report.cutoff = cutoff
         if dry_run:
             report.purged = store.count("readings", "key_time < ?", (cutoff,))
+            report.purged += store.count("readings", "key_time > ? AND received_at < ?",
+                                         (int(now) + DAY, cutoff))
             report.not_rolled_up = store.count("readings", "key_time < ? AND id > ?",
                                                (cutoff, limit_id))
         else:
             report.purged += _chunks(store, "readings", "key_time < ? AND id <= ?",
                                      (cutoff, limit_id), settings, stop, report)
+            # Keyed in the future (a meter clock far ahead): by when it was received. Only
+            # such rows lie past now + a day on the time index, so this walks just them.
+            report.purged += _chunks(store, "readings",
+                                     "key_time > ? AND received_at < ? AND id <= ?",
+                                     (int(now) + DAY, cutoff, limit_id), settings, stop, report)
             if not stop.is_set():
                 store.set_state("purged_before", max(cutoff, store.state("purged_before") or 0))
         if isinstance(store, MysqlStore):
@@ -783,6 +818,7 @@ class Maintenance:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="maintenance", daemon=True)
         self._failing: dict[int, str] = {}
+        self._skips_said: set[int] = set()  # stores whose implausible meter times were logged
         # One connection per store, opened at the first cycle (not at start: a fresh database
         # is being created and migrated by the sink then) and kept between cycles (closed
         # after an error, opened again at the next cycle). Opening one per cycle made the
@@ -878,6 +914,12 @@ class Maintenance:
                 del self._failing[i]
                 log.info("maintenance: %s reachable again", report.store)
             took = time.monotonic() - started
+            if report.skipped and i not in self._skips_said:
+                self._skips_said.add(i)
+                log.warning("maintenance: %s: readings with meaningless meter times (clock_flag"
+                            " epoch/ahead) are kept raw but left out of the roll-ups"
+                            " (%d so far; said once)", report.store, report.skipped)
+                report.skipped = 0  # this warning is its line this time
             # Routine roll-ups every few minutes go to debug; deletions and catching up to info.
             deleted = report.purged or report.purged_rollups or report.purged_calplug
             level = (logging.INFO if deleted or report.notes or report.rolled_up >= ROLLUP_BATCH

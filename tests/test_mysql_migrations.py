@@ -71,7 +71,7 @@ def test_calplug_database_is_upgraded_in_place_with_its_rows_kept(
     before = query(mariadb_server, db, "SELECT time, demand, multiplier, divisor, run, hash"
                    " FROM instantaneous_demand ORDER BY time, demand")
     cfg = mysql_config(mariadb_server, db)
-    assert migrate_database(cfg) == [1, 2, 3, 4, 5]
+    assert migrate_database(cfg) == [1, 2, 3, 4, 5, 6]
     after = query(mariadb_server, db, "SELECT time, demand, multiplier, divisor, run, hash,"
                   " flag, kw, meter_mac, key_time, received_at FROM instantaneous_demand"
                   " ORDER BY time, demand")
@@ -140,10 +140,10 @@ def test_failed_migration_resumes_at_the_statement_that_failed(mariadb_server) -
                  "SELECT version, step, applied_at IS NULL FROM schema_version"
                  " ORDER BY version") == [(1, 4, 0), (2, 1, 1)]
     execute(mariadb_server, db, "ALTER TABLE run_info CHANGE id old_id INT")
-    assert migrate_database(cfg) == [2, 3, 4, 5]  # would fail if it ran the first ALTER again
+    assert migrate_database(cfg) == [2, 3, 4, 5, 6]  # would fail if it ran the first ALTER again
     conn = connect(cfg)
     try:
-        assert schema_version(conn) == 5
+        assert schema_version(conn) == 6
         assert migrate(conn) == []
     finally:
         conn.close()
@@ -166,3 +166,27 @@ def test_ravenctl_db_migrate(mariadb_server, tmp_path, capsys) -> None:
     assert "up to date" in capsys.readouterr().out
     assert query(mariadb_server, db,
                  "SELECT COUNT(*) FROM instantaneous_demand WHERE flag = 'error'") == [(1,)]
+
+
+def test_ids_freed_by_a_purge_are_not_given_again_after_a_server_restart(make_mariadb) -> None:
+    """readings.id is InnoDB's AUTO_INCREMENT: deleting the highest ids (a purge of readings
+    timed by a clock reset to 2000) and restarting the server does not rewind it (MariaDB
+    >= 10.2.4 persists the counter; older servers restarted it at MAX(id) + 1), so rows stored
+    afterwards stay above the repeater's and the roll-ups' watermarks."""
+    server = make_mariadb()
+    db = server.new_database("ids")
+    cfg = mysql_config(server, db)
+    sink = MysqlSink(cfg)
+    sink.open()
+    sink.write(demands(30), [])
+    sink.close()
+    (highest,) = query(server, db, "SELECT MAX(id) FROM readings")[0]
+    execute(server, db, f"DELETE FROM readings WHERE id > {highest - 10}")
+    server.restart()
+    sink = MysqlSink(cfg)
+    sink.open()
+    sink.write(demands(5, start=30), [])
+    sink.close()
+    new_ids = [r[0] for r in query(server, db, "SELECT id FROM readings WHERE key_time >= %s",
+                                   (T0 + 30,))]
+    assert len(new_ids) == 5 and min(new_ids) > highest

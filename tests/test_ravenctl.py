@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -131,3 +132,46 @@ def test_simulate_count_exits(tmp_path: Path) -> None:
     proc = ravenctl("simulate", "--link", str(link), "--count", "3", "--flat-out", timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert str(link) in proc.stdout
+
+
+ODD_TIMES = (2**62, -(2**62), 0xFFFFFFFE + 946_684_800, 0, 253_402_300_800)  # 9999 + 1 s too
+
+
+def odd_store(db: Path) -> None:
+    """A real store holding times no date can show (written by older versions, or by a meter
+    whose wire times were wider than its clock), a NULL meter time and an empty-ish state."""
+    fresh(db)
+    conn = sqlite3.connect(db)
+    with conn:
+        for i, t in enumerate(ODD_TIMES):
+            for kind in ("demand", "summation_delivered", "price"):
+                conn.execute(
+                    "INSERT INTO readings (meter_mac, kind, key_time, meter_time, received_at,"
+                    " device_mac, raw, multiplier, divisor, value, unit) VALUES"
+                    " (?, ?, ?, ?, ?, ?, ?, 1, 1000, ?, 'kW')",
+                    (METER, kind, t, t, time.time() - i, DEVICE, 2**62, 2**62 / 1000))
+        conn.execute("INSERT INTO readings (meter_mac, kind, key_time, meter_time, received_at,"
+                     " device_mac, raw, multiplier, divisor, value, unit) VALUES"
+                     " (?, 'demand', ?, NULL, ?, ?, -5, 0, 0, -5, 'kW')",
+                     (METER, int(time.time()) - 7, time.time() - 7, DEVICE))  # clock unset
+    conn.close()
+
+
+def test_no_command_tracebacks_on_any_stored_time(db: Path) -> None:
+    """status, info, export, purge (dry and real: it rolls up first) and report on a store
+    with times in years before 1 and after 9999: a one-line answer and a normal exit code,
+    the odd times shown as Unix seconds, never a traceback."""
+    odd_store(db)
+    common = ("--db", str(db), "--config", "/nonexistent")
+    status = ravenctl("status", *common)
+    assert status.returncode == 0, status.stderr
+    assert f"@-{2**62} .. @{2**62}" in status.stdout
+    runs = [status, ravenctl("status", "--json", *common), ravenctl("info", *common),
+            ravenctl("export", *common), ravenctl("export", "--format", "jsonl", *common)]
+    for args in (("purge", "--dry-run"), ("purge",), ("export", "--rollup", "hourly"),
+                 ("report", "--days", "2")):
+        runs.append(ravenctl(*args, *common))
+    for proc in runs:
+        assert "Traceback" not in proc.stderr, proc.args
+        assert proc.returncode == 0, (proc.args, proc.stderr)
+    assert "left out of the roll-ups" in runs[6].stdout

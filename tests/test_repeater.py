@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -21,8 +22,9 @@ from types import SimpleNamespace
 import pytest
 
 from mqtt_helpers import Subscriber, reading_messages, save_broker_state, validate_ha_sensor
-from ravend.config import load
-from ravend.protocol.model import Kind, Reading, scale
+from ravend import retention
+from ravend.config import RetentionConfig, load
+from ravend.protocol.model import METER_EPOCH_OFFSET, Kind, Reading, scale
 from ravend.repeater import SqliteSource, StoreWatch, Watermark
 from ravend.sinks.base import StateItem
 from ravend.sinks.mqtt_payload import parse_reading
@@ -110,9 +112,12 @@ def wait_for(predicate, timeout: float) -> bool:
     return bool(predicate())
 
 
-def check_received(sub: Subscriber, readings: list[Reading], max_repeats: int = 0) -> None:
-    """Every reading arrived with its stored values; at most max_repeats exact repeats."""
-    got = [parse_reading(m.payload) for m in reading_messages(sub)]
+def check_received(sub: Subscriber, readings: list[Reading], max_repeats: int = 0, *,
+                   live_only: bool = False) -> None:
+    """Every reading arrived with its stored values; at most max_repeats exact repeats.
+    ``live_only``: leave out the retained messages the broker sent at the subscription."""
+    got = [parse_reading(m.payload) for m in reading_messages(sub)
+           if not (live_only and m.retain)]
     by_key: dict[tuple, Reading] = {}
     for r in got:
         assert by_key.setdefault(r.key, r) == r, f"{r.key}: a repeat with other values"
@@ -453,3 +458,110 @@ def test_config_source_mysql_uses_the_mysql_section(tmp_path: Path) -> None:
 
     config = load(write_config(tmp_path, SimpleNamespace(host="h", port=1), source="mysql"))
     assert make_source(config).description == "mysql://ravend@localhost:3306/ravend"
+
+
+def reset_clock(n: int, start: int = 0) -> list[Reading]:
+    """Demand from a meter whose clock was reset to its 2000 epoch (clock_flag epoch), received
+    after the backlog: the newest rows, with the highest ids, and the first a purge deletes."""
+    return [Reading(METER, Kind.DEMAND, METER_EPOCH_OFFSET + i, T0 + 10_000 + i + 0.5, 1500, 1,
+                    1000, scale(1500, 1, 1000), "kW", DEVICE) for i in range(start, start + n)]
+
+
+def demand_samples(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT COALESCE(SUM(demand_samples), 0) FROM rollup_hourly"
+                            " WHERE period_start >= ?", (T0 - 3600,)).fetchone()[0]
+
+
+def test_rows_after_a_purge_of_the_highest_ids_are_published_and_rolled_up(
+        tmp_path: Path, mosquitto_server) -> None:
+    """A purge by time deletes the highest ids (readings of a meter reset to 2000): the rows
+    stored after it get new ids, above both watermarks, so the running repeater publishes them
+    and the roll-ups take them in (ids used to be handed out again, below both)."""
+    config = write_config(tmp_path, mosquitto_server)
+    db = tmp_path / "state" / "ravend.db"
+    old, reset, new = backlog(200), reset_clock(50), backlog(30, start=200)
+    store(db, old + reset)
+    sub = Subscriber(mosquitto_server.host, mosquitto_server.port, ["ravend/+/+"]).start()
+    proc = RepeaterProcess(config, tmp_path / "repeater.log")
+    try:
+        assert wait_for(lambda: watermark(tmp_path) == 250, 20), proc.log()
+        settings = RetentionConfig(raw_days=5 * 365, time_zone="UTC")  # 2000 goes, 2023 stays
+        report = retention.run_once(lambda: retention.SqliteStore(db), settings)
+        assert report.purged == 50
+        store(db, new)
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("SELECT MIN(id) FROM readings WHERE key_time >= ?",
+                                (T0 + 200,)).fetchone()[0] > 250
+        assert wait_for(lambda: watermark(tmp_path) == 280, 20), proc.log()
+        assert sub.wait_for(lambda: len(reading_messages(sub)) >= 280, 20)
+    finally:
+        assert proc.stop() == 0, proc.log()
+        sub.stop()
+    check_received(sub, old + reset + new)
+    retention.run_once(lambda: retention.SqliteStore(db), RetentionConfig(time_zone="UTC"),
+                       purges=False)
+    assert demand_samples(db) == sum(r.kind is Kind.DEMAND for r in old + new)
+
+
+def version_4_store(db: Path, readings: list[Reading]) -> None:
+    """A store as ravend wrote it before sql/sqlite/005 (ids without AUTOINCREMENT)."""
+    from ravend.migrations import migrations
+    from ravend.sinks.sqlite import connect, reading_row
+
+    conn = connect(db)
+    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                 " applied_at REAL NOT NULL)")
+    for m in migrations("sqlite")[:4]:
+        for statement in m.sql.split(";\n"):
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version VALUES (?, ?, 0)", (m.version, m.name))
+    conn.executemany("INSERT INTO readings (meter_mac, kind, key_time, meter_time, received_at,"
+                     " device_mac, raw, multiplier, divisor, value, unit)"
+                     " VALUES (?,?,?,?,?,?,?,?,?,?,?)", [reading_row(r) for r in readings])
+    conn.close()
+
+
+def test_an_existing_store_is_migrated_whole_and_the_repeater_resumes(
+        tmp_path: Path, mosquitto_server) -> None:
+    """A store of schema 4 whose highest ids were published, then purged (as the old purge did,
+    rolled up first): ravend's start migrates it with every row, id and flag as they were, the
+    ids go on above every id given before, and the repeater publishes exactly the new rows."""
+    config = write_config(tmp_path, mosquitto_server)
+    db = tmp_path / "state" / "ravend.db"
+    old, reset, new = backlog(300), reset_clock(20), backlog(20, start=300)
+    version_4_store(db, old + reset)
+    proc = RepeaterProcess(config, tmp_path / "repeater.log")
+    try:
+        assert wait_for(lambda: watermark(tmp_path) == 320, 20), proc.log()
+    finally:
+        assert proc.stop() == 0, proc.log()
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM readings WHERE clock_flag = 'epoch'")
+        conn.execute("INSERT INTO maintenance_state VALUES ('rollup_watermark', 320)")
+        before = conn.execute("SELECT *, clock_flag FROM readings ORDER BY id").fetchall()
+    sink = SqliteSink(db)
+    sink.open()  # what ravend does at start: migrates
+    sink.write(new, [])
+    sink.write(old[:10], [])  # replays: the identity still makes them harmless
+    sink.close()
+    with sqlite3.connect(db) as conn:
+        after = conn.execute("SELECT *, clock_flag FROM readings ORDER BY id").fetchall()
+        schema = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'readings'").fetchone()
+        indexes = {r[1] for r in conn.execute("PRAGMA index_list(readings)")}
+    assert after[:len(before)] == before
+    assert len(after) == len(before) + len(new)
+    assert min(row[0] for row in after[len(before):]) == 321
+    assert "AUTOINCREMENT" in schema[0] and "readings_by_time" in indexes
+    sub = Subscriber(mosquitto_server.host, mosquitto_server.port, ["ravend/+/+"]).start()
+    proc = RepeaterProcess(config, tmp_path / "repeater2.log")
+    try:
+        assert wait_for(lambda: watermark(tmp_path) == 340, 20), proc.log()
+        assert sub.wait_for(lambda: sum(not m.retain for m in reading_messages(sub))
+                            >= len(new), 20)
+        time.sleep(0.5)  # a republished row would arrive with the new ones
+    finally:
+        assert proc.stop() == 0, proc.log()
+        sub.stop()
+    check_received(sub, new, live_only=True)
+    assert "past the newest row" not in proc.log()

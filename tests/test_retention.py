@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import sqlite3
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from mysql_helpers import mysql_config, query
 from ravend.cli import ravenctl
 from ravend.config import RetentionConfig
-from ravend.protocol.model import KIND_UNITS, Kind, Reading, scale
+from ravend.protocol.model import KIND_UNITS, METER_EPOCH_OFFSET, Kind, Reading, scale
 from ravend.retention import MysqlStore, SqliteStore, Store, purge, update_rollups
 from ravend.sinks.mysql import MysqlSink
 from ravend.sinks.sqlite import SqliteSink
@@ -406,3 +407,77 @@ def test_glibc_heap_calls_take_effect_here() -> None:
 
     assert limit_malloc_arenas() is True  # Debian's glibc: mallopt accepted the cap
     release_freed_memory()  # and malloc_trim is found and runs
+
+
+def test_the_monotonic_id_migration_is_all_or_nothing(tmp_path: Path) -> None:
+    """sql/sqlite/005 rebuilds readings in one transaction: failing at any statement (here the
+    DROP of the old table, refused) leaves the store at schema 4 with every row as it was; the
+    next start migrates it whole."""
+    from ravend.migrations import migrations
+    from ravend.sinks.sqlite import connect, migrate, reading_row, schema_version
+
+    path = tmp_path / "old.db"
+    conn = connect(path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                 " applied_at REAL NOT NULL)")
+    for m in migrations("sqlite")[:4]:
+        for statement in m.sql.split(";\n"):
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version VALUES (?, ?, 0)", (m.version, m.name))
+    conn.executemany("INSERT INTO readings (meter_mac, kind, key_time, meter_time, received_at,"
+                     " device_mac, raw, multiplier, divisor, value, unit)"
+                     " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                     [reading_row(r) for r in history(D0, 2 * HOUR)])
+    rows = conn.execute("SELECT *, clock_flag FROM readings ORDER BY id").fetchall()
+
+    def refuse_drop(action: int, *_: Any) -> int:
+        return sqlite3.SQLITE_DENY if action == sqlite3.SQLITE_DROP_TABLE else sqlite3.SQLITE_OK
+
+    conn.set_authorizer(refuse_drop)
+    with pytest.raises(sqlite3.DatabaseError):
+        migrate(conn)
+    conn.set_authorizer(None)
+    assert schema_version(conn) == 4
+    assert conn.execute("SELECT *, clock_flag FROM readings ORDER BY id").fetchall() == rows
+    assert migrate(conn) == [m.version for m in migrations("sqlite")[4:]]
+    assert conn.execute("SELECT *, clock_flag FROM readings ORDER BY id").fetchall() == rows
+    assert "AUTOINCREMENT" in conn.execute(
+        "SELECT sql FROM sqlite_master WHERE name = 'readings'").fetchone()[0]
+    conn.close()
+
+
+def test_meaningless_meter_times_neither_hold_the_rollups_nor_escape_the_purge(env: Env) -> None:
+    """A summation, demand and price timed 2136 (a meter clock far ahead) and a summation of a
+    clock reset to 2000, received with the day's readings: the roll-ups take every row past the
+    watermark at once, the day's hours are exact, and raw_days deletes all of them, the 2136
+    ones by the time they were received."""
+    far = METER_EPOCH_OFFSET + 0xFFFFFFFE
+
+    def odd(kind: Kind, t: int, raw: int) -> Reading:
+        return Reading(METER, kind, t, D0 + 3 * HOUR + 0.5, raw, 1, 1000, scale(raw, 1, 1000),
+                       KIND_UNITS.get(kind, "USD/kWh"), DEVICE)
+
+    day = history(D0, 3 * HOUR)
+    env.write(day[:200])
+    env.write([odd(Kind.SUMMATION_DELIVERED, far, 9_000_000), odd(Kind.DEMAND, far, 1),
+               odd(Kind.PRICE, far, 12), odd(Kind.SUMMATION_DELIVERED, METER_EPOCH_OFFSET, 0)])
+    env.write(day[200:])
+    store = env.store()
+    stop = threading.Event()
+    guard = threading.Timer(60, stop.set)  # only so that a stalled roll-up ends the test
+    guard.start()
+    try:
+        report = update_rollups(store, "UTC", stop)
+    finally:
+        guard.cancel()
+        store.close()
+    assert report.rolled_up == len(day) + 4 and report.skipped == 4
+    assert env.rows("SELECT value FROM maintenance_state WHERE name = 'rollup_watermark'") == \
+        env.rows("SELECT MAX(id) FROM readings")
+    hours = env.rollups()
+    assert [h[0] for h in hours] == [D0, D0 + HOUR, D0 + 2 * HOUR]
+    assert [h[1:3] for h in hours] == [(60, Decimal("1.45"))] * 3
+    assert [h[5] for h in hours[:2]] == [Decimal("1.5")] * 2  # the 2136 counter counts nothing
+    env.now = D0 + 3 * DAY
+    assert run_purge(env, raw_days=1).purged == len(day) + 4
+    assert env.count() == 0

@@ -20,6 +20,7 @@ from ravend.cli import (
     store_commands,
 )
 from ravend.config import DEFAULT_PATH, EX_CONFIG, Config, ConfigError, load, replace
+from ravend.timetext import iso_utc
 
 DESCRIPTION = """\
 Inspect and export what ravend has stored, and simulate a meter stick without hardware.
@@ -164,9 +165,7 @@ def _reader(args: argparse.Namespace, config: Config) -> Any:
 
 
 def _iso(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return iso_utc(ts)
 
 
 def _ago(seconds: float) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import datetime as dt
 import json
 import sys
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ravend.config import Config
+from ravend.timetext import iso_utc
 
 NAMES = frozenset({"db", "purge"})
 EX_FAILED = 1
@@ -169,7 +169,7 @@ def _plain(value: Any) -> Any:
 
 
 def _iso(ts: int) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso_utc(ts, "%Y-%m-%dT%H:%M:%SZ")
 
 
 def export_rollups(args: argparse.Namespace, config: Config, since: float | None,
