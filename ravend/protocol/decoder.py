@@ -367,8 +367,8 @@ TABLE: dict[str, Spec] = {
         {**_COMMON, "TimeStamp": ("time_stamp", time_field), "Price": ("price", price_field),
          "Currency": ("currency", optional_field), "TrailingDigits": ("trailing_digits", hex_int),
          "Tier": ("tier", hex_int), "TierLabel": ("tier_label", text_field),
-         "RateLabel": ("rate_label", text_field), "StartTime": ("start_time", time_field),
-         "Duration": ("duration", optional_field)},
+         "StartTime": ("start_time", time_field), "Duration": ("duration", optional_field),
+         "RateLabel": ("rate_label", text_field)},
         ("device_mac_id", "meter_mac_id", "time_stamp", "price", "trailing_digits"),
     ),
     "BlockPriceDetail": _spec(
