@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sqlite3
 import time
 from dataclasses import fields as dataclass_fields
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 from ravend.protocol.decoder import FAST_PATHS, TABLE, StreamDecoder, readings_from
 from ravend.protocol.model import METER_EPOCH_OFFSET, DecodeError
 from ravend.protocol.widths import FIELD_WIDTHS, MAX_TRAILING_DIGITS, Width
+from ravend_process import ROOT
 
 EXAMPLES = int(os.environ.get("RAVEND_FUZZ_EXAMPLES", "400"))
 BOUNDS = settings(max_examples=EXAMPLES, deadline=None,
@@ -213,3 +215,19 @@ def test_values_within_their_width_are_kept(tag: str, wire: str, text: str,
     (out,) = both_paths(render(tag, (wire, text)))
     assert field_value(out, tag, wire) == expected
     check_readings(out)
+
+
+def test_doc_fields_md_gives_the_widths_of_the_table() -> None:
+    """doc/fields.md is what operators read: it must say what FIELD_WIDTHS says, for all of it."""
+    documented: dict[str, str] = {}
+    for line in (ROOT / "doc" / "fields.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if not line.startswith("|") or len(cells) != 2 or cells[0] in ("Width", "---"):
+            continue
+        for name in re.findall(r"\b[A-Z][A-Za-z]+\b", cells[1]):
+            if name in FIELD_WIDTHS:
+                documented[name] = cells[0]
+    assert set(documented) == set(FIELD_WIDTHS)
+    for name, said in documented.items():
+        width = FIELD_WIDTHS[name]
+        assert said == width.describe() + (", decimal" if width.decimal else ""), name

@@ -6,6 +6,11 @@ in the API are flat ``<Tag>text</Tag>`` lines, so a regular expression reads the
 less surprise than a general XML parser; anything that is not that shape (a DTD, an entity
 declaration, a processing instruction, nested markup) is refused as a decode error rather than
 interpreted: nothing from a serial line gets entity expansion.
+
+Every numeric child is read at the width the XML API gives it (ravend/protocol/widths.py, one
+table for the general path and the fast paths, doc/fields.md): a wider or out-of-range value is
+a decode error for its fragment, found before the integer is built, so that nothing computed
+from a fragment (a power of ten, a Decimal scale, a time) can cost more than microseconds.
 """
 
 from __future__ import annotations
