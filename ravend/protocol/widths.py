@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 #: ZigBee's Price cluster keeps the trailing digits in a 4-bit nibble: a price cannot use more.
+#: (What the stick accepts when ravend *sets* a price is less: control.MAX_TRAILING_DIGITS.)
 MAX_TRAILING_DIGITS = 15
 
 #: MAC ids and the extended PAN id are 8 bytes; they stay text (their leading zeros are part of
