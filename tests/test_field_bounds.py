@@ -136,14 +136,15 @@ def test_the_baseline_fragment_decodes_and_takes_its_fast_path(tag: str) -> None
 HEX_DIGITS = "0123456789abcdefABCDEF"
 digit_runs = st.one_of(
     st.text(HEX_DIGITS, max_size=40),
-    # values at and around every power of two up to 2^80, padded with up to 40 zeros
+    # values at and around every power of two up to 2^80, padded with zeros past the length
+    # (64) beyond which significant digits are counted before the text becomes a number
     st.builds(lambda k, d, pad: f"{(1 << k) + d:x}".zfill(pad),
-              st.integers(0, 80), st.integers(-1, 1), st.integers(0, 40)),
+              st.integers(0, 80), st.integers(-1, 1), st.integers(0, 100)),
 )
 decimal_runs = st.one_of(
     st.text("0123456789", max_size=40),
     st.builds(lambda k, d, pad: str((1 << k) + d).zfill(pad),
-              st.integers(0, 80), st.integers(-1, 1), st.integers(0, 40)),
+              st.integers(0, 80), st.integers(-1, 1), st.integers(0, 100)),
 )
 
 
@@ -181,6 +182,7 @@ def test_any_hex_in_any_numeric_field_is_in_bounds_or_a_decode_error(
 
 @pytest.mark.parametrize(("tag", "wire", "text"), [
     ("InstantaneousDemand", "TimeStamp", "0x0000000100000000"),
+    ("InstantaneousDemand", "TimeStamp", "0x" + "f" * 10000),  # counted, never made a number
     ("InstantaneousDemand", "Demand", "0x7fffffffffffffff"),
     ("InstantaneousDemand", "Multiplier", "0xffffffffffffffff"),
     ("InstantaneousDemand", "Divisor", "0x100000000"),
@@ -204,6 +206,7 @@ def test_a_mac_id_longer_than_eight_bytes_is_a_decode_error() -> None:
 
 @pytest.mark.parametrize(("tag", "wire", "text", "expected"), [
     ("InstantaneousDemand", "TimeStamp", "0x0000000000000001", 1 + METER_EPOCH_OFFSET),
+    ("InstantaneousDemand", "TimeStamp", "0x" + "0" * 200 + "2", 2 + METER_EPOCH_OFFSET),
     ("InstantaneousDemand", "Demand", "0xfffffa36", -1482),
     ("InstantaneousDemand", "Multiplier", "0xffffffff", 0xFFFFFFFF),
     ("CurrentSummationDelivered", "SummationDelivered", "0xffffffffffffffff", -1),

@@ -59,16 +59,31 @@ class FieldError(ValueError):
 _HEX_TEXT = re.compile(r"[ \t\r\n]*(?:0[xX])?[0-9A-Fa-f]+[ \t\r\n]*")
 
 
-def _too_wide(digits: str, most: int) -> bool:
-    """More than ``most`` significant digits (leading zeros do not count)?"""
+#: Text up to this long becomes an integer in well under a microsecond, and the range check
+#: then decides; longer text has its significant digits counted first (leading zeros are fine).
+_CHEAP_TEXT = 64
+
+
+def _too_wide(text: str, most: int) -> bool:
+    """More than ``most`` significant digits after an optional 0x (leading zeros do not count)?"""
+    digits = text[2:] if text[:2] in ("0x", "0X") else text
     return len(digits) > most and len(digits.lstrip("0")) > most
 
 
-def hex_reader(width: Width) -> Callable[[str], int]:
-    """The unsigned value of a hex child of ``width``, or a FieldError saying why not."""
+#: "Not set" markers devices send in time and duration fields (all bits of the field set).
+_UNSET_TIMES = frozenset({0xFFFFFFFF, 0xFFFFFF})
+_UNSET_VALUES = frozenset({0xFFFFFFFF, 0xFFFFFF, 0xFFFF})
+_NEVER_UNSET: frozenset[int] = frozenset()
+
+
+def hex_reader(width: Width, unset: frozenset[int] = _NEVER_UNSET,
+               offset: int = 0) -> Callable[[str], Any]:
+    """A hex child of ``width``: its value plus ``offset``, None for an ``unset`` marker, or a
+    FieldError saying why not. One closure per field kind, so the layout fast paths pay one call
+    per child."""
     most, top, name = width.digits, width.wire_max, width.describe()
 
-    def read(text: str) -> int:
+    def read(text: str) -> int | None:
         # Fast path for what devices send ('0x001540'): ASCII letters and digits only, so no
         # sign, "_" or blank for int() to be lenient about; int() still refuses non-hex letters.
         if text.isascii() and text.isalnum():
@@ -77,7 +92,7 @@ def hex_reader(width: Width) -> Callable[[str], int]:
             t = text.strip(" \t\r\n")  # the 0x prefix and surrounding blanks are fine
         else:
             raise FieldError(f"expected hex digits, got {text[:40]!r}")
-        if _too_wide(t[2:] if t[:2] in ("0x", "0X") else t, most):
+        if len(t) > _CHEAP_TEXT and _too_wide(t, most):
             raise FieldError(f"wider than {name}: {text[:40]!r}")
         try:
             value = int(t, 16)
@@ -85,7 +100,9 @@ def hex_reader(width: Width) -> Callable[[str], int]:
             raise FieldError(f"expected hex digits, got {text[:40]!r}") from None
         if value > top:
             raise FieldError(f"{value:#x} is out of range for {name}")
-        return value
+        if value in unset:
+            return None
+        return value + offset
 
     return read
 
@@ -98,10 +115,10 @@ def decimal_reader(width: Width) -> Callable[[str], int]:
     def read(text: str) -> int:
         t = text.strip()
         if t[:2] in ("0x", "0X"):
-            return as_hex(t)
+            return as_hex(t)  # type: ignore[no-any-return]
         if not (t.isascii() and t.isdigit()):  # int() would also take a sign and "_"
             raise FieldError(f"expected a decimal number, got {text[:40]!r}")
-        if _too_wide(t, most):  # also keeps int() off its quadratic (and limited) long path
+        if len(t) > _CHEAP_TEXT and _too_wide(t, most):  # int() is quadratic (and limited)
             raise FieldError(f"wider than {name}: {text[:40]!r}")
         value = int(t, 10)
         if value > top:
@@ -124,7 +141,7 @@ def signed_demand(width: Width) -> Callable[[str], int]:
     read, half, whole = hex_reader(width), 1 << (width.bits - 1), 1 << width.bits
 
     def convert(text: str) -> int:
-        value = read(text)
+        value: int = read(text)
         if value >= half:
             return value - whole
         if _digits(text) <= 6 and value >= 1 << 23:
@@ -140,58 +157,30 @@ def signed_hex(width: Width) -> Callable[[str], int]:
     read, half, whole = hex_reader(width), 1 << (width.bits - 1), 1 << width.bits
 
     def convert(text: str) -> int:
-        value = read(text)
+        value: int = read(text)
         return value - whole if value >= half else value
 
     return convert
 
 
-#: "Not set" markers devices send in time and duration fields (all bits of the field set).
-_UNSET_TIMES = frozenset({0xFFFFFFFF, 0xFFFFFF})
-_UNSET_VALUES = frozenset({0xFFFFFFFF, 0xFFFFFF, 0xFFFF})
-
-
 def meter_time(width: Width) -> Callable[[str], int | None]:
     """Seconds since 2000-01-01 UTC → Unix seconds; 0xffffffff (or 0xffffff) means not set."""
-    read = hex_reader(width)
-
-    def convert(text: str) -> int | None:
-        value = read(text)
-        return None if value in _UNSET_TIMES else value + METER_EPOCH_OFFSET
-
-    return convert
+    return hex_reader(width, _UNSET_TIMES, METER_EPOCH_OFFSET)
 
 
 def optional_hex(width: Width) -> Callable[[str], int | None]:
     """A hex field where all-F means "not set" (Duration 0xffff, Currency 0xffff)."""
-    read = hex_reader(width)
-
-    def convert(text: str) -> int | None:
-        value = read(text)
-        return None if value in _UNSET_VALUES else value
-
-    return convert
+    return hex_reader(width, _UNSET_VALUES)
 
 
 def price_value(width: Width) -> Callable[[str], int | None]:
     """Price is 32-bit: only 0xffffffff means "no price"; 0xffff is a real price."""
-    read = hex_reader(width)
-
-    def convert(text: str) -> int | None:
-        value = read(text)
-        return None if value == 0xFFFFFFFF else value
-
-    return convert
+    return hex_reader(width, frozenset({0xFFFFFFFF}))
 
 
 def interval_value(width: Width) -> Callable[[str], int | None]:
-    read = hex_reader(width)
-
-    def convert(text: str) -> int | None:
-        value = read(text)
-        return None if value == 0xFFFFFF else value
-
-    return convert
+    """IntervalData is 24-bit: 0xFFFFFF marks an invalid interval."""
+    return hex_reader(width, frozenset({0xFFFFFF}))
 
 
 @dataclass(frozen=True, slots=True)
