@@ -8,8 +8,9 @@ a Decimal scale, a time) ever sees a number wider than the API allows, so no inp
 than a few microseconds.
 
 Rule for width: leading zeros are allowed (``0x00000001`` fits 8 bits); what counts is the
-value. Before any conversion the significant digits are counted, so that a field of thousands
-of digits is refused without building the integer.
+value. Text longer than 64 characters has its significant digits counted before it becomes a
+number, so that a field of thousands of digits is refused without building the integer; shorter
+text is converted (well under a microsecond) and checked by value.
 
 Signed fields are read as two's complement at the width the devices print:
 
