@@ -151,6 +151,7 @@ class DeviceSession:
         self._last_demand = 0.0
         self._last_byte = 0.0
         self._noise_bytes = 0
+        self._noise_fragments = 0  # decode errors in the burst (fields too wide, out of range)
         self._noise_reasons: set[str] = set()
         self._noise_since = 0.0
         self._reopen_requested = threading.Event()
@@ -415,7 +416,7 @@ class DeviceSession:
             return
         if isinstance(item, DecodeError):
             self.stats.decode_errors += 1
-            self._note_noise(str(item), len(item.raw))
+            self._note_noise(str(item), len(item.raw), fragments=1)
             return
         self.stats.fragments += 1
         self.stats.last_fragment_at = received_at
@@ -438,23 +439,28 @@ class DeviceSession:
                     break
         self.on_fragment(item, received_at)
 
-    def _note_noise(self, reason: str, count: int) -> None:
-        if not self._noise_bytes:
+    def _note_noise(self, reason: str, count: int, fragments: int = 0) -> None:
+        if not (self._noise_bytes or self._noise_fragments):
             self._noise_since = time.monotonic()
         self._noise_bytes += count
+        self._noise_fragments += fragments
         self.stats.discarded_bytes += count
         if len(self._noise_reasons) < 5:
             self._noise_reasons.add(reason)
 
     def _flush_noise(self, force: bool = False) -> None:
         """One log line per burst of bad input, never one per byte or per read."""
-        if not self._noise_bytes:
+        if not (self._noise_bytes or self._noise_fragments):
             return
         if not force and time.monotonic() - self._noise_since < NOISE_LOG_INTERVAL:
             return
-        log.warning("skipped %d bytes of bad input (%s)", self._noise_bytes,
-                    "; ".join(sorted(self._noise_reasons)))
+        refused = self._noise_fragments
+        log.warning("skipped %d bytes of bad input (%s%s)", self._noise_bytes,
+                    f"{refused} fragment{'s' if refused != 1 else ''} could not be decoded: "
+                    if refused else "", "; ".join(sorted(self._noise_reasons)))
         self._noise_bytes = 0
+        self._noise_fragments = 0
+        self._noise_fragments = 0  # decode errors in the burst (fields too wide, out of range)
         self._noise_reasons.clear()
 
 

@@ -6,6 +6,11 @@ in the API are flat ``<Tag>text</Tag>`` lines, so a regular expression reads the
 less surprise than a general XML parser; anything that is not that shape (a DTD, an entity
 declaration, a processing instruction, nested markup) is refused as a decode error rather than
 interpreted: nothing from a serial line gets entity expansion.
+
+Every numeric child is read at the width the XML API gives it (ravend/protocol/widths.py, one
+table for the general path and the fast paths, doc/fields.md): a wider or out-of-range value is
+a decode error for its fragment, found before the integer is built, so that nothing computed
+from a fragment (a power of ten, a Decimal scale, a time) can cost more than microseconds.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from ravend.protocol.model import (
     Kind,
     Reading,
 )
+from ravend.protocol.widths import FIELD_WIDTHS, MAC_DIGITS, Width
 
 _CHILD = re.compile(r"<([A-Za-z][A-Za-z0-9_]*)>([^<]*)</\1>")
 _OPEN = re.compile(r"\A\s*<([A-Za-z][A-Za-z0-9_]*)>")
@@ -43,36 +49,83 @@ class FieldError(ValueError):
 
 
 # --- converters: each names the bad input -----------------------------------------------------
+#
+# Numeric converters are made per child tag from its width (ravend/protocol/widths.py): the
+# significant digits are counted before the text becomes an integer, and the integer is checked
+# against the width before anything is computed from it.
 
 
 #: What a hex field may hold: int(text, 16) alone would also take a sign and "_" separators.
 _HEX_TEXT = re.compile(r"[ \t\r\n]*(?:0[xX])?[0-9A-Fa-f]+[ \t\r\n]*")
 
 
-def _unsigned(text: str) -> int:
-    # Fast path for what devices send ('0x001540'): ASCII letters and digits only, so no sign,
-    # "_" or blank for int() to be lenient about; int() still refuses non-hex letters.
-    if text.isascii() and text.isalnum():
+#: Text up to this long becomes an integer in well under a microsecond, and the range check
+#: then decides; longer text has its significant digits counted first (leading zeros are fine).
+_CHEAP_TEXT = 64
+
+
+def _too_wide(text: str, most: int) -> bool:
+    """More than ``most`` significant digits after an optional 0x (leading zeros do not count)?"""
+    digits = text[2:] if text[:2] in ("0x", "0X") else text
+    return len(digits) > most and len(digits.lstrip("0")) > most
+
+
+#: "Not set" markers devices send in time and duration fields (all bits of the field set).
+_UNSET_TIMES = frozenset({0xFFFFFFFF, 0xFFFFFF})
+_UNSET_VALUES = frozenset({0xFFFFFFFF, 0xFFFFFF, 0xFFFF})
+_NEVER_UNSET: frozenset[int] = frozenset()
+
+
+def hex_reader(width: Width, unset: frozenset[int] = _NEVER_UNSET,
+               offset: int = 0) -> Callable[[str], Any]:
+    """A hex child of ``width``: its value plus ``offset``, None for an ``unset`` marker, or a
+    FieldError saying why not. One closure per field kind, so the layout fast paths pay one call
+    per child."""
+    most, top, name = width.digits, width.wire_max, width.describe()
+
+    def read(text: str) -> int | None:
+        # Fast path for what devices send ('0x001540'): ASCII letters and digits only, so no
+        # sign, "_" or blank for int() to be lenient about; int() still refuses non-hex letters.
+        if text.isascii() and text.isalnum():
+            t = text
+        elif _HEX_TEXT.fullmatch(text):
+            t = text.strip(" \t\r\n")  # the 0x prefix and surrounding blanks are fine
+        else:
+            raise FieldError(f"expected hex digits, got {text[:40]!r}")
+        if len(t) > _CHEAP_TEXT and _too_wide(t, most):
+            raise FieldError(f"wider than {name}: {text[:40]!r}")
         try:
-            return int(text, 16)
+            value = int(t, 16)
         except ValueError:
-            raise FieldError(f"expected hex digits, got {text!r}") from None
-    if not _HEX_TEXT.fullmatch(text):
-        raise FieldError(f"expected hex digits, got {text!r}")
-    return int(text, 16)  # the 0x prefix and surrounding blanks are fine
+            raise FieldError(f"expected hex digits, got {text[:40]!r}") from None
+        if value > top:
+            raise FieldError(f"{value:#x} is out of range for {name}")
+        if value in unset:
+            return None
+        return value + offset
+
+    return read
 
 
-hex_int = _unsigned
-
-
-def decimal_int(text: str) -> int:
+def decimal_reader(width: Width) -> Callable[[str], int]:
     """Channel and ProfileIntervalPeriod are decimal on the wire; tolerate a 0x prefix."""
-    t = text.strip()
-    if t[:2] in ("0x", "0X"):
-        return _unsigned(t)
-    if not (t.isascii() and t.isdigit()):  # int() would also take a sign and "_"
-        raise FieldError(f"expected a decimal number, got {text!r}")
-    return int(t, 10)
+    most, top, name = width.digits, width.wire_max, width.describe()
+    as_hex = hex_reader(Width(width.bits, limit=width.limit))
+
+    def read(text: str) -> int:
+        t = text.strip()
+        if t[:2] in ("0x", "0X"):
+            return as_hex(t)  # type: ignore[no-any-return]
+        if not (t.isascii() and t.isdigit()):  # int() would also take a sign and "_"
+            raise FieldError(f"expected a decimal number, got {text[:40]!r}")
+        if len(t) > _CHEAP_TEXT and _too_wide(t, most):  # int() is quadratic (and limited)
+            raise FieldError(f"wider than {name}: {text[:40]!r}")
+        value = int(t, 10)
+        if value > top:
+            raise FieldError(f"{value} is out of range for {name}")
+        return value
+
+    return read
 
 
 def _digits(text: str) -> int:
@@ -80,55 +133,72 @@ def _digits(text: str) -> int:
     return len(t) - 2 if t[:2] in ("0x", "0X") else len(t)
 
 
-def signed_demand(text: str) -> int:
+def signed_demand(width: Width) -> Callable[[str], int]:
     """Positive demand comes as 6 digits, negative as 32-bit two's complement (8 digits).
 
     A 6-digit value with the top bit set is ZigBee's int24 and is read as such.
     """
-    value = _unsigned(text)
-    if value >= 1 << 31:
-        return value - (1 << 32)
-    if _digits(text) <= 6 and value >= 1 << 23:
-        return value - (1 << 24)
-    return value
+    read, half, whole = hex_reader(width), 1 << (width.bits - 1), 1 << width.bits
+
+    def convert(text: str) -> int:
+        value: int = read(text)
+        if value >= half:
+            return value - whole
+        if _digits(text) <= 6 and value >= 1 << 23:
+            return value - (1 << 24)
+        return value
+
+    return convert
 
 
-def signed64(text: str) -> int:
-    """Summations and period usage: 16 digits on real devices; never truncated to 32 bits."""
-    value = _unsigned(text)
-    if value >= 1 << 63:
-        return value - (1 << 64)
-    return value
+def signed_hex(width: Width) -> Callable[[str], int]:
+    """Two's complement at the field's width (summations and period usage: 64-bit, never
+    truncated to 32 bits)."""
+    read, half, whole = hex_reader(width), 1 << (width.bits - 1), 1 << width.bits
+
+    def convert(text: str) -> int:
+        value: int = read(text)
+        return value - whole if value >= half else value
+
+    return convert
 
 
-#: "Not set" markers devices send in time and duration fields (all bits of the field set).
-_UNSET_TIMES = frozenset({0xFFFFFFFF, 0xFFFFFF})
-_UNSET_VALUES = frozenset({0xFFFFFFFF, 0xFFFFFF, 0xFFFF})
-
-
-def meter_time(text: str) -> int | None:
+def meter_time(width: Width) -> Callable[[str], int | None]:
     """Seconds since 2000-01-01 UTC → Unix seconds; 0xffffffff (or 0xffffff) means not set."""
-    value = _unsigned(text)
-    if value in _UNSET_TIMES:
-        return None
-    return value + METER_EPOCH_OFFSET
+    return hex_reader(width, _UNSET_TIMES, METER_EPOCH_OFFSET)
 
 
-def optional_hex(text: str) -> int | None:
-    """A hex field where all-F means "not set" (Duration 0xffff, Price 0xffffffff)."""
-    value = _unsigned(text)
-    return None if value in _UNSET_VALUES else value
+def optional_hex(width: Width) -> Callable[[str], int | None]:
+    """A hex field where all-F means "not set" (Duration 0xffff, Currency 0xffff)."""
+    return hex_reader(width, _UNSET_VALUES)
 
 
-def price_value(text: str) -> int | None:
+def price_value(width: Width) -> Callable[[str], int | None]:
     """Price is 32-bit: only 0xffffffff means "no price"; 0xffff is a real price."""
-    value = _unsigned(text)
-    return None if value == 0xFFFFFFFF else value
+    return hex_reader(width, frozenset({0xFFFFFFFF}))
 
 
-def interval_value(text: str) -> int | None:
-    value = _unsigned(text)
-    return None if value == 0xFFFFFF else value
+def interval_value(width: Width) -> Callable[[str], int | None]:
+    """IntervalData is 24-bit: 0xFFFFFF marks an invalid interval."""
+    return hex_reader(width, frozenset({0xFFFFFF}))
+
+
+@dataclass(frozen=True, slots=True)
+class Numeric:
+    """A numeric child's converter, made for the child's width when the table is built: the
+    width comes from FIELD_WIDTHS by wire tag, so a numeric child without one fails at import."""
+
+    make: Callable[[Width], Callable[[str], Any]]
+
+
+hex_int = Numeric(hex_reader)
+decimal_int = Numeric(decimal_reader)
+time_field = Numeric(meter_time)
+demand_field = Numeric(signed_demand)
+signed64 = Numeric(signed_hex)
+optional_field = Numeric(optional_hex)
+price_field = Numeric(price_value)
+interval_field = Numeric(interval_value)
 
 
 def yes_no(text: str) -> bool:
@@ -152,7 +222,9 @@ def mac(text: str) -> str:
     t = text.strip().lower()
     digits = t[2:] if t[:2] == "0x" else t
     if not digits or digits.strip("0123456789abcdef"):
-        raise FieldError(f"expected a hex MAC id, got {text!r}")
+        raise FieldError(f"expected a hex MAC id, got {text[:40]!r}")
+    if len(digits) > MAC_DIGITS:
+        raise FieldError(f"a MAC id has at most {MAC_DIGITS} hex digits, got {text[:40]!r}")
     if len(_MAC_STR) < 64:  # MAC ids repeat in every fragment; the cache stays small
         _MAC_STR[text] = "0x" + digits
     return "0x" + digits
@@ -202,16 +274,22 @@ class Spec:
     fields: dict[str, tuple[str, Callable[[str], Any]]]
     required: tuple[str, ...]
     repeated: dict[str, str]  # wire tag -> field name collecting a tuple
+    widths: dict[str, Width]  # wire tag -> width, for every numeric child
 
 
-_COMMON = {"DeviceMacId": ("device_mac_id", mac), "MeterMacId": ("meter_mac_id", mac)}
-_DISPLAY = {
+Converter = Callable[[str], Any] | Numeric
+
+
+Fields = dict[str, tuple[str, Converter]]
+
+_COMMON: Fields = {"DeviceMacId": ("device_mac_id", mac), "MeterMacId": ("meter_mac_id", mac)}
+_DISPLAY: Fields = {
     "DigitsRight": ("digits_right", hex_int),
     "DigitsLeft": ("digits_left", hex_int),
     "SuppressLeadingZero": ("suppress_leading_zero", yes_no),
 }
-_SCALE = {"Multiplier": ("multiplier", hex_int), "Divisor": ("divisor", hex_int)}
-_LINK = {
+_SCALE: Fields = {"Multiplier": ("multiplier", hex_int), "Divisor": ("divisor", hex_int)}
+_LINK: Fields = {
     "Status": ("status", _enum(m.ConnectionState)),
     "Description": ("description", text_field),
     "StatusCode": ("status_code", hex_int),
@@ -222,21 +300,26 @@ _LINK = {
 }
 
 
-def _spec(cls: type, fields: dict[str, tuple[str, Callable[[str], Any]]],
+def _spec(cls: type, fields: Fields,
           required: tuple[str, ...], repeated: dict[str, str] | None = None) -> Spec:
-    return Spec(cls, fields, required, repeated or {})
+    """A table entry, its numeric converters made for their widths (FIELD_WIDTHS)."""
+    widths = {wire: FIELD_WIDTHS[wire] for wire, (_, conv) in fields.items()
+              if isinstance(conv, Numeric)}
+    made = {wire: (name, conv.make(widths[wire]) if isinstance(conv, Numeric) else conv)
+            for wire, (name, conv) in fields.items()}
+    return Spec(cls, made, required, repeated or {}, widths)
 
 
 TABLE: dict[str, Spec] = {
     "InstantaneousDemand": _spec(
         m.InstantaneousDemand,
-        {**_COMMON, "TimeStamp": ("time_stamp", meter_time), "Demand": ("demand", signed_demand),
+        {**_COMMON, "TimeStamp": ("time_stamp", time_field), "Demand": ("demand", demand_field),
          **_SCALE, **_DISPLAY},
         ("device_mac_id", "meter_mac_id", "time_stamp", "demand", "multiplier", "divisor"),
     ),
     "CurrentSummationDelivered": _spec(
         m.CurrentSummationDelivered,
-        {**_COMMON, "TimeStamp": ("time_stamp", meter_time),
+        {**_COMMON, "TimeStamp": ("time_stamp", time_field),
          "SummationDelivered": ("summation_delivered", signed64),
          "SummationReceived": ("summation_received", signed64), **_SCALE, **_DISPLAY},
         ("device_mac_id", "meter_mac_id", "time_stamp", "summation_delivered", "multiplier",
@@ -270,35 +353,35 @@ TABLE: dict[str, Spec] = {
     ),
     "TimeCluster": _spec(
         m.TimeCluster,
-        {**_COMMON, "UTCTime": ("utc_time", meter_time), "LocalTime": ("local_time", meter_time)},
+        {**_COMMON, "UTCTime": ("utc_time", time_field), "LocalTime": ("local_time", time_field)},
         ("device_mac_id", "meter_mac_id", "utc_time", "local_time"),
     ),
     "PriceCluster": _spec(
         m.PriceCluster,
-        {**_COMMON, "TimeStamp": ("time_stamp", meter_time), "Price": ("price", price_value),
-         "Currency": ("currency", optional_hex), "TrailingDigits": ("trailing_digits", hex_int),
+        {**_COMMON, "TimeStamp": ("time_stamp", time_field), "Price": ("price", price_field),
+         "Currency": ("currency", optional_field), "TrailingDigits": ("trailing_digits", hex_int),
          "Tier": ("tier", hex_int), "TierLabel": ("tier_label", text_field),
-         "RateLabel": ("rate_label", text_field), "StartTime": ("start_time", meter_time),
-         "Duration": ("duration", optional_hex)},
+         "StartTime": ("start_time", time_field), "Duration": ("duration", optional_field),
+         "RateLabel": ("rate_label", text_field)},
         ("device_mac_id", "meter_mac_id", "time_stamp", "price", "trailing_digits"),
     ),
     "BlockPriceDetail": _spec(
         m.BlockPriceDetail,
-        {**_COMMON, "TimeStamp": ("time_stamp", meter_time),
-         "CurrentStart": ("current_start", meter_time),
-         "CurrentDuration": ("current_duration", optional_hex),
+        {**_COMMON, "TimeStamp": ("time_stamp", time_field),
+         "CurrentStart": ("current_start", time_field),
+         "CurrentDuration": ("current_duration", optional_field),
          "BlockPeriodConsumption": ("block_period_consumption", signed64),
          "BlockPeriodConsumptionMultiplier": ("block_period_consumption_multiplier", hex_int),
          "BlockPeriodConsumptionDivisor": ("block_period_consumption_divisor", hex_int),
          "NumberOfBlocks": ("number_of_blocks", hex_int), **_SCALE,
-         "Currency": ("currency", optional_hex), "TrailingDigits": ("trailing_digits", hex_int)},
+         "Currency": ("currency", optional_field), "TrailingDigits": ("trailing_digits", hex_int)},
         ("device_mac_id", "meter_mac_id", "time_stamp"),
     ),
     "MessageCluster": _spec(
         m.MessageCluster,
-        {**_COMMON, "TimeStamp": ("time_stamp", meter_time), "Id": ("id", text_field),
+        {**_COMMON, "TimeStamp": ("time_stamp", time_field), "Id": ("id", text_field),
          "Text": ("text", text_field), "Priority": ("priority", text_field),
-         "StartTime": ("start_time", meter_time), "Duration": ("duration", optional_hex),
+         "StartTime": ("start_time", time_field), "Duration": ("duration", optional_field),
          "ConfirmationRequired": ("confirmation_required", yes_no),
          "Confirmed": ("confirmed", yes_no), "Queue": ("queue", text_field)},
         ("device_mac_id", "meter_mac_id", "time_stamp"),
@@ -311,23 +394,23 @@ TABLE: dict[str, Spec] = {
     ),
     "CurrentPeriodUsage": _spec(
         m.CurrentPeriodUsage,
-        {**_COMMON, "TimeStamp": ("time_stamp", meter_time),
+        {**_COMMON, "TimeStamp": ("time_stamp", time_field),
          "CurrentUsage": ("current_usage", signed64), **_SCALE, **_DISPLAY,
-         "StartDate": ("start_date", meter_time)},
+         "StartDate": ("start_date", time_field)},
         ("device_mac_id", "meter_mac_id", "time_stamp", "current_usage", "multiplier", "divisor"),
     ),
     "LastPeriodUsage": _spec(
         m.LastPeriodUsage,
         {**_COMMON, "LastUsage": ("last_usage", signed64), **_SCALE, **_DISPLAY,
-         "StartDate": ("start_date", meter_time), "EndDate": ("end_date", meter_time)},
+         "StartDate": ("start_date", time_field), "EndDate": ("end_date", time_field)},
         ("device_mac_id", "meter_mac_id", "last_usage", "multiplier", "divisor"),
     ),
     "ProfileData": _spec(
         m.ProfileData,
-        {**_COMMON, "EndTime": ("end_time", meter_time), "Status": ("status", hex_int),
+        {**_COMMON, "EndTime": ("end_time", time_field), "Status": ("status", hex_int),
          "ProfileIntervalPeriod": ("profile_interval_period", decimal_int),
          "NumberOfPeriodsDelivered": ("number_of_periods_delivered", hex_int),
-         "IntervalData": ("interval_data", interval_value)},
+         "IntervalData": ("interval_data", interval_field)},
         ("device_mac_id", "meter_mac_id", "end_time", "status", "profile_interval_period",
          "number_of_periods_delivered"),
         {"IntervalData": "interval_data"},
@@ -464,16 +547,32 @@ def _reading(meter: str, kind: Kind, meter_time_: int | None, received_at: float
 # path accepts — tests/test_decoder.py checks both paths agree.
 
 _WS = rb"[ \t\r\n]*"
-_HEX = rb"(0x[0-9a-fA-F]{1,16})"
+
+
+def _hex_group(tag: str) -> bytes:
+    """The capture for one hex child, as wide as FIELD_WIDTHS lets it be, and no wider.
+
+    The fast paths convert what they capture without a range check, so only widths whose every
+    value of that many digits is in range may be captured this way (checked here, at import);
+    a longer text, leading zeros included, fails the match and takes the general path, which
+    accepts or refuses it by value.
+    """
+    if tag.endswith("MacId"):
+        return rb"(0x[0-9a-fA-F]{1,%d})" % MAC_DIGITS
+    width = FIELD_WIDTHS[tag]
+    if width.decimal or width.limit is not None or width.bits != 4 * width.digits:
+        raise ValueError(f"{tag} ({width.describe()}) cannot be range-checked by a pattern")
+    return rb"(0x[0-9a-fA-F]{1,%d})" % width.digits
 
 
 def _fast_pattern(root: bytes, children: str) -> re.Pattern[bytes]:
     """The usual layout of ``root``: children in order, a trailing ``?`` marks an optional one."""
     parts = [rb"[ \t\r\n\x00]*<" + root + rb">" + _WS]
     for name in children.split():
-        tag = name.rstrip("?").encode()
-        value = rb"([YN])" if tag == b"SuppressLeadingZero" else _HEX
-        child = rb"<" + tag + rb">" + value + rb"</" + tag + rb">" + _WS
+        tag = name.rstrip("?")
+        value = rb"([YN])" if tag == "SuppressLeadingZero" else _hex_group(tag)
+        wire = tag.encode()
+        child = rb"<" + wire + rb">" + value + rb"</" + wire + rb">" + _WS
         parts.append(rb"(?:" + child + rb")?" if name.endswith("?") else child)
     parts.append(rb"</" + root + rb">")
     return re.compile(b"".join(parts))
@@ -505,6 +604,15 @@ def _mac_b(raw: bytes) -> str:
     return text
 
 
+#: Two's complement at the widths FIELD_WIDTHS gives (the patterns above bound the digits).
+_DEMAND_HALF = 1 << (FIELD_WIDTHS["Demand"].bits - 1)
+_DEMAND_WHOLE = 1 << FIELD_WIDTHS["Demand"].bits
+_SUMMATION_WIDTH = FIELD_WIDTHS["SummationDelivered"]
+assert FIELD_WIDTHS["SummationReceived"] == _SUMMATION_WIDTH, "one _s64_b reads both"
+_SUMMATION_HALF = 1 << (_SUMMATION_WIDTH.bits - 1)
+_SUMMATION_WHOLE = 1 << _SUMMATION_WIDTH.bits
+
+
 def _fast_demand(buf: bytearray, pos: int) -> tuple[int, object] | None:
     match = _FAST_DEMAND.match(buf, pos)
     if match is None:
@@ -512,8 +620,8 @@ def _fast_demand(buf: bytearray, pos: int) -> tuple[int, object] | None:
     dev, meter, ts, demand, mult, div, right, left, slz = match.groups()
     stamp = int(ts, 16)
     value = int(demand, 16)
-    if value >= 1 << 31:
-        value -= 1 << 32
+    if value >= _DEMAND_HALF:
+        value -= _DEMAND_WHOLE
     elif len(demand) <= 8 and value >= 1 << 23:  # six digits after "0x": int24
         value -= 1 << 24
     return match.end(), m.InstantaneousDemand(
@@ -527,7 +635,7 @@ def _fast_demand(buf: bytearray, pos: int) -> tuple[int, object] | None:
 
 def _s64_b(raw: bytes) -> int:
     value = int(raw, 16)
-    return value - (1 << 64) if value >= 1 << 63 else value
+    return value - _SUMMATION_WHOLE if value >= _SUMMATION_HALF else value
 
 
 def _fast_summation(buf: bytearray, pos: int) -> tuple[int, object] | None:

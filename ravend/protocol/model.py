@@ -191,6 +191,7 @@ class NetworkInfo:
     channel: int | None = None
     short_addr: int | None = None
     link_strength: int | None = None
+    meter_mac_id: str | None = None  # the table reads it as for every fragment; some send it
     extra: Extra = ()
 
 
