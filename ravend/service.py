@@ -301,11 +301,20 @@ class Service:
         self.supervisor.join("device", max(0.1, deadline - time.monotonic() - 2.0))
         for worker in self.workers:
             worker.stop(max(0.1, deadline - time.monotonic()))
-        stored = {w.name: w.stats.stored for w in self.workers}
         log.info("ravend stopped (%d readings received; stored %s)", self.dispatcher.readings,
-                 ", ".join(f"{k}={v}" for k, v in stored.items()) or "nowhere")
+                 ", ".join(stop_account(w) for w in self.workers) or "nowhere")
         self.lock.release()
         return 0
+
+
+def stop_account(worker: SinkWorker) -> str:
+    """One sink's part of the stop line: what it stored, and whatever it did not, so that
+    "stored sqlite=5" never reads as complete while readings were rejected or still wait."""
+    stats = worker.stats
+    extra = [f"{n} {what}" for n, what in ((stats.rejected, "rejected"),
+                                           (len(worker.outbox), "in the outbox"),
+                                           (stats.dropped, "dropped")) if n]
+    return f"{worker.name}={stats.stored}" + (f" ({', '.join(extra)})" if extra else "")
 
 
 def install_signals(on_stop: Callable[[], object],

@@ -6,6 +6,7 @@ sink: stored + rejected = sent, each stored once.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -94,6 +95,8 @@ def test_a_poison_outbox_row_at_start_is_rejected_and_replay_goes_on(tmp_path: P
     assert code == 0, log
     assert "Traceback" not in log
     assert max(keys(stored_rows(db)).values()) == 1
+    # The stop line owns up to what a sink did not store.
+    assert re.search(r"ravend stopped \(.*stored sqlite=\d+ \(1 rejected\)\)", log), log
     listed = ravenctl("rejected", "--config", str(tmp_path / "ravend.conf"), "--json")
     rows = json.loads(listed.stdout)
     assert [(r["sink"], r["kind"], r["reason"].split(":")[0]) for r in rows] == [
@@ -132,6 +135,7 @@ def test_sigterm_while_a_write_hangs_spools_what_waits_and_a_restart_stores_it(
     assert code == 0, log
     assert took < 5.0, (took, log)
     assert "did not finish" in log
+    assert re.search(r"ravend stopped \(.*stored sqlite=10 \(\d+ in the outbox\)\)", log), log
     assert len(stored_rows(db)) == 10  # (read-only: the lock is still held)
     locker.execute("ROLLBACK")
     locker.close()
