@@ -836,6 +836,21 @@ def test_under_systemd_upgrade_restarts_what_runs_remove_stops_install_says_what
     for unit in ("ravend.service", *companions):
         props = box.show(unit, "ActiveState", "UnitFileState")
         assert props == {"ActiveState": "inactive", "UnitFileState": "disabled"}, (unit, props)
+    # journald files ravend's lines at their own priority: with no stick (port = auto), its
+    # warning is in `journalctl -p warning`, its start line is not, and no "<4>" is left.
+    box.run("systemctl", "start", "--no-block", "ravend.service")
+    try:
+        def warnings() -> str:
+            return box.run("journalctl", "--no-pager", "-o", "cat", "-p", "warning",
+                           "-u", "ravend.service").stdout
+
+        box.wait_for(lambda: "WARNING device unavailable" in warnings(), 30,
+                     "ravend's warning in journalctl -p warning")
+        assert "INFO ravend started" not in warnings()
+        assert "INFO ravend started" in box.journal("ravend.service")
+        assert not re.search(r"^<\d>", box.journal("ravend.service"), re.M)
+    finally:
+        box.run("systemctl", "stop", "ravend.service", check=False)
 
 
 # --- upgrade, remove, purge ------------------------------------------------------------------
