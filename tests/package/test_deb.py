@@ -812,6 +812,9 @@ def test_under_systemd_upgrade_restarts_what_runs_remove_stops_install_says_what
         ravend_unit, builds):
     box = ravend_unit
     companions = ("ravend-repeater.service", "ravend-mongo-ingest.service")
+    # This machine's image has Docker's policy-rc.d, which forbids every start and restart of
+    # a maintainer script: a real system has none (the container's overlay is thrown away).
+    box.run("rm", "-f", "/usr/sbin/policy-rc.d")
     box.run("systemctl", "start", "ravend.service")
     before = box.show("ravend.service", "MainPID")["MainPID"]
     # Upgrade: the running ravend restarted, the stopped companions left stopped, not a word.
