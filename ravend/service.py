@@ -334,13 +334,16 @@ def install_signals(on_stop: Callable[[], object],
 
 
 def setup_logging(level: str) -> None:
-    """Plain lines on stderr; journald adds the time, unit and priority."""
+    """Plain lines on stderr. Into the journal (see ravend.journal) without the time, which
+    journald adds, and with each line's syslog priority, which journald files it at."""
+    from ravend.journal import JournalFormatter, stream_is_journal
+
     handler = logging.StreamHandler(sys.stderr)
-    if sys.stderr.isatty() or not os.environ.get("JOURNAL_STREAM"):
+    if stream_is_journal(sys.stderr):
+        handler.setFormatter(JournalFormatter("%(levelname)s %(message)s"))
+    else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
                                                "%Y-%m-%d %H:%M:%S"))
-    else:
-        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

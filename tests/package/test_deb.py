@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pytest
 
+from bash_completion import offered
+
 if os.environ.get("RAVEND_PACKAGE_TEST") != "1":
     pytest.fail(
         "tests/package installs and purges the ravend package on this machine: run it with"
@@ -55,6 +57,12 @@ STATE = Path("/var/lib/ravend")
 DB = STATE / "ravend.db"
 UNIT_DIR = Path("/lib/systemd/system")
 RULES = Path("/lib/udev/rules.d/60-ravend.rules")
+DOC = Path("/usr/share/doc/ravend")
+COMPLETION = Path("/usr/share/bash-completion/completions/ravenctl")
+#: The line the postinst prints on a first install, and what deb-systemd-invoke would print
+#: for each unit it was asked to start while disabled.
+NEXT_STEP = "ravend: plug the stick in"
+NOT_STARTING = "disabled or a static unit"
 #: Exposure limits of `systemd-analyze security` (0 best, 10 worst) per unit.
 EXPOSURE_LIMITS = {"ravend.service": 2.0, "ravend-repeater.service": 2.5,
                    "ravend-mongo-ingest.service": 2.5}
@@ -236,7 +244,11 @@ def test_package_holds_programs_units_rules_manpages_and_migrations(builds):
         "/lib/systemd/system/ravend-mongo-ingest.service", str(RULES),
         "/usr/lib/sysusers.d/ravend.conf", "/usr/lib/tmpfiles.d/ravend.conf",
         "/usr/share/man/man8/ravend.8.gz", "/usr/share/man/man1/ravenctl.1.gz",
-        "/usr/share/man/man5/ravend.conf.5.gz", "/usr/share/doc/ravend/copyright",
+        "/usr/share/man/man5/ravend.conf.5.gz", "/usr/share/man/man8/ravend-repeater.8.gz",
+        "/usr/share/man/man8/ravend-mongo-ingest.8.gz", "/usr/bin/ravend-repeater",
+        "/usr/bin/ravend-mongo-ingest", str(COMPLETION),
+        f"{DOC}/copyright", f"{DOC}/changelog.gz", f"{DOC}/README.md.gz", f"{DOC}/NEWS.Debian.gz",
+        f"{DOC}/mqtt.md.gz", f"{DOC}/sql.md.gz", f"{DOC}/packaging.md.gz",
         f"{site}/__init__.py", f"{site}/cli/ravend.py",
     }
     # Every SQL migration of the tree, shipped as the package ravend.sql (setup.py package_dir).
@@ -292,6 +304,44 @@ def test_installed_programs_run_from_the_installed_package(installed, builds):
     out = run(["/usr/bin/python3", "-c", code], cwd="/").stdout.split()
     assert out[0] == "/usr/lib/python3/dist-packages/ravend/__init__.py"
     assert int(out[1]) == len(list((ROOT / "sql/sqlite").glob("[0-9]*.sql")))
+
+
+def test_shipped_documents_are_the_tree_s_and_every_reference_to_one_resolves(installed):
+    # README and the documents of doc/, as in the tree; NEWS.Debian with this version's entry.
+    for name, source in [("README.md.gz", ROOT / "README.md"),
+                         *((f"{p.name}.gz", p) for p in sorted((ROOT / "doc").glob("*.md")))]:
+        shipped = run(["zcat", str(DOC / name)]).stdout
+        assert shipped == source.read_text(encoding="utf-8"), f"{DOC / name} is not {source}"
+    news = run(["zcat", str(DOC / "NEWS.Debian.gz")]).stdout
+    assert news.startswith(f"ravend ({installed_version()}) "), news[:200]
+    # Every /usr/share/doc/ravend/... that the configuration file, a man page or a unit names.
+    texts = {str(CONF): CONF.read_text()}
+    for path in run(["dpkg", "-L", "ravend"]).stdout.split():
+        if path.startswith("/usr/share/man/") and path.endswith(".gz"):
+            texts[path] = run(["zcat", path]).stdout
+        elif path.startswith(str(UNIT_DIR)) and path.endswith(".service"):
+            texts[path] = Path(path).read_text()
+    named = {(where, ref.rstrip(".,;:)"))
+             for where, text in texts.items()
+             for ref in re.findall(r"/usr/share/doc/ravend/[\w./-]*", text.replace("\\", ""))}
+    assert any(ref.endswith("mqtt.md.gz") for _, ref in named), named
+    missing = sorted((where, ref) for where, ref in named if not Path(ref).exists())
+    assert not missing, f"named but not installed: {missing}"
+
+
+def test_installed_bash_completion_offers_the_commands_and_their_options(installed):
+    commands = offered(["ravenctl", ""], script=COMPLETION)
+    for command in ("status", "info", "tail", "export", "device", "report", "doctor",
+                    "simulate"):
+        assert command in commands, commands
+    assert offered(["ravenctl", "device", ""], script=COMPLETION) == ["info", "restart"]
+    assert "--json" in offered(["ravenctl", "status", "--"], script=COMPLETION)
+    # bash-completion loads it by the command's name, at the first TAB after "ravenctl".
+    loader = Path("/usr/share/bash-completion/bash_completion")
+    if loader.exists():
+        proc = run(["bash", "--norc", "--noprofile", "-c",
+                    f"source {loader}; __load_completion ravenctl && complete -p ravenctl"])
+        assert "_ravenctl" in proc.stdout, proc.stdout
 
 
 @pytest.mark.parametrize("unit", sorted(EXPOSURE_LIMITS))
@@ -748,6 +798,62 @@ def test_repeater_unit_publishes_the_store_to_mqtt(ravend_unit, report):
         report(f"under systemd: ravend-repeater.service published demand to MQTT ({got[0]})")
     finally:
         box.run("systemctl", "stop", "ravend-repeater.service", "ravend.service", check=False)
+
+
+def copy_into(box: Container, deb: Path) -> str:
+    """The package file inside the container (whose /tmp is its own), for dpkg there."""
+    inside = f"/root/{deb.name}"
+    subprocess.run(["nsenter", f"--target={box.pid1}", "--all", "sh", "-c", f"cat > {inside}"],
+                   input=deb.read_bytes(), env=CLEAN_ENV, check=True, timeout=60)
+    return inside
+
+
+def test_under_systemd_upgrade_restarts_what_runs_remove_stops_install_says_what_to_do(
+        ravend_unit, builds):
+    box = ravend_unit
+    companions = ("ravend-repeater.service", "ravend-mongo-ingest.service")
+    # This machine's image has Docker's policy-rc.d, which forbids every start and restart of
+    # a maintainer script: a real system has none (the container's overlay is thrown away).
+    box.run("rm", "-f", "/usr/sbin/policy-rc.d")
+    box.run("systemctl", "start", "ravend.service")
+    before = box.show("ravend.service", "MainPID")["MainPID"]
+    # Upgrade: the running ravend restarted, the stopped companions left stopped, not a word.
+    upgrade = box.run("dpkg", "-i", copy_into(box, builds.upgrade_deb), timeout=180)
+    output = upgrade.stdout + upgrade.stderr
+    assert NOT_STARTING not in output and NEXT_STEP not in output, output
+    after = box.show("ravend.service", "MainPID", "ActiveState")
+    assert after["ActiveState"] == "active" and after["MainPID"] != before, (before, after)
+    for unit in companions:
+        assert box.show(unit, "ActiveState")["ActiveState"] == "inactive", unit
+    # Remove: the running ravend stopped (its program is gone).
+    box.run("dpkg", "-r", "ravend", timeout=180)
+    assert box.run("kill", "-0", after["MainPID"], check=False).returncode != 0, (
+        "ravend still runs after the package was removed")
+    # A first install: one line of what to do, none of deb-systemd-invoke's, nothing started.
+    box.run("dpkg", "--purge", "ravend", timeout=180)
+    install = box.run("dpkg", "-i", copy_into(box, builds.deb), timeout=180)
+    output = install.stdout + install.stderr
+    hints = [line for line in output.splitlines() if line.startswith(NEXT_STEP)]
+    assert len(hints) == 1 and "systemctl enable --now ravend" in hints[0], output
+    assert NOT_STARTING not in output, output
+    for unit in ("ravend.service", *companions):
+        props = box.show(unit, "ActiveState", "UnitFileState")
+        assert props == {"ActiveState": "inactive", "UnitFileState": "disabled"}, (unit, props)
+    # journald files ravend's lines at their own priority: with no stick (port = auto), its
+    # warning is in `journalctl -p warning`, its start line is not, and no "<4>" is left.
+    box.run("systemctl", "start", "--no-block", "ravend.service")
+    try:
+        def warnings() -> str:
+            return box.run("journalctl", "--no-pager", "-o", "cat", "-p", "warning",
+                           "-u", "ravend.service").stdout
+
+        box.wait_for(lambda: "WARNING device unavailable" in warnings(), 30,
+                     "ravend's warning in journalctl -p warning")
+        assert "INFO ravend started" not in warnings()
+        assert "INFO ravend started" in box.journal("ravend.service")
+        assert not re.search(r"^<\d>", box.journal("ravend.service"), re.M)
+    finally:
+        box.run("systemctl", "stop", "ravend.service", check=False)
 
 
 # --- upgrade, remove, purge ------------------------------------------------------------------
