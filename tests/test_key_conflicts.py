@@ -10,10 +10,13 @@ once per burst; the same value again (a replay) is a silent duplicate.
 from __future__ import annotations
 
 import logging
+import os
+import sqlite3
 import time
 from pathlib import Path
 
 import pymongo
+import pytest
 
 import servers
 from mqtt_helpers import Subscriber
@@ -157,3 +160,49 @@ def test_a_frozen_meter_clock_keeps_the_first_value_in_every_store(
     assert ingest.log().count(CONFLICT_LINE) == 1, ingest.log()
     assert "1 refused as conflicting" in ingest.log()
 
+
+
+def demand_times(db: Path) -> set[int]:
+    return {r[2] for r in stored_rows(db) if r[0] == METER and r[1] == "demand"}
+
+
+@pytest.mark.parametrize("fault", ["deleted", "replaced"])
+def test_a_store_file_deleted_or_replaced_while_running_is_said_and_reopened(
+        tmp_path: Path, fault: str) -> None:
+    """Writes used to go on into the unlinked file: every later reading was lost. Replaced:
+    a restore of a backup taken before; the readings after it go into the restored file."""
+    link = str(tmp_path / "stick")
+    db = tmp_path / "state" / "ravend.db"
+    sim = MeterSimulator("emu2", link=link, seed=7, pushes=False, reply_delay=0.01).start()
+    ravend = RavendProcess(write_config(tmp_path / "ravend.conf", tmp_path / "state", link),
+                           tmp_path / "ravend.log")
+    start = int(time.time()) - METER_EPOCH_OFFSET - 600
+    before = {start + i for i in range(10)}
+    after = {start + 100 + i for i in range(10)}
+    try:
+        assert wait_for(lambda: "device opened" in ravend.log(), 20), ravend.log()
+        for stamp in sorted(before):
+            sim.write_raw(fragment(METER, DEVICE, stamp, 100))
+        want_before = {t + METER_EPOCH_OFFSET for t in before}
+        assert wait_for(lambda: demand_times(db) == want_before, 20), ravend.log()
+        if fault == "deleted":
+            db.unlink()
+        else:
+            restored = tmp_path / "backup.db"
+            with sqlite3.connect(db) as live, sqlite3.connect(restored) as backup:
+                live.backup(backup)
+            os.replace(restored, db)
+        for stamp in sorted(after):
+            sim.write_raw(fragment(METER, DEVICE, stamp, 200))
+        want_after = {t + METER_EPOCH_OFFSET for t in after}
+        if fault == "replaced":
+            want_after |= want_before
+        assert wait_for(lambda: demand_times(db) == want_after, 20), ravend.log()
+    finally:
+        code, _ = ravend.stop()
+        sim.stop()
+    log = ravend.log()
+    assert code == 0 and "Traceback" not in log, log
+    assert demand_times(db) == want_after  # all of them, in the new file, after the stop too
+    assert log.count(f"store file {db} was {fault}") == 1, log
+    assert log.count("WARNING sqlite:") == 1, log

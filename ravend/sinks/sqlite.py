@@ -168,23 +168,27 @@ class SqliteSink(Sink):
         if now == self._identity and now is not None:
             return
         what = "deleted" if now is None else "replaced"
-        log.warning("sqlite: store file %s was %s while ravend ran; reopening it (readings"
-                    " written before are in the old file only)", self.path, what)
         self.close()
-        if now is None:
-            self._set_aside_orphans()
+        aside = self._set_aside_orphans()
+        log.warning("sqlite: store file %s was %s while ravend ran; reopening it (readings"
+                    " written before are in the old file only%s)", self.path, what,
+                    f"; its leftover {', '.join(aside)} moved aside as *.orphaned"
+                    if aside else "")
         self.open()
 
-    def _set_aside_orphans(self) -> None:
-        """A -wal or -shm left at the path belongs to the deleted file (another connection,
-        maintenance's, still holds it): a new file must not adopt its frames, so they move
-        aside under a ``.orphaned`` name (SQLite's open handles follow the rename)."""
+    def _set_aside_orphans(self) -> list[str]:
+        """A -wal or -shm left at the path belongs to the file that was deleted or replaced
+        (another connection, maintenance's, still holds it): the new file must not adopt its
+        frames, so they move aside under a ``.orphaned`` name (SQLite's open handles follow the
+        rename). A restore must bring its file alone, checkpointed (``sqlite3 .backup`` does).
+        Returns the suffixes moved."""
+        moved = []
         for suffix in ("-wal", "-shm"):
             leftover = Path(f"{self.path}{suffix}")
             with contextlib.suppress(FileNotFoundError):
                 leftover.rename(f"{leftover}.orphaned")
-                log.warning("sqlite: %s belonged to the deleted store file; moved aside to"
-                            " %s.orphaned", leftover, leftover)
+                moved.append(suffix)
+        return moved
 
     def write(self, readings: Sequence[Reading], states: Sequence[StateItem]) -> None:
         if self._conn is None:
