@@ -81,6 +81,9 @@ DRIVER_TIMEOUTS_MS = {"serverSelectionTimeoutMS": 5000, "connectTimeoutMS": 5000
                       "socketTimeoutMS": 20000}
 #: Duplicate key: the reading is stored already.
 DUPLICATE_KEY = 11000
+#: Duplicates of one meter and kind spread over at most this many seconds are looked up in one
+#: range query (a redelivered backlog: contiguous times); wider, one look-up per key.
+LOOKUP_SPAN_S = 6 * 3600
 #: Write errors that no retry can fix (the collection's validator refuses the document).
 REFUSED_CODES = frozenset({121})
 _INT64 = (-(2 ** 63), 2 ** 63 - 1)
@@ -429,11 +432,7 @@ class MongoStore:
         """Same key and same value (a redelivery): a duplicate; another value: a conflict."""
         if not duplicates:
             return
-        fields = {"_id": 0, "meter_mac": 1, "kind": 1, "key_time": 1, "raw": 1,
-                  "multiplier": 1, "divisor": 1}
-        query = {"$or": [{k: d[k] for k, _ in INDEX_KEYS} for d in duplicates]}
-        stored = {reading_of(d): value_of_doc(d)
-                  for d in self._collection.find(query, fields)}
+        stored = self._stored_values(duplicates)
         for doc in duplicates:
             key = reading_of(doc)
             kept = stored.get(key)
@@ -441,6 +440,32 @@ class MongoStore:
                 outcome.conflicts.append((key, kept, value_of_doc(doc)))
             else:
                 outcome.duplicates += 1
+
+    def _stored_values(self, docs: list[dict[str, Any]]) -> dict[Key, Value]:
+        """The stored values of those documents' keys. Per meter and kind, one query on the
+        unique index: equality on both and a key-time range (what a redelivered backlog
+        needs), or one look-up per key when the times are far apart. ``$or`` and ``$in`` of
+        many keys would be one query too, but SecantusDB answers them by a scan."""
+        fields = {"_id": 0, "meter_mac": 1, "kind": 1, "key_time": 1, "raw": 1,
+                  "multiplier": 1, "divisor": 1}
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for d in docs:
+            groups.setdefault((d["meter_mac"], d["kind"]), []).append(d)
+        found: list[dict[str, Any]] = []
+        for (meter, kind), group in groups.items():
+            times = [d["key_time"] for d in group]
+            first, last = min(times), max(times)
+            if (last - first).total_seconds() <= LOOKUP_SPAN_S:
+                found += self._collection.find({"meter_mac": meter, "kind": kind,
+                                                "key_time": {"$gte": first, "$lte": last}},
+                                               fields)
+            else:
+                for when in times:
+                    one = self._collection.find_one(
+                        {"meter_mac": meter, "kind": kind, "key_time": when}, fields)
+                    if one is not None:
+                        found.append(one)
+        return {reading_of(d): value_of_doc(d) for d in found}
 
     def close(self) -> None:
         client, self._client, self._collection = self._client, None, None

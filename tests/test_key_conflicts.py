@@ -73,9 +73,16 @@ def test_mongo_store_tells_a_conflict_from_a_duplicate(mongo_server) -> None:
     assert store.write([document(demand(0, raw=1000))]).inserted == 1
     outcome = store.write([document(demand(0, raw=1000)), document(demand(0, raw=2000)),
                            document(demand(1))])
-    store.close()
     assert (outcome.inserted, outcome.duplicates) == (1, 1)
     assert [(kept[0], refused[0]) for _, kept, refused in outcome.conflicts] == [(1000, 2000)]
+    # Keys a day apart: looked up one by one, the same answer.
+    assert store.write([document(demand(86_400, raw=7))]).inserted == 1
+    apart = store.write([document(demand(0, raw=3)), document(demand(86_400, raw=7)),
+                         document(demand(86_400, raw=8))])
+    store.close()
+    assert (apart.inserted, apart.duplicates) == (0, 1)
+    assert sorted((kept[0], refused[0]) for _, kept, refused in apart.conflicts) == [
+        (7, 8), (1000, 3)]
     doc = pymongo.MongoClient(mongo_server.uri)[db]["readings"].find_one({"raw": 2000})
     assert doc is None
 
