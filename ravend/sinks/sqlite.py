@@ -119,9 +119,12 @@ def stored_values(conn: sqlite3.Connection, keys: Sequence[Key]) -> dict[Key, Va
     unique = list(dict.fromkeys(keys))
     for i in range(0, len(unique), _LOOKUP_CHUNK):
         chunk = unique[i:i + _LOOKUP_CHUNK]
-        sql = ("SELECT meter_mac, kind, key_time, raw, multiplier, divisor FROM readings"
-               " WHERE (meter_mac, kind, key_time) IN (VALUES "
-               + ",".join(["(?,?,?)"] * len(chunk)) + ")")
+        # The keys drive the loop (CROSS JOIN keeps them outside), each a search of the
+        # unique index; a row-value IN (VALUES ...) made SQLite 3.40 scan the table.
+        sql = ("SELECT r.meter_mac, r.kind, r.key_time, r.raw, r.multiplier, r.divisor FROM"
+               " (VALUES " + ",".join(["(?,?,?)"] * len(chunk)) + ") AS k CROSS JOIN"
+               " readings AS r ON r.meter_mac = k.column1 AND r.kind = k.column2"
+               " AND r.key_time = k.column3")
         params = [p for key in chunk for p in key]
         for meter, kind, when, raw, mult, div in conn.execute(sql, params):
             out[(meter, kind, int(when))] = (int(raw), int(mult), int(div))
