@@ -117,6 +117,10 @@ class ServiceCollector:
                           " full, or outbox unwritable and queue full", labels=["sink"])
         rejected = counter("ravend_sink_rejected", "Readings the sink left out for good"
                            " (ravenctl rejected)", labels=["sink"])
+        conflicting = counter("ravend_readings_conflicting",
+                              "Readings refused: their key (meter, kind, key time) was stored"
+                              " with another value, and the first value is kept",
+                              labels=["sink"])
         for worker in self.dispatcher.workers:
             stats, name = worker.stats, worker.name
             by_kind = dict(stats.stored_by_kind)
@@ -127,7 +131,9 @@ class ServiceCollector:
             spool.add_metric([name], len(worker.outbox))
             dropped.add_metric([name], stats.dropped)
             rejected.add_metric([name], stats.rejected)
-        yield from (stored, up, spool, dropped, rejected)
+            conflicts = getattr(worker.sink, "conflicts", None)
+            conflicting.add_metric([name], conflicts.count if conflicts is not None else 0)
+        yield from (stored, up, spool, dropped, rejected, conflicting)
 
     def _meters(self, gauge: Any) -> Iterator[Any]:
         families = {

@@ -9,7 +9,10 @@ Exactly once: the collection has a unique index on the reading's identity ``(met
 key_time)`` and a batch is written with an unordered ``insert_many``; a document whose key is
 already there fails alone with a duplicate-key error (11000), which means "already stored". That
 is an insert-ignore, with the outcome of a ``$setOnInsert`` upsert on the key, and 4 to 5 times
-faster on SecantusDB (bench/mongo.py); a batch that failed is simply written again.
+faster on SecantusDB (bench/mongo.py); a batch that failed is simply written again. The first
+value of a key is the one kept (``ravend.sinks.conflicts``): when some documents failed as
+duplicates, the stored documents of those keys are looked up (one indexed query) and one with
+another value (raw, multiplier, divisor) is counted as a conflict and logged once per burst.
 
 Delivery: a persistent session (clean session off, MQTT 3.1.1, QoS 1) under a stable client id,
 so the broker keeps what is published while the ingest or MongoDB is away. A message is
@@ -51,6 +54,7 @@ from ravend.config import (
     uri_secrets,
 )
 from ravend.protocol.model import Reading
+from ravend.sinks.conflicts import Key, KeyConflicts, Value
 from ravend.sinks.mqtt_payload import PayloadError, parse_reading, parse_reading_topic
 
 log = logging.getLogger("ravend.mongo_ingest")
@@ -84,6 +88,9 @@ DRIVER_TIMEOUTS_MS = {"serverSelectionTimeoutMS": 5000, "connectTimeoutMS": 5000
                       "socketTimeoutMS": 20000}
 #: Duplicate key: the reading is stored already.
 DUPLICATE_KEY = 11000
+#: Duplicates of one meter and kind spread over at most this many seconds are looked up in one
+#: range query (a redelivered backlog: contiguous times); wider, one look-up per key.
+LOOKUP_SPAN_S = 6 * 3600
 #: Write errors that no retry can fix (the collection's validator refuses the document).
 REFUSED_CODES = frozenset({121})
 _INT64 = (-(2 ** 63), 2 ** 63 - 1)
@@ -265,8 +272,14 @@ def quiet_pymongo() -> bool:
 @dataclasses.dataclass
 class WriteOutcome:
     inserted: int = 0
-    duplicates: int = 0
+    duplicates: int = 0  # stored already with the same value
     refused: list[tuple[int, str]] = dataclasses.field(default_factory=list)  # (index, why)
+    #: stored already with another value: (key, kept, refused)
+    conflicts: list[tuple[Key, Value, Value]] = dataclasses.field(default_factory=list)
+
+
+def value_of_doc(doc: dict[str, Any]) -> Value:
+    return int(doc["raw"]), int(doc["multiplier"]), int(doc["divisor"])
 
 
 class MongoStore:
@@ -391,9 +404,13 @@ class MongoStore:
             details = exc.details or {}
             outcome = WriteOutcome(inserted=int(details.get("nInserted", 0)))
             retry = []
+            duplicates: list[dict[str, Any]] = []
             for error in details.get("writeErrors", []):
                 code = error.get("code")
-                if code == DUPLICATE_KEY:
+                index = int(error.get("index", -1))
+                if code == DUPLICATE_KEY and 0 <= index < len(docs):
+                    duplicates.append(docs[index])
+                elif code == DUPLICATE_KEY:
                     outcome.duplicates += 1
                 elif code in REFUSED_CODES:
                     outcome.refused.append((int(error.get("index", -1)),
@@ -405,10 +422,54 @@ class MongoStore:
                 first = (retry or concern)[0]
                 self.close()
                 raise StoreUnavailable(f"write failed: {first.get('errmsg', first)}") from None
-            return outcome
         except (PyMongoError, OSError) as exc:
             self.close()
             raise StoreUnavailable(_short(exc)) from exc
+        try:
+            self._sort_duplicates(duplicates, outcome)
+        except (PyMongoError, OSError) as exc:
+            self.close()
+            raise StoreUnavailable(_short(exc)) from exc
+        return outcome
+
+    def _sort_duplicates(self, duplicates: list[dict[str, Any]], outcome: WriteOutcome) -> None:
+        """Same key and same value (a redelivery): a duplicate; another value: a conflict."""
+        if not duplicates:
+            return
+        stored = self._stored_values(duplicates)
+        for doc in duplicates:
+            key = reading_of(doc)
+            kept = stored.get(key)
+            if kept is not None and kept != value_of_doc(doc):
+                outcome.conflicts.append((key, kept, value_of_doc(doc)))
+            else:
+                outcome.duplicates += 1
+
+    def _stored_values(self, docs: list[dict[str, Any]]) -> dict[Key, Value]:
+        """The stored values of those documents' keys. Per meter and kind, one query on the
+        unique index: equality on both and a key-time range (what a redelivered backlog
+        needs), or one look-up per key when the times are far apart. ``$or`` and ``$in`` of
+        many keys would be one query too, but SecantusDB answers them by a scan."""
+        fields = {"_id": 0, "meter_mac": 1, "kind": 1, "key_time": 1, "raw": 1,
+                  "multiplier": 1, "divisor": 1}
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for d in docs:
+            groups.setdefault((d["meter_mac"], d["kind"]), []).append(d)
+        found: list[dict[str, Any]] = []
+        for (meter, kind), group in groups.items():
+            times = [d["key_time"] for d in group]
+            first, last = min(times), max(times)
+            if (last - first).total_seconds() <= LOOKUP_SPAN_S:
+                found += self._collection.find({"meter_mac": meter, "kind": kind,
+                                                "key_time": {"$gte": first, "$lte": last}},
+                                               fields)
+            else:
+                for when in times:
+                    one = self._collection.find_one(
+                        {"meter_mac": meter, "kind": kind, "key_time": when}, fields)
+                    if one is not None:
+                        found.append(one)
+        return {reading_of(d): value_of_doc(d) for d in found}
 
     def close(self) -> None:
         client, self._client, self._collection = self._client, None, None
@@ -443,6 +504,7 @@ class Item:
 class IngestStats:
     stored: int = 0  # documents inserted
     duplicates: int = 0  # readings that were stored already
+    conflicting: int = 0  # readings refused: their key was stored with another value
     rejected: int = 0  # messages on reading topics that are not readings
     skipped: int = 0  # messages on other topics, and empty (retained-clearing) ones
     batches: int = 0
@@ -463,6 +525,7 @@ class MongoIngest:
         self.notifier = notifier if notifier is not None else Notifier()
         self.topic = subscription(config)
         self.stats = IngestStats()
+        self.conflicts = KeyConflicts("mongo", log)
         if not MANUAL_ACK:
             raise ConfigError("this paho-mqtt cannot hold acknowledgements back (1.6 or 2.x"
                               " can)")
@@ -732,6 +795,10 @@ class MongoIngest:
                       (time.monotonic() - started) * 1000, (started - batch[0].at) * 1000)
         self.stats.stored += outcome.inserted
         self.stats.duplicates += outcome.duplicates
+        for key, kept, refused in outcome.conflicts:
+            self.conflicts.refuse(key, kept, refused)
+        self.conflicts.batch_done(len(outcome.conflicts))
+        self.stats.conflicting = self.conflicts.count
         self.stats.rejected += len(outcome.refused)
         self.stats.batches += 1
         if not self.stats.up:
@@ -765,6 +832,8 @@ class MongoIngest:
     def status_line(self) -> str:
         s = self.stats
         parts = [f"{s.stored} stored", f"{s.duplicates} already stored"]
+        if s.conflicting:
+            parts.append(f"{s.conflicting} refused (key stored with another value)")
         if s.rejected:
             parts.append(f"{s.rejected} rejected")
         waiting = self._waiting()
@@ -795,8 +864,9 @@ class MongoIngest:
             log.warning("%d received readings not stored at stop (%s); they were not"
                         " acknowledged: the broker delivers them again", len(left),
                         self._last_error or "MongoDB unavailable")
-        log.info("ravend-mongo-ingest stopped (%d stored, %d already stored, %d rejected)",
-                 self.stats.stored, self.stats.duplicates, self.stats.rejected)
+        log.info("ravend-mongo-ingest stopped (%d stored, %d already stored, %d rejected,"
+                 " %d refused as conflicting)", self.stats.stored, self.stats.duplicates,
+                 self.stats.rejected, self.stats.conflicting)
         return 0
 
     def _close_clean(self) -> None:

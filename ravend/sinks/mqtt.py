@@ -9,7 +9,9 @@ only copy of what is still to be sent, and a retried batch can only repeat readi
 same values), never lose or reorder them.
 
 Topics (``doc/mqtt.md``): readings on ``<prefix>/<meter_mac>/<kind>`` (retained when
-``retain_state``: the retained message is the latest value), device state on
+``retain_state``: the retained message is the latest key's FIRST value: a reading with the key
+time last published and another value is a conflict, counted and not published, see
+``ravend.sinks.conflicts``), device state on
 ``<prefix>/<device_mac>/info/<tag>``, availability on ``<prefix>/ravend/<client_id>/status``
 (``online`` after each connect; the retained last will says ``offline``).
 """
@@ -17,6 +19,7 @@ Topics (``doc/mqtt.md``): readings on ``<prefix>/<meter_mac>/<kind>`` (retained 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +30,7 @@ from ravend.protocol.model import Kind, Reading
 from ravend.running_cost import RunningCost
 from ravend.sinks import mqtt_discovery as ha
 from ravend.sinks.base import Sink, SinkUnavailable, StateItem
+from ravend.sinks.conflicts import Key, KeyConflicts, Value, value_of
 from ravend.sinks.mqtt_payload import (
     OFFLINE,
     ONLINE,
@@ -44,6 +48,32 @@ log = logging.getLogger("ravend.sinks")
 
 #: On a clean stop: how long to wait for the broker to take the "offline" status.
 CLOSE_TIMEOUT = 1.0
+#: (meter, kind) pairs whose last published key is remembered, the least recent forgotten
+#: first: bounded memory whatever meters appear on the wire.
+PUBLISHED_KEYS_MAX = 1024
+
+Published = OrderedDict[tuple[str, str], tuple[int, Value]]
+
+
+def first_values(readings: Sequence[Reading], published: Published
+                 ) -> tuple[list[Reading], list[tuple[Key, Value, Value]], Published]:
+    """Split a batch into the readings to publish and the conflicts: a reading whose key time
+    is the one last published for its meter and kind (or earlier in the batch) with another
+    value. Returns them and the (meter, kind) entries to remember once the batch is sent."""
+    send: list[Reading] = []
+    conflicts: list[tuple[Key, Value, Value]] = []
+    seen: Published = OrderedDict()
+    for r in readings:
+        series = (r.meter_mac, r.kind.value)
+        last = seen.get(series) or published.get(series)
+        value = value_of(r)
+        if last is not None and last[0] == r.key_time and last[1] != value:
+            conflicts.append((r.key, last[1], value))
+            continue
+        send.append(r)
+        seen[series] = (r.key_time, value)
+        seen.move_to_end(series)
+    return send, conflicts, seen
 
 
 class MqttSink(Sink):
@@ -74,6 +104,8 @@ class MqttSink(Sink):
 
             self._cost = RunningCost(tariff, zone(tariff.time_zone))
         self._cost_moved: set[str] = set()  # meters whose running cost this batch publishes
+        self._published: Published = OrderedDict()  # (meter, kind) → last key time, value
+        self.conflicts = KeyConflicts(self.name, log)
 
     def __repr__(self) -> str:
         return f"<MqttSink {self.config.host}:{self.config.port} {self._conn!r}>"
@@ -129,6 +161,7 @@ class MqttSink(Sink):
         if conn is None or not conn.connected:
             self._drop()
             conn = self._connect()
+        readings, conflicts, sent = first_values(readings, self._published)
         self._learn(readings, states)
         messages = self._discovery()
         messages += self._messages(readings, states)
@@ -139,6 +172,17 @@ class MqttSink(Sink):
             self._pending_discovery.clear()
             raise SinkUnavailable(str(exc)) from exc
         self._commit_discovery()
+        self._remember(sent)
+        for key, kept, refused in conflicts:  # counted once sent: a retry counts once
+            self.conflicts.refuse(key, kept, refused)
+        self.conflicts.batch_done(len(conflicts))
+
+    def _remember(self, sent: Published) -> None:
+        for series, last in sent.items():
+            self._published[series] = last
+            self._published.move_to_end(series)
+        while len(self._published) > PUBLISHED_KEYS_MAX:
+            self._published.popitem(last=False)
 
     def _messages(self, readings: Sequence[Reading],
                   states: Sequence[StateItem]) -> list[Message]:

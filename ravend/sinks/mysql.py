@@ -4,7 +4,10 @@ Writes are batched ``executemany`` inserts that leave an existing row alone
 (``ON DUPLICATE KEY UPDATE id = id``: unlike ``INSERT IGNORE`` it still refuses bad data in
 strict mode, so a value that does not fit is rejected instead of silently clamped). A batch is
 one transaction over ``readings``, the CalPlug ``instantaneous_demand`` mirror, ``run_info`` and
-``device_state``: stored whole or not at all, so a retry can neither lose nor duplicate.
+``device_state``: stored whole or not at all, so a retry can neither lose nor duplicate. The
+first value of a key is the one kept (``ravend.sinks.conflicts``): when the insert changed fewer
+rows than the batch holds (a duplicate changes none), the stored rows of the batch's keys are
+looked up in one indexed query, and a different value is counted and logged.
 
 Errors are sorted into what the worker does next: a lost or refused connection, a timeout, a
 deadlock, wrong credentials, a full disk (anything about the server rather than the data) is
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
 import tempfile
 import time
@@ -33,6 +37,9 @@ from ravend.config import ConfigError, MysqlConfig, read_secret
 from ravend.migrations import migrations, split_statements
 from ravend.protocol.model import Kind, Reading
 from ravend.sinks.base import ReadingRejected, Sink, SinkUnavailable, StateItem, dumps
+from ravend.sinks.conflicts import Key, KeyConflicts, Value, value_of
+
+log = logging.getLogger("ravend.sinks")
 
 PACKAGE = "python3-mysqldb"
 
@@ -289,6 +296,19 @@ def reading_row(r: Reading) -> tuple[Any, ...]:
             r.raw, r.multiplier, r.divisor, decimal_column(r.value), r.unit)
 
 
+def stored_values(cur: Any, keys: Sequence[Key]) -> dict[Key, Value]:
+    """The stored (raw, multiplier, divisor) of those keys that are in ``readings``: one query
+    whose OR of key equalities the optimizer turns into look-ups of the unique index."""
+    unique = list(dict.fromkeys(keys))
+    if not unique:
+        return {}
+    cur.execute("SELECT meter_mac, kind, key_time, raw, multiplier, divisor FROM readings WHERE "
+                + " OR ".join(["(meter_mac = %s AND kind = %s AND key_time = %s)"] * len(unique)),
+                [p for key in unique for p in key])
+    return {(meter, kind, int(when)): (int(raw), int(mult), int(div))
+            for meter, kind, when, raw, mult, div in cur.fetchall()}
+
+
 class MysqlSink(Sink):
     name = "mysql"
 
@@ -299,6 +319,7 @@ class MysqlSink(Sink):
         self._conn: Any = None
         self._migrated = False
         self._runs_noted: set[str] = set()  # meters with this start's run_info row committed
+        self.conflicts = KeyConflicts(self.name, log)
 
     def __repr__(self) -> str:
         return f"<MysqlSink {where(self.cfg)} connected={self._conn is not None}>"
@@ -329,10 +350,16 @@ class MysqlSink(Sink):
     def write(self, readings: Sequence[Reading], states: Sequence[StateItem]) -> None:
         conn = self._connect()
         new_meters: list[str] = []
+        conflicts: list[tuple[Key, Value, Value]] = []
         try:
             cur = conn.cursor()
             if readings:
                 cur.executemany(_INSERT_READING, [reading_row(r) for r in readings])
+                # Affected rows: 1 per row inserted, 0 per key already there.
+                if cur.rowcount < len(readings):
+                    stored = stored_values(cur, [r.key for r in readings])
+                    conflicts = [(r.key, stored[r.key], value_of(r)) for r in readings
+                                 if r.key in stored and stored[r.key] != value_of(r)]
             if self.cfg.calplug_tables and readings:
                 demand = [r for r in readings if r.kind is Kind.DEMAND]
                 if demand:
@@ -352,6 +379,9 @@ class MysqlSink(Sink):
         except self._db.Error as exc:
             raise self._failure(exc) from exc
         self._runs_noted.update(new_meters)
+        for key, kept, refused in conflicts:  # counted once committed: a retry counts once
+            self.conflicts.refuse(key, kept, refused)
+        self.conflicts.batch_done(len(conflicts))
 
     def _demand_row(self, r: Reading) -> tuple[Any, ...]:
         return (_timestamp(r.key_time), r.raw, r.multiplier, r.divisor, self.cfg.run_name,
