@@ -311,7 +311,9 @@ def stop_account(worker: SinkWorker) -> str:
     """One sink's part of the stop line: what it stored, and whatever it did not, so that
     "stored sqlite=5" never reads as complete while readings were rejected or still wait."""
     stats = worker.stats
-    extra = [f"{n} {what}" for n, what in ((stats.rejected, "rejected"),
+    conflicts = getattr(getattr(worker.sink, "conflicts", None), "count", 0)
+    extra = [f"{n} {what}" for n, what in ((conflicts, "not kept (a key seen with another value)"),
+                                           (stats.rejected, "rejected"),
                                            (len(worker.outbox), "in the outbox"),
                                            (stats.dropped, "dropped")) if n]
     return f"{worker.name}={stats.stored}" + (f" ({', '.join(extra)})" if extra else "")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -164,6 +165,9 @@ def test_a_frozen_meter_clock_keeps_the_first_value_in_every_store(
     assert retained.retain and parse_reading(retained.payload).raw == 500
     for sink in sinks:  # once per burst, in each store
         assert log.count(f"{sink}: reading {METER} demand") == 2, (sink, log)
+        # ... and the stop line owns up to them
+        assert re.search(rf"stored .*{sink}=\d+ \(5 not kept \(a key seen with another value\)",
+                         log), log
     assert ingest.log().count(CONFLICT_LINE) == 1, ingest.log()
     assert "1 refused as conflicting" in ingest.log()
 
