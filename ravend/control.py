@@ -71,6 +71,16 @@ def _plain(fragment: m.Fragment | None) -> dict[str, Any]:
     return {k: v for k, v in body.items() if v not in (None, [], ()) and k != "raw"}
 
 
+def request_json(text: str) -> Any:
+    """A request's JSON, or ValueError: json.loads raises RecursionError (not a ValueError) for
+    input nested thousands deep, which a request line or MQTT payload can carry within its
+    size cap; a bad request must cost a refusal, never the thread that reads it."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def parse_price(amount: object, trailing_digits: int | None = None) -> tuple[int, int]:
     """'0.1234' → (1234, 4): the integer Price and TrailingDigits the device wants.
 
@@ -429,7 +439,7 @@ class ControlServer:
         with client:
             try:
                 line = _read_line(client, self.request_timeout)
-                request = json.loads(line)
+                request = request_json(line)
                 if not isinstance(request, dict) or not isinstance(request.get("command"), str):
                     raise ValueError("expected {\"command\": NAME, \"args\": {...}}")
                 if request["command"] == "health" and self.health is not None:

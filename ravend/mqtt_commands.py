@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ravend.config import MqttConfig
-from ravend.control import run_command
+from ravend.control import request_json, run_command
 from ravend.device import DeviceSession
 from ravend.mqtt_client import Connection, Message, MqttError, endpoint_from_config
 
@@ -148,7 +148,7 @@ class MqttCommands:
         if len(payload) > MAX_PAYLOAD:
             return {"ok": False, "error": f"payload longer than {MAX_PAYLOAD} bytes"}
         try:
-            args = json.loads(payload.decode("utf-8")) if payload.strip() else {}
+            args = request_json(payload.decode("utf-8")) if payload.strip() else {}
         except (UnicodeDecodeError, ValueError) as exc:
             return {"ok": False, "error": f"payload is not JSON: {exc}"}
         if not isinstance(args, dict):

@@ -4,6 +4,7 @@ all, and the stick's secrets. A real Mosquitto, the real ravend and the simulato
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -46,7 +47,8 @@ ACCEPTED: dict[tuple[str, str], list[Any]] = {
 WIRE_COMMANDS = {"set_current_price", "set_schedule", "set_fast_poll", "confirm_message",
                  "restart"}
 #: Payloads that are not a JSON object of arguments.
-BAD_PAYLOADS = [b"[1]", b'"amount"', b"1e1000000", b"nul", b"\xff\xfe", b"{", b"null "]
+BAD_PAYLOADS = [b"[1]", b'"amount"', b"1e1000000", b"nul", b"\xff\xfe", b"{", b"null ",
+                b"[" * 3000, b'{"amount": ' + b"[" * 3000]  # nested deeper than json recurses
 
 
 def bad_requests() -> list[tuple[str, dict[str, Any]]]:
@@ -117,6 +119,21 @@ def ravenctl(config: Path, *args: str) -> str:
     return done.stdout + done.stderr
 
 
+def raw_request(path: Path, line: bytes) -> dict[str, Any]:
+    """One request line as bytes, not as the JSON ``call`` would make of it."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(15)
+        sock.connect(str(path))
+        sock.sendall(line)
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            assert chunk, f"ravend closed the connection without answering {line[:20]!r}"
+            data += chunk
+    reply: dict[str, Any] = json.loads(data)
+    return reply
+
+
 def assert_refused(reply: dict[str, Any], request: object) -> None:
     assert reply["ok"] is False, (request, reply)
     error = reply["error"]
@@ -137,6 +154,8 @@ def test_every_command_refuses_every_bad_argument_and_still_answers(
         for name in GOOD_ARGS:
             for payload in BAD_PAYLOADS:
                 assert_refused(commander.ask(name, payload, ravend.log), (name, payload))
+        for line in BAD_PAYLOADS[-2:]:  # the socket reads the same nesting as a request line
+            assert_refused(raw_request(socket_path, line + b"\n"), line[:20])
         assert not WIRE_COMMANDS & {n for n, _ in sim.received_commands()}
         assert "Traceback" not in ravend.log()
         # Both threads still serve: a good command gets its answer on each path.
