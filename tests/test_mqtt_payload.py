@@ -9,8 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ravend.protocol.decoder import decode
+from ravend.protocol.framer import RawFragment
 from ravend.protocol.model import KIND_UNITS, Kind, Reading, scale
-from ravend.sinks.base import StateItem
+from ravend.sinks.base import StateItem, fragment_body
 from ravend.sinks.mqtt_payload import (
     PayloadError,
     exact_text,
@@ -199,3 +201,15 @@ def test_iso_millis_never_rounds_into_the_next_second() -> None:
     assert iso_millis(1_700_000_000.9999) == "2023-11-14T22:13:20.999Z"
     assert iso_millis(1_700_000_000.5) == "2023-11-14T22:13:20.500Z"
     assert iso_millis(1_700_000_000) == "2023-11-14T22:13:20.000Z"
+
+
+@pytest.mark.parametrize("child", ["LinkKey", "linkkey", "Link_Key", "INSTALLCODE", "InstallCode"])
+def test_a_secret_child_however_spelt_is_never_published(child: str) -> None:
+    """A faulty stick may spell the link key's child otherwise: the decoder keeps an unknown
+    child under ``extra``, and that must not carry the secret out either."""
+    fragment = decode(RawFragment("DeviceInfo", (
+        "<DeviceInfo><DeviceMacId>0xd8d5b90000001234</DeviceMacId>"
+        f"<{child}>0x5ec2e7</{child}><FWVersion>2.0.0</FWVersion></DeviceInfo>").encode()))
+    item = StateItem("0xd8d5b90000001234", "", "DeviceInfo", 0.0, fragment_body(fragment))
+    payload = state_payload(item)
+    assert b"5ec2e7" not in payload and b"2.0.0" in payload, payload

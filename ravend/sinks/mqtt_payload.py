@@ -220,9 +220,28 @@ def parse_reading(payload: bytes | str | dict[str, Any]) -> Reading:
 SECRET_FIELDS = frozenset({"link_key", "install_code"})
 
 
+#: SECRET_FIELDS as compared: letters and digits only, lower case, so that a child spelt
+#: otherwise by a faulty stick (``<linkkey>``, ``<Link_Key>``, kept under ``extra``) is one too.
+_SECRET_NAMES = frozenset(name.replace("_", "") for name in SECRET_FIELDS)
+
+
+def _is_secret(name: object) -> bool:
+    return "".join(c for c in str(name).lower() if c.isalnum()) in _SECRET_NAMES
+
+
 def without_secrets(body: dict[str, Any]) -> dict[str, Any]:
-    """A state body fit to publish or print: without the SECRET_FIELDS."""
-    return {k: v for k, v in body.items() if k not in SECRET_FIELDS}
+    """A state body fit to publish or print: without the SECRET_FIELDS, however spelt, also
+    among the children the decoder did not know (``extra``: a list of [name, text] pairs)."""
+    return {k: _clean(v) for k, v in body.items() if not _is_secret(k)}
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, dict):
+        return without_secrets(value)
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value
+                if not (isinstance(v, list | tuple) and len(v) == 2 and _is_secret(v[0]))]
+    return value
 
 
 def state_payload(item: StateItem) -> bytes:
