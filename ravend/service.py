@@ -319,6 +319,10 @@ class Service:
         except ConfigError as exc:
             log.error("SIGHUP: configuration error: %s; keeping the running configuration", exc)
             return False
+        except Exception as exc:  # a reload must never be what ends ravend
+            log.error("SIGHUP: cannot check the configuration (%s: %s); keeping the running"
+                      " configuration", type(exc).__name__, exc, exc_info=exc)
+            return False
         changed = changed_sections(self.config, new)
         if not changed:
             log.info("SIGHUP: configuration unchanged; reopening the device port")

@@ -86,7 +86,7 @@ def test_reload_applies_a_new_metrics_listen_without_losing_a_reading(tmp_path: 
         assert wait_for(lambda: answers_metrics(new_port), 20), ravend.log()
         assert not servers.port_accepts(servers.LOOPBACK, old_port)
         assert ravend.proc.poll() is None  # the same process (systemd's MAINPID) runs on
-        assert ravend.log().count("ravend started") == 2, ravend.log()
+        assert wait_for(lambda: ravend.log().count("ravend started") == 2, 10), ravend.log()
         before = len(stored_rows(db))
         assert wait_for(lambda: len(stored_rows(db)) >= before + 10, 20), ravend.log()
         sim.set_pushes(False)
@@ -132,3 +132,50 @@ def test_bad_file_on_reload_keeps_the_running_configuration(tmp_path: Path) -> N
     assert "keeping the running configuration" in errors[0]
     assert log.count("ravend started") == 1
     assert "Traceback" not in log
+
+
+def test_daemon_mode_reload_applies_a_changed_file_and_keeps_the_pidfile(tmp_path: Path) -> None:
+    """SIGHUP under --daemon: the restart in place detaches again (if it must) and writes the
+    PID file again, so that the PID file always names the running ravend."""
+    link = str(tmp_path / "stick")
+    db = tmp_path / "state" / "ravend.db"
+    pidfile = tmp_path / "run" / "ravend.pid"
+    sim = MeterSimulator("raven", link=link, seed=6, speed=200).start()
+    config = write_config(tmp_path / "ravend.conf", tmp_path / "state", link)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115
+    daemon_log = tmp_path / "daemon.log"
+
+    def running_pid() -> int | None:
+        text = pidfile.read_text() if pidfile.exists() else ""
+        return int(text.split()[0]) if text.endswith("\n") else None
+
+    try:
+        started = subprocess.run(
+            [sys.executable, "-m", "ravend.cli.ravend", "--config", str(config), "--daemon",
+             "--pidfile", str(pidfile)], stdout=log, stderr=log, env=env, cwd=ROOT, timeout=30)
+        assert started.returncode == 0
+        assert wait_for(lambda: running_pid() is not None, 10)
+        assert wait_for(lambda: len(stored_rows(db)) >= 5, 20)
+        port = servers.free_port()
+        write_config(config, tmp_path / "state", link,
+                     metrics={"listen": f"{servers.LOOPBACK}:{port}"})
+        os.kill(running_pid(), signal.SIGHUP)  # type: ignore[arg-type]
+        assert wait_for(lambda: answers_metrics(port), 20), daemon_log.read_text()
+        assert wait_for(lambda: daemon_log.read_text().count("ravend started") == 2, 20), \
+            daemon_log.read_text()
+        assert wait_for(lambda: running_pid() is not None, 10)
+        pid = running_pid()
+        assert pid is not None and Path(f"/proc/{pid}").exists()
+        before = len(stored_rows(db))
+        assert wait_for(lambda: len(stored_rows(db)) >= before + 5, 20)
+        os.kill(pid, signal.SIGTERM)
+        assert wait_for(lambda: not Path(f"/proc/{pid}").exists()
+                        or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2], 10)
+    finally:
+        sim.stop()
+        log.close()
+    assert not pidfile.exists()
+    text = daemon_log.read_text()
+    assert "changed ([metrics]); restarting in place" in text
+    assert "Traceback" not in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -111,8 +112,13 @@ def _exec_again() -> NoReturn:
     """Start again with the same command line in the same process (same PID for systemd):
     the service has stopped to apply a reloaded configuration (ravend.service docstring)."""
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    for fd in (0, 1, 2):
+        # python-daemon's /dev/null can land on 0 itself, close-on-exec: keep all three open.
+        with contextlib.suppress(OSError):
+            os.set_inheritable(fd, True)
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
