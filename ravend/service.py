@@ -325,7 +325,7 @@ class Service:
             return False
         changed = changed_sections(self.config, new)
         if not changed:
-            log.info("SIGHUP: configuration unchanged; reopening the device port")
+            log.info("SIGHUP: reopening the device port (configuration unchanged)")
             self.device.reopen()
             return False
         log.info("SIGHUP: %s changed ([%s]); restarting in place to apply it", new.source,

@@ -21,6 +21,8 @@ sends in the sinks enabled in the configuration file (SQLite by default).
 Runs in the foreground, logging one line per event to stderr; under systemd (Type=notify) it
 reports readiness, status and watchdog pings. A missing or unplugged stick is waited for, a
 store that is down is spooled for; only a bad configuration stops it (exit status 78).
+SIGHUP (systemctl reload ravend) reads the file again: a bad one is refused in one line and the
+running configuration kept; a changed one is applied by a restart in place (same PID).
 """
 
 EPILOG = """\
