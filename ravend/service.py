@@ -8,6 +8,16 @@ the service is still ready). Every long-lived thread is a part of the ``Supervis
 (ravend.supervisor), which logs, counts and restarts a part that fails; WATCHDOG=1 only while
 every part is up and none keeps failing. ``<state_dir>/ravend.lock`` keeps a second ravend off
 the same state directory (ravend.statelock).
+
+SIGHUP (``systemctl reload ravend``) re-reads the configuration file and validates it with the
+checks of a start (``reconfigure``). A bad file changes nothing: one error line naming the file,
+line and key, and ravend runs on with the configuration it has. An unchanged file only reopens the
+device port (a replugged stick). A changed file is applied by a restart in place: the service
+stops as for SIGTERM (each sink's queue stored or spooled to its outbox, every listener closed,
+the lock released) and ``run`` returns with ``reexec`` set, for the caller to exec ravend again
+with the same command line: same PID (systemd's MAINPID), every part rebuilt from the new file
+by the code that starts it. What the stick sends meanwhile waits in the tty (see
+DeviceSession._open), the outboxes are replayed: no reading is lost.
 """
 
 from __future__ import annotations
@@ -20,10 +30,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from pathlib import Path
 from types import FrameType
 
-from ravend.config import Config
+from ravend.config import Config, ConfigError
 from ravend.control import ControlServer
 from ravend.device import DeviceSession
 from ravend.meter_cap import MeterCap
@@ -155,9 +166,21 @@ def spool_max_mb(config: Config, sink: Sink) -> float:
     return float(getattr(getattr(config, sink.name, None), "spool_max_mb", SPOOL_MAX_MB))
 
 
+def changed_sections(old: Config, new: Config) -> list[str]:
+    """The sections whose settings differ, for the reload's log line."""
+    return [f.name for f in fields(Config)
+            if f.name != "source" and getattr(old, f.name) != getattr(new, f.name)]
+
+
 class Service:
-    def __init__(self, config: Config, *, sinks: Sequence[Sink] | None = None) -> None:
+    def __init__(self, config: Config, *, sinks: Sequence[Sink] | None = None,
+                 reconfigure: Callable[[], Config] | None = None) -> None:
+        """``reconfigure`` re-reads and validates the file for SIGHUP (ConfigError if bad);
+        without it SIGHUP only reopens the device port."""
         self.config = config
+        self.reconfigure = reconfigure
+        #: Set when run() returned to apply a reloaded configuration: exec ravend again.
+        self.reexec = False
         self.start_id = uuid.uuid4().hex  # this service start (CalPlug's run "hash")
         svc = config.service
         # First: before any outbox or store is opened (AlreadyRunning: one line, exit 75).
@@ -266,8 +289,8 @@ class Service:
             self.dispatcher.changed.clear()
             if self._hup.is_set():
                 self._hup.clear()
-                log.info("SIGHUP: reopening the device port")
-                self.device.reopen()
+                if self._reload():
+                    break
             now = time.monotonic()
             healthy = self.healthy()
             if watchdog is not None and healthy:
@@ -285,8 +308,37 @@ class Service:
                 self._stop.wait(min(STATUS_INTERVAL - (now - last_status), watchdog or 60))
         return self.shutdown()
 
+    def _reload(self) -> bool:
+        """SIGHUP: True when the service must stop to be started again with a new file."""
+        if self.reconfigure is None:
+            log.info("SIGHUP: reopening the device port")
+            self.device.reopen()
+            return False
+        try:
+            new = self.reconfigure()
+        except ConfigError as exc:
+            log.error("SIGHUP: configuration error: %s; keeping the running configuration", exc)
+            return False
+        except Exception as exc:  # a reload must never be what ends ravend
+            log.error("SIGHUP: cannot check the configuration (%s: %s); keeping the running"
+                      " configuration", type(exc).__name__, exc, exc_info=exc)
+            return False
+        changed = changed_sections(self.config, new)
+        if not changed:
+            log.info("SIGHUP: reopening the device port (configuration unchanged)")
+            self.device.reopen()
+            return False
+        log.info("SIGHUP: %s changed ([%s]); restarting in place to apply it", new.source,
+                 "], [".join(changed))
+        self.reexec = True
+        return True
+
     def shutdown(self) -> int:
-        self.notifier.notify("STOPPING=1")
+        if self.reexec:
+            # systemd shows "reloading" until the new start's READY=1.
+            self.notifier.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        else:
+            self.notifier.notify("STOPPING=1")
         deadline = time.monotonic() + STOP_BUDGET
         self.supervisor.stop()  # parts that end now are stopping, not failing
         if self.control is not None:
@@ -301,7 +353,9 @@ class Service:
         self.supervisor.join("device", max(0.1, deadline - time.monotonic() - 2.0))
         for worker in self.workers:
             worker.stop(max(0.1, deadline - time.monotonic()))
-        log.info("ravend stopped (%d readings received; stored %s)", self.dispatcher.readings,
+        log.info("ravend stopped%s (%d readings received; stored %s)",
+                 " to apply the new configuration" if self.reexec else "",
+                 self.dispatcher.readings,
                  ", ".join(stop_account(w) for w in self.workers) or "nowhere")
         self.lock.release()
         return 0

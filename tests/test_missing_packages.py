@@ -40,8 +40,23 @@ def run_without(tmp_path: Path, blocked: str, program: str, config: str = "",
                           env=env, capture_output=True, text=True, timeout=30)
 
 
+#: ``--check-config`` checks what the start checks: each package a start refuses to run without.
+CHECK_CASES = [
+    *CASES,
+    ("ravend.cli.ravend", "serial", "", "python3-serial"),
+    ("ravend.cli.ravend", "MySQLdb", "[mysql]\nenabled = yes\n", "python3-mysqldb"),
+    ("ravend.cli.ravend", "prometheus_client", "[metrics]\nlisten = 127.0.0.1:9105\n",
+     "python3-prometheus-client"),
+    ("ravend.cli.repeater", "MySQLdb", "[repeater]\nsource = mysql\n", "python3-mysqldb"),
+]
+
+
+def case_ids(cases: list[tuple[str, str, str, str]]) -> list[str]:
+    return [f"{c[0].rsplit('.', 1)[1]}-{c[1]}" for c in cases]
+
+
 @pytest.mark.parametrize(("program", "blocked", "config", "package"), CASES,
-                         ids=[f"{c[0].rsplit('.', 1)[1]}-{c[1]}" for c in CASES])
+                         ids=case_ids(CASES))
 def test_missing_package_is_named_in_one_line_with_exit_78(
         tmp_path: Path, program: str, blocked: str, config: str, package: str) -> None:
     proc = run_without(tmp_path, blocked, program, config)
@@ -51,6 +66,22 @@ def test_missing_package_is_named_in_one_line_with_exit_78(
     assert f"apt install {package}" in lines[0]
     state = tmp_path / "state"
     assert not state.exists() or not any(state.iterdir())  # nothing was started
+
+
+@pytest.mark.parametrize(("program", "blocked", "config", "package"), CHECK_CASES,
+                         ids=case_ids(CHECK_CASES))
+def test_check_config_refuses_what_the_start_refuses(
+        tmp_path: Path, program: str, blocked: str, config: str, package: str) -> None:
+    """"configuration OK" must mean the start will not then exit 78 (issue 17, item 5)."""
+    proc = run_without(tmp_path, blocked, program, config, "--check-config")
+    assert proc.returncode == EX_CONFIG, (proc.stdout, proc.stderr)
+    assert "configuration OK" not in proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert f"apt install {package}" in lines[0]
+    start = run_without(tmp_path / "start", blocked, program, config)
+    assert start.returncode == EX_CONFIG  # the start refuses the same configuration
+    assert f"apt install {package}" in start.stderr
 
 
 def test_daemon_mode_without_python3_daemon_names_it(tmp_path: Path) -> None:

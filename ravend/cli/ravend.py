@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from ravend import __version__
-from ravend.config import DEFAULT_PATH, EX_CONFIG, ConfigError, load, replace
+from ravend.config import DEFAULT_PATH, EX_CONFIG, Config, ConfigError, load, replace
 
 DESCRIPTION = """\
 Read a Rainforest Automation RAVEn (RFA-Z106) or EMU-2 meter stick and store every reading it
@@ -17,6 +21,8 @@ sends in the sinks enabled in the configuration file (SQLite by default).
 Runs in the foreground, logging one line per event to stderr; under systemd (Type=notify) it
 reports readiness, status and watchdog pings. A missing or unplugged stick is waited for, a
 store that is down is spooled for; only a bad configuration stops it (exit status 78).
+SIGHUP (systemctl reload ravend) reads the file again: a bad one is refused in one line and the
+running configuration kept; a changed one is applied by a restart in place (same PID).
 """
 
 EPILOG = """\
@@ -52,19 +58,26 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def configure(args: argparse.Namespace) -> Config:
+    """The file and the command line's overrides, validated (ConfigError): at start and for
+    each SIGHUP, which re-reads the file with the same overrides."""
+    config = load(args.config)
+    overrides: dict[str, dict[str, object]] = {}
+    if args.port:
+        overrides.setdefault("device", {})["port"] = args.port
+    if args.state_dir:
+        overrides.setdefault("service", {})["state_dir"] = args.state_dir.resolve()
+    if args.log_level:
+        overrides.setdefault("service", {})["log_level"] = args.log_level
+    return replace(config, **overrides) if overrides else config
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        config = load(args.config)
-        overrides: dict[str, dict[str, object]] = {}
-        if args.port:
-            overrides.setdefault("device", {})["port"] = args.port
-        if args.state_dir:
-            overrides.setdefault("service", {})["state_dir"] = args.state_dir.resolve()
-        if args.log_level:
-            overrides.setdefault("service", {})["log_level"] = args.log_level
-        if overrides:
-            config = replace(config, **overrides)
+        config = configure(args)
+        if args.check_config:
+            check_start(config)  # what the start checks, so that OK means it will start
     except ConfigError as exc:
         print(f"ravend: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
@@ -76,55 +89,83 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(config.service.log_level)
     try:
-        _check_modules(config)
+        check_start(config)
     except ConfigError as exc:
         logging.getLogger("ravend").error("%s", exc)
         return EX_CONFIG
     from ravend.memory import limit_malloc_arenas
 
     limit_malloc_arenas()  # before the service's threads exist
-    if args.daemon:
-        return _run_daemon(config, args.pidfile)
-    return _serve(config)
+    code = (_run_daemon(config, args.pidfile, lambda: reconfigure(args)) if args.daemon
+            else _serve(config, lambda: reconfigure(args)))
+    if code is None:
+        _exec_again()
+    return code
 
 
-def _serve(config: object) -> int:
-    """Run the service; a second ravend on the same state directory: one line, exit 75."""
+def reconfigure(args: argparse.Namespace) -> Config:
+    """SIGHUP's check: everything ``ravend --check-config`` and the start check."""
+    config = configure(args)
+    check_start(config)
+    return config
+
+
+def _exec_again() -> NoReturn:
+    """Start again with the same command line in the same process (same PID for systemd):
+    the service has stopped to apply a reloaded configuration (ravend.service docstring)."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    for fd in (0, 1, 2):
+        # python-daemon's /dev/null can land on 0 itself, close-on-exec: keep all three open.
+        with contextlib.suppress(OSError):
+            os.set_inheritable(fd, True)
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+def _serve(config: Config, reconfigure: Callable[[], Config]) -> int | None:
+    """Run the service; a second ravend on the same state directory: one line, exit 75.
+    None: stopped to apply a reloaded configuration, to be started again."""
     from ravend.service import Service
     from ravend.statelock import EX_LOCKED, AlreadyRunning
 
     try:
-        service = Service(config)  # type: ignore[arg-type]
+        service = Service(config, reconfigure=reconfigure)
     except AlreadyRunning as exc:
         logging.getLogger("ravend").error("%s", exc)
         return EX_LOCKED
     service.install_signals()
-    return service.run()
+    code = service.run()
+    return None if service.reexec else code
 
 
-def _check_modules(config: object) -> None:
-    """A feature that is configured but whose Debian package is missing is a config error."""
+def check_start(config: Config) -> None:
+    """What a start refuses beyond the file itself (ConfigError, exit 78): a feature that is
+    configured but whose Debian package is missing. ``--check-config``, the start and each
+    SIGHUP call this one function, so that "configuration OK" means ravend will start."""
     try:
         import serial  # noqa: F401
     except ImportError:
         raise ConfigError("python3-serial is not installed (apt install python3-serial)") from None
-    if getattr(getattr(config, "mqtt", None), "enabled", False):
+    if config.mqtt.enabled:
         try:
             import paho.mqtt.client  # noqa: F401
         except ImportError:
             raise ConfigError("[mqtt] enabled = yes, but python3-paho-mqtt is not installed"
                               " (apt install python3-paho-mqtt)") from None
-    if getattr(getattr(config, "mysql", None), "enabled", False):
+    if config.mysql.enabled:
         from ravend.sinks.mysql import driver
 
         driver()  # ConfigError naming python3-mysqldb
-    if getattr(getattr(config, "metrics", None), "listen", ""):
+    if config.metrics.listen:
         from ravend.metrics import prometheus
 
         prometheus()  # ConfigError naming python3-prometheus-client
 
 
-def _run_daemon(config: object, pidfile: Path) -> int:
+def _run_daemon(config: Config, pidfile: Path, reconfigure: Callable[[], Config]
+                ) -> int | None:
     try:
         import daemon
         import daemon.pidfile
@@ -138,8 +179,9 @@ def _run_daemon(config: object, pidfile: Path) -> int:
     context = daemon.DaemonContext(pidfile=daemon.pidfile.TimeoutPIDLockFile(str(pidfile)),
                                    stderr=sys.stderr, files_preserve=[sys.stderr.fileno()])
     with context:
-        setup_logging(config.service.log_level)  # type: ignore[attr-defined]
-        return _serve(config)
+        setup_logging(config.service.log_level)
+        # None (a reload): the context has released the PID file when main() execs again.
+        return _serve(config, reconfigure)
 
 
 if __name__ == "__main__":
