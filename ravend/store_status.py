@@ -1,0 +1,105 @@
+"""What ``ravenctl status`` and ``ravenctl doctor`` say about a SQLite store, from its indexes.
+
+A year of one home's readings is about 4 million rows; counting them, or looking for the
+newest ``received_at`` (no index), reads the whole table: seconds on a laptop, tens of seconds
+on an SD card. Every query here is a search of an index instead, so status costs the same at
+any size:
+
+* which meters and kinds: a skip-scan of the unique index (meter_mac, kind, key_time), one
+  search per meter and kind;
+* oldest and newest key time and the latest value: the first and last entry of that index for
+  the meter and kind;
+* when the newest reading was received: the last rows by id (ids only grow: the most recently
+  stored rows are the most recently received ones, also after a meter's clock jumped back);
+* how many readings: counted exactly up to ``EXACT_LIMIT`` per meter and kind; above that,
+  estimated from the ids the kind spans and its share of the newest rows, and printed as
+  "about" (``n_exact`` false in --json);
+* the size: the database file and its WAL, which holds the recent commits until a checkpoint
+  (``store_bytes``, which doctor uses too, so both say the same).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+#: Up to this many readings per meter and kind are counted exactly (an index range of this
+#: many entries costs about a millisecond); beyond, the count is an estimate.
+EXACT_LIMIT = 10_000
+#: How many of the newest rows (by id) the received time and the kinds' shares are read from.
+TAIL_ROWS = 500
+
+
+def store_bytes(path: Path) -> int:
+    """The database file plus its write-ahead log: what the store takes on disk."""
+    total = 0
+    for suffix in ("", "-wal"):
+        try:
+            total += Path(f"{path}{suffix}").stat().st_size
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def _pairs(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+    """Every (meter, kind) stored, one index search each, in order."""
+    out: list[tuple[str, str]] = []
+    meter = conn.execute("SELECT MIN(meter_mac) FROM readings").fetchone()
+    while meter is not None and meter[0] is not None:
+        kind = conn.execute("SELECT kind FROM readings WHERE meter_mac = ?"
+                            " ORDER BY meter_mac, kind, key_time LIMIT 1", (meter[0],)).fetchone()
+        while kind is not None:
+            out.append((meter[0], kind[0]))
+            kind = conn.execute("SELECT kind FROM readings WHERE meter_mac = ? AND kind > ?"
+                                " ORDER BY meter_mac, kind, key_time LIMIT 1",
+                                (meter[0], kind[0])).fetchone()
+        meter = conn.execute("SELECT meter_mac FROM readings WHERE meter_mac > ?"
+                             " ORDER BY meter_mac, kind, key_time LIMIT 1",
+                             (meter[0],)).fetchone()
+    return out
+
+
+_EDGE = ("SELECT id, key_time, received_at, value, unit, raw, multiplier, divisor FROM readings"
+         " WHERE meter_mac = ? AND kind = ? ORDER BY meter_mac, kind, key_time {order} LIMIT 1")
+
+
+def _count(conn: sqlite3.Connection, meter: str, kind: str, first_id: int, last_id: int,
+           share: float) -> tuple[int, bool]:
+    """(readings of this meter and kind, whether exact)."""
+    n = conn.execute("SELECT COUNT(*) FROM (SELECT 1 FROM readings WHERE meter_mac = ?"
+                     " AND kind = ? LIMIT ?)", (meter, kind, EXACT_LIMIT + 1)).fetchone()[0]
+    if n <= EXACT_LIMIT:
+        return int(n), True
+    span = abs(last_id - first_id) + 1
+    return max(EXACT_LIMIT + 1, round(span * share)) if share else EXACT_LIMIT + 1, False
+
+
+def summary(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], float | None]:
+    """Per meter and kind (as ``SqliteReader.summary`` gives them, plus ``n_exact``), and the
+    newest received time of all; ``conn`` may be read-only."""
+    tail = conn.execute("SELECT meter_mac, kind, received_at FROM readings WHERE id >"
+                        " (SELECT MAX(id) FROM readings) - ? ORDER BY id DESC LIMIT ?",
+                        (TAIL_ROWS, TAIL_ROWS)).fetchall()
+    newest = max((r[2] for r in tail), default=None)
+    shares: dict[tuple[str, str], int] = {}
+    received: dict[tuple[str, str], float] = {}
+    for meter, kind, at in tail:
+        shares[(meter, kind)] = shares.get((meter, kind), 0) + 1
+        received[(meter, kind)] = max(at, received.get((meter, kind), at))
+    rows = []
+    for meter, kind in _pairs(conn):
+        first = conn.execute(_EDGE.format(order="ASC"), (meter, kind)).fetchone()
+        last = conn.execute(_EDGE.format(order="DESC"), (meter, kind)).fetchone()
+        # The rows by id between a kind's oldest and newest reading: its share of the tail
+        # says how many of them are its own.
+        share = shares.get((meter, kind), 0) / len(tail) if tail else 0.0
+        n, exact = _count(conn, meter, kind, first[0], last[0], share)
+        rows.append({
+            "meter_mac": meter, "kind": kind, "n": n, "n_exact": exact,
+            "oldest": first[1], "newest": last[1],
+            "last_received": max(last[2], received.get((meter, kind), last[2])),
+            "value": last[3], "unit": last[4], "raw": last[5], "multiplier": last[6],
+            "divisor": last[7],
+        })
+    return rows, newest
