@@ -12,14 +12,16 @@ any size:
 * when the newest reading was received: the last rows by id (ids only grow: the most recently
   stored rows are the most recently received ones, also after a meter's clock jumped back);
 * how many readings: counted exactly up to ``EXACT_LIMIT`` per meter and kind; above that,
-  estimated from the ids the kind spans and its share of the newest rows, and printed as
-  "about" (``n_exact`` false in --json);
+  estimated from the rate of the newest ``EXACT_LIMIT`` over the whole time span, and printed
+  as "about" (``n_exact`` false in --json): a meter reports at a steady rate, so this is close
+  unless the store has long gaps (outages, purged stretches), which make it high;
 * the size: the database file and its WAL, which holds the recent commits until a checkpoint
   (``store_bytes``, which doctor uses too, so both say the same).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from typing import Any
 #: Up to this many readings per meter and kind are counted exactly (an index range of this
 #: many entries costs about a millisecond); beyond, the count is an estimate.
 EXACT_LIMIT = 10_000
-#: How many of the newest rows (by id) the received time and the kinds' shares are read from.
+#: How many of the newest rows (by id) the received time is read from.
 TAIL_ROWS = 500
 
 
@@ -35,10 +37,8 @@ def store_bytes(path: Path) -> int:
     """The database file plus its write-ahead log: what the store takes on disk."""
     total = 0
     for suffix in ("", "-wal"):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             total += Path(f"{path}{suffix}").stat().st_size
-        except FileNotFoundError:
-            pass
     return total
 
 
@@ -61,18 +61,24 @@ def _pairs(conn: sqlite3.Connection) -> list[tuple[str, str]]:
 
 
 _EDGE = ("SELECT id, key_time, received_at, value, unit, raw, multiplier, divisor FROM readings"
-         " WHERE meter_mac = ? AND kind = ? ORDER BY meter_mac, kind, key_time {order} LIMIT 1")
+         " WHERE meter_mac = ? AND kind = ? ORDER BY key_time {order} LIMIT 1")
 
 
-def _count(conn: sqlite3.Connection, meter: str, kind: str, first_id: int, last_id: int,
-           share: float) -> tuple[int, bool]:
-    """(readings of this meter and kind, whether exact)."""
-    n = conn.execute("SELECT COUNT(*) FROM (SELECT 1 FROM readings WHERE meter_mac = ?"
-                     " AND kind = ? LIMIT ?)", (meter, kind, EXACT_LIMIT + 1)).fetchone()[0]
-    if n <= EXACT_LIMIT:
+def _count(conn: sqlite3.Connection, meter: str, kind: str, oldest: int, newest: int,
+           id_span: int) -> tuple[int, bool]:
+    """(readings of this meter and kind, whether exact). Past ``EXACT_LIMIT``: the rate of the
+    newest ``EXACT_LIMIT`` readings over the whole span from the oldest, never more than the
+    ids that span holds (a gap in the past makes it high, by the gap's share)."""
+    kth = conn.execute("SELECT key_time FROM readings WHERE meter_mac = ? AND kind = ?"
+                       " ORDER BY key_time DESC LIMIT 1 OFFSET ?",
+                       (meter, kind, EXACT_LIMIT)).fetchone()
+    if kth is None:
+        n = conn.execute("SELECT COUNT(*) FROM readings WHERE meter_mac = ? AND kind = ?",
+                         (meter, kind)).fetchone()[0]
         return int(n), True
-    span = abs(last_id - first_id) + 1
-    return max(EXACT_LIMIT + 1, round(span * share)) if share else EXACT_LIMIT + 1, False
+    recent = newest - kth[0]
+    estimate = (newest - oldest) * EXACT_LIMIT / recent + 1 if recent > 0 else id_span
+    return max(EXACT_LIMIT + 1, min(round(estimate), id_span)), False
 
 
 def summary(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], float | None]:
@@ -82,19 +88,14 @@ def summary(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], float | Non
                         " (SELECT MAX(id) FROM readings) - ? ORDER BY id DESC LIMIT ?",
                         (TAIL_ROWS, TAIL_ROWS)).fetchall()
     newest = max((r[2] for r in tail), default=None)
-    shares: dict[tuple[str, str], int] = {}
     received: dict[tuple[str, str], float] = {}
     for meter, kind, at in tail:
-        shares[(meter, kind)] = shares.get((meter, kind), 0) + 1
         received[(meter, kind)] = max(at, received.get((meter, kind), at))
     rows = []
     for meter, kind in _pairs(conn):
         first = conn.execute(_EDGE.format(order="ASC"), (meter, kind)).fetchone()
         last = conn.execute(_EDGE.format(order="DESC"), (meter, kind)).fetchone()
-        # The rows by id between a kind's oldest and newest reading: its share of the tail
-        # says how many of them are its own.
-        share = shares.get((meter, kind), 0) / len(tail) if tail else 0.0
-        n, exact = _count(conn, meter, kind, first[0], last[0], share)
+        n, exact = _count(conn, meter, kind, first[1], last[1], abs(last[0] - first[0]) + 1)
         rows.append({
             "meter_mac": meter, "kind": kind, "n": n, "n_exact": exact,
             "oldest": first[1], "newest": last[1],
