@@ -9,6 +9,7 @@ runs ravend): what a user waits for when they type the command.
   (<= 0.1 s) is on this, the part that grows with the store;
 * ``status_command``: the whole ``ravenctl status`` as a process, interpreter start and imports
   included (they cost the same on an empty store; the modules compiled, as installed);
+* ``status_command_tiny``: the same on a store of one reading, for comparison;
 * ``status_before``: the queries status made before (a COUNT, MIN, MAX per kind over the whole
   table, MAX(received_at) over every row), for comparison;
 * ``doctor_store``: doctor's ``sink sqlite`` check;
@@ -25,11 +26,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from bench import yearstore
 from bench.core import Context
 from bench.yearstore import ROOT
+from ravend.sinks.sqlite import SqliteSink
 
 RUNS = 5
 
@@ -108,15 +112,32 @@ def _doctor_store(store: yearstore.YearStore) -> None:
         raise RuntimeError(check.line())
 
 
+def _one_reading_store(ctx: Context) -> Path:
+    """A store of one reading: what ravenctl status costs when the store costs nothing."""
+    from ravend.protocol.model import Kind, Reading
+
+    path = ctx.work / "one-reading.db"
+    sink = SqliteSink(path)
+    sink.open()
+    try:
+        sink.write([Reading(yearstore.METER, Kind.DEMAND, yearstore.START, yearstore.START + 0.4,
+                            500, 1, 1000, Decimal("0.5"), "kW", yearstore.DEVICE)], [])
+    finally:
+        sink.close()
+    return path
+
+
 def measure(ctx: Context) -> StoreTimes:
     days = ctx.pick(yearstore.QUICK_DAYS, yearstore.FULL_DAYS)
     store = yearstore.store(days, ctx.log)
     times = StoreTimes(store)
     day = store.start + (days // 2) * yearstore.DAY
     iso = lambda t: time.strftime("%Y-%m-%d", time.gmtime(t))  # noqa: E731
+    tiny = _one_reading_store(ctx)
     cases: dict[str, Callable[[], object]] = {
         "status_store": lambda: _status_store(store),
         "status_command": _ravenctl(store, "status"),
+        "status_command_tiny": _ravenctl(store, "status", "--db", str(tiny)),
         "status_before": lambda: _status_before(store),
         "doctor_store": lambda: _doctor_store(store),
         "report_year": _ravenctl(store, "report", "--since", iso(store.start), "--until",
