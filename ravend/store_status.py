@@ -81,15 +81,23 @@ def _count(conn: sqlite3.Connection, meter: str, kind: str, oldest: int, newest:
     return max(EXACT_LIMIT + 1, min(round(estimate), id_span)), False
 
 
-def summary(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], float | None]:
-    """Per meter and kind (as ``SqliteReader.summary`` gives them, plus ``n_exact``), and the
-    newest received time of all; ``conn`` may be read-only."""
-    tail = conn.execute("SELECT meter_mac, kind, received_at FROM readings WHERE id >"
+def _tail(conn: sqlite3.Connection) -> list[tuple[str, str, float]]:
+    """(meter, kind, received_at) of the newest ``TAIL_ROWS`` rows by id."""
+    return conn.execute("SELECT meter_mac, kind, received_at FROM readings WHERE id >"
                         " (SELECT MAX(id) FROM readings) - ? ORDER BY id DESC LIMIT ?",
                         (TAIL_ROWS, TAIL_ROWS)).fetchall()
-    newest = max((r[2] for r in tail), default=None)
+
+
+def newest_received(conn: sqlite3.Connection) -> float | None:
+    """When the newest reading was received (None: no reading)."""
+    return max((r[2] for r in _tail(conn)), default=None)
+
+
+def summary(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Per meter and kind: count (``n``, ``n_exact``), oldest and newest key time, when it was
+    last received, the latest value; ``conn`` may be read-only."""
     received: dict[tuple[str, str], float] = {}
-    for meter, kind, at in tail:
+    for meter, kind, at in _tail(conn):
         received[(meter, kind)] = max(at, received.get((meter, kind), at))
     rows = []
     for meter, kind in _pairs(conn):
@@ -103,4 +111,4 @@ def summary(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], float | Non
             "value": last[3], "unit": last[4], "raw": last[5], "multiplier": last[6],
             "divisor": last[7],
         })
-    return rows, newest
+    return rows

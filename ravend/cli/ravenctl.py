@@ -181,12 +181,12 @@ def _ago(seconds: float) -> str:
 
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
     from ravend.health import query
-    from ravend.store_status import store_bytes, summary
 
     reader = _reader(args, config)
     service = query(config)
-    rows, newest = summary(reader.conn)  # from indexes: as fast on a year of readings as on one
-    size = store_bytes(reader.path)
+    rows = reader.summary()
+    newest = reader.newest_received()
+    size = reader.size_bytes()
     now = time.time()
     stale = newest is None or now - newest > config.device.stale_after
     if args.json:

@@ -18,6 +18,7 @@ from typing import Any
 from ravend.migrations import migrations
 from ravend.protocol.model import Reading
 from ravend.sinks.base import ReadingRejected, Sink, SinkUnavailable, StateItem, dumps
+from ravend.store_status import newest_received, store_bytes, summary
 
 _INSERT = (
     "INSERT OR IGNORE INTO readings (meter_mac, kind, key_time, meter_time, received_at,"
@@ -161,25 +162,12 @@ class SqliteReader:
         self.conn.close()
 
     def summary(self) -> list[dict[str, Any]]:
-        """Per meter and kind: count, oldest and newest key time, latest value."""
-        rows = self.conn.execute(
-            "SELECT meter_mac, kind, COUNT(*) AS n, MIN(key_time) AS oldest,"
-            " MAX(key_time) AS newest, MAX(received_at) AS last_received FROM readings"
-            " GROUP BY meter_mac, kind ORDER BY meter_mac, kind"
-        ).fetchall()
-        out = []
-        for row in rows:
-            latest = self.conn.execute(
-                "SELECT value, unit, raw, multiplier, divisor FROM readings"
-                " WHERE meter_mac = ? AND kind = ? ORDER BY key_time DESC LIMIT 1",
-                (row["meter_mac"], row["kind"]),
-            ).fetchone()
-            out.append({**dict(row), **dict(latest)})
-        return out
+        """Per meter and kind: count, oldest and newest key time, latest value (from indexes:
+        ravend.store_status)."""
+        return summary(self.conn)
 
     def newest_received(self) -> float | None:
-        row = self.conn.execute("SELECT MAX(received_at) FROM readings").fetchone()
-        return row[0]
+        return newest_received(self.conn)
 
     def states(self) -> list[dict[str, Any]]:
         rows = self.conn.execute(
@@ -209,9 +197,4 @@ class SqliteReader:
         yield from self.conn.execute(sql, params)
 
     def size_bytes(self) -> int:
-        total = 0
-        for suffix in ("", "-wal"):
-            p = Path(str(self.path) + suffix)
-            if p.exists():
-                total += p.stat().st_size
-        return total
+        return store_bytes(self.path)
