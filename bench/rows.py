@@ -307,3 +307,51 @@ def idle_ingest_cpu(ctx: Context) -> Result:
 @row("idle-ingest-wake", "  ravend-mongo-ingest wake-ups", "/s", Target("<=", 2))
 def idle_ingest_wakeups(ctx: Context) -> Result:
     return _idle_wakeups(ctx, "ravend-mongo-ingest")
+
+
+# --- 9. ravenctl on a year of one home's readings (bench/storecmds.py, bench/yearstore.py) -------
+
+
+def _store_cmd(ctx: Context, key: str, what: str, sized: bool = False) -> Result:
+    from bench import storecmds
+
+    run = ctx.once("storecmds", lambda: storecmds.measure(ctx))
+    n = run.store.readings
+    size = f"{n / 1e6:.1f}M readings" if n >= 10**6 else f"{n:,} readings"
+    return Result(run.seconds[key], what=f"{what} ({run.store.days} days, {size})" if sized
+                  else what, detail=run.detail(key))
+
+
+@row("status-store", "ravenctl status: its store queries", "s", Target("<=", 0.1))
+def status_store(ctx: Context) -> Result:
+    return _store_cmd(ctx, "status_store", "ravenctl status: its store queries", sized=True)
+
+
+@row("status-command", "  ravenctl status, whole process", "s", None)
+def status_command(ctx: Context) -> Result:
+    return _store_cmd(ctx, "status_command", "  ravenctl status, whole process")
+
+
+@row("status-tiny", "  the same process on a store of one reading", "s", None)
+def status_tiny(ctx: Context) -> Result:
+    return _store_cmd(ctx, "status_command_tiny", "  the same process on a store of one reading")
+
+
+@row("status-before", "  status's queries before (count per kind)", "s", None)
+def status_before(ctx: Context) -> Result:
+    return _store_cmd(ctx, "status_before", "  status's queries before (count per kind)")
+
+
+@row("doctor-store", "ravenctl doctor: sink sqlite check", "s", Target("<=", 0.1))
+def doctor_store(ctx: Context) -> Result:
+    return _store_cmd(ctx, "doctor_store", "ravenctl doctor: sink sqlite check")
+
+
+@row("report-year", "ravenctl report, every day of the store", "s", None)
+def report_year(ctx: Context) -> Result:
+    return _store_cmd(ctx, "report_year", "ravenctl report, every day")
+
+
+@row("export-day", "ravenctl export, one day as CSV", "s", None)
+def export_day(ctx: Context) -> Result:
+    return _store_cmd(ctx, "export_day", "ravenctl export, one day as CSV")

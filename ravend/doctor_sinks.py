@@ -27,6 +27,7 @@ def check_sqlite(path: Path, may_write: Callable[[Path], bool] = lambda p: os.ac
     import sqlite3
 
     from ravend.sinks.sqlite import connect, schema_version
+    from ravend.store_status import store_bytes
 
     name = "sink sqlite"
     directory = path.parent
@@ -48,7 +49,7 @@ def check_sqlite(path: Path, may_write: Callable[[Path], bool] = lambda p: os.ac
     except sqlite3.Error as exc:
         return Check(name, Status.FAIL, f"{path}: {exc}",
                      "move the file aside; ravend starts a new one (readings since are kept)")
-    size = path.stat().st_size / 1e6
+    size = store_bytes(path) / 1e6  # with its WAL, as ravenctl status counts it
     return Check(name, Status.OK, f"{path} opens (schema version {version}, {size:.1f} MB)")
 
 

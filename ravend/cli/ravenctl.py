@@ -68,7 +68,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     s = sub.add_parser("status", help="last readings per meter; exit 3 when stale",
-                       description="Per meter and kind: the latest value, how many readings, the"
+                       description="Per meter and kind: the latest value, how many readings (about,"
+                       " past 10,000: status reads only indexes, fast at any size), the"
                        " oldest and newest; the database size; whether ravend runs and which of"
                        " its parts are down. Exits 5 when a part of the running ravend is down,"
                        " 3 when the newest reading is older than [device] stale_after, 2 when"
@@ -203,7 +204,7 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
                 meter = row["meter_mac"]
                 print(f"meter {meter}")
             print(f"  {row['kind']:<22} {_exact(row):>14} {row['unit']:<8}"
-                  f" {row['n']:>9} readings  {_iso(row['oldest'])} .. {_iso(row['newest'])}")
+                  f" {_how_many(row):>9} readings  {_iso(row['oldest'])} .. {_iso(row['newest'])}")
         if newest is not None:
             print(f"newest reading received {_ago(now - newest)}"
                   + (f"  STALE (older than {config.device.stale_after:g}s)" if stale else ""))
@@ -214,6 +215,17 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     if newest is None:
         return EX_NODATA
     return EX_STALE if stale else 0
+
+
+def _how_many(row: dict[str, Any]) -> str:
+    """An exact count as it is; an estimate (``n_exact`` false) rounded, as "about 3.9M"."""
+    n = int(row["n"])
+    if row.get("n_exact", True):
+        return str(n)
+    for size, unit in ((10**6, "M"), (10**3, "k")):
+        if n >= size:
+            return f"about {n / size:.2g}{unit}" if n < 100 * size else f"about {n // size}{unit}"
+    return f"about {n}"
 
 
 def cmd_info(args: argparse.Namespace, config: Config) -> int:

@@ -28,6 +28,7 @@ from ravend.migrations import migrations
 from ravend.protocol.model import Reading
 from ravend.sinks.base import ReadingRejected, Sink, SinkUnavailable, StateItem, dumps
 from ravend.sinks.conflicts import Key, KeyConflicts, Value, value_of
+from ravend.store_status import newest_received, store_bytes, summary
 
 log = logging.getLogger("ravend.sinks")
 
@@ -252,25 +253,12 @@ class SqliteReader:
         self.conn.close()
 
     def summary(self) -> list[dict[str, Any]]:
-        """Per meter and kind: count, oldest and newest key time, latest value."""
-        rows = self.conn.execute(
-            "SELECT meter_mac, kind, COUNT(*) AS n, MIN(key_time) AS oldest,"
-            " MAX(key_time) AS newest, MAX(received_at) AS last_received FROM readings"
-            " GROUP BY meter_mac, kind ORDER BY meter_mac, kind"
-        ).fetchall()
-        out = []
-        for row in rows:
-            latest = self.conn.execute(
-                "SELECT value, unit, raw, multiplier, divisor FROM readings"
-                " WHERE meter_mac = ? AND kind = ? ORDER BY key_time DESC LIMIT 1",
-                (row["meter_mac"], row["kind"]),
-            ).fetchone()
-            out.append({**dict(row), **dict(latest)})
-        return out
+        """Per meter and kind: count, oldest and newest key time, latest value (from indexes:
+        ravend.store_status)."""
+        return summary(self.conn)
 
     def newest_received(self) -> float | None:
-        row = self.conn.execute("SELECT MAX(received_at) FROM readings").fetchone()
-        return row[0]
+        return newest_received(self.conn)
 
     def states(self) -> list[dict[str, Any]]:
         rows = self.conn.execute(
@@ -281,7 +269,11 @@ class SqliteReader:
 
     def readings(self, *, since: float | None = None, until: float | None = None,
                  after_id: int = 0, limit: int | None = None) -> Iterator[sqlite3.Row]:
-        sql = "SELECT id, " + ", ".join(READING_COLUMNS) + " FROM readings WHERE id > ?"
+        # A time range walks readings_by_time and sorts what it found; "+id" keeps SQLite from
+        # walking every row by id instead (an export of one day read the whole table).
+        ranged = since is not None or until is not None
+        sql = ("SELECT id, " + ", ".join(READING_COLUMNS) + " FROM readings WHERE "
+               + ("+id > ?" if ranged else "id > ?"))
         params: list[Any] = [after_id]
         if since is not None:
             sql += " AND key_time >= ?"
@@ -296,9 +288,4 @@ class SqliteReader:
         yield from self.conn.execute(sql, params)
 
     def size_bytes(self) -> int:
-        total = 0
-        for suffix in ("", "-wal"):
-            p = Path(str(self.path) + suffix)
-            if p.exists():
-                total += p.stat().st_size
-        return total
+        return store_bytes(self.path)
