@@ -15,6 +15,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ravend.simulator import MeterSimulator
+from ravend_process import RavendProcess, write_config
+
 ROOT = Path(__file__).resolve().parent.parent
 HA_PYTHON = ROOT / ".venv-ha" / "bin" / "python"
 VALIDATOR = Path(__file__).resolve().parent / "ha_validate.py"
@@ -39,3 +42,38 @@ def ha_verdicts(messages: Iterable[tuple[str, bytes]],
 def refused(verdicts: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """(topic, Home Assistant's reason) of each message refused."""
     return [(v["topic"], v["error"]) for v in verdicts if v["error"]]
+
+
+#: Every entity ravend can announce for a meter, by component: start_announcing_everything
+#: switches all of them on (commands with restart, a tariff with a currency and an export rate).
+EVERY_ENTITY = {
+    "sensor": {"demand", "summation_delivered", "summation_received", "price", "link_strength",
+               "connection_status", "cost", "export_credit"},
+    "button": {"close_period", "refresh", "restart_stick"},
+    "number": {"set_price"},
+}
+
+#: What each measuring sensor should be in Home Assistant: (device class, state class, unit).
+INTENDED = {
+    "demand": ("power", "measurement", "kW"),
+    "summation_delivered": ("energy", "total_increasing", "kWh"),
+    "summation_received": ("energy", "total_increasing", "kWh"),
+    "price": (None, "measurement", "USD/kWh"),  # a rate, not an amount of money
+    "cost": ("monetary", "total", "USD"),
+    "export_credit": ("monetary", "total", "USD"),
+}
+
+
+def start_announcing_everything(tmp_path: Path, broker: Any,
+                                meters: int = 2) -> tuple[MeterSimulator, RavendProcess]:
+    """The simulator (an EMU-2 hearing METERS meters) and a real ravend publishing to BROKER
+    with every entity of EVERY_ENTITY on; the caller stops both."""
+    link = str(tmp_path / "stick")
+    sim = MeterSimulator("emu2", link=link, seed=17, speed=60, meters=meters,
+                         reply_delay=0.02).start()
+    config = write_config(
+        tmp_path / "ravend.conf", tmp_path / "state", link,
+        mqtt={"enabled": "yes", "host": broker.host, "port": str(broker.port),
+              "client_id": "ravend-ha", "allow_commands": "yes", "allow_restart": "yes"},
+        tariff={"rate": "0.15", "currency": "USD", "export_rate": "0.05"})
+    return sim, RavendProcess(config, tmp_path / "ravend.log")

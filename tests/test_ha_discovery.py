@@ -11,30 +11,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ha_discovery import ha_verdicts, refused
+from ha_discovery import (
+    EVERY_ENTITY,
+    INTENDED,
+    ha_verdicts,
+    refused,
+    start_announcing_everything,
+)
 from mqtt_helpers import Subscriber
 from ravend.protocol.model import Kind
-from ravend.simulator import MeterSimulator
 from ravend.sinks import mqtt_discovery
-from ravend_process import RavendProcess, write_config
 
-#: Every entity ravend can announce for a meter, by component: all of them are switched on
-#: below (commands with restart, a tariff with a currency and an export rate).
-EVERY_ENTITY = {
-    "sensor": {"demand", "summation_delivered", "summation_received", "price", "link_strength",
-               "connection_status", "cost", "export_credit"},
-    "button": {"close_period", "refresh", "restart_stick"},
-    "number": {"set_price"},
-}
-#: What each measuring sensor should be in Home Assistant: (device class, state class, unit).
-INTENDED = {
-    "demand": ("power", "measurement", "kW"),
-    "summation_delivered": ("energy", "total_increasing", "kWh"),
-    "summation_received": ("energy", "total_increasing", "kWh"),
-    "price": (None, "measurement", "USD/kWh"),  # a rate, not an amount of money
-    "cost": ("monetary", "total", "USD"),
-    "export_credit": ("monetary", "total", "USD"),
-}
 CONFIG_TOPIC = r"homeassistant/[a-z_]+/ravend_[0-9a-f]+/[a-z_]+/config"
 
 
@@ -50,15 +37,7 @@ def entities(sub: Subscriber) -> dict[str, set[tuple[str, str]]]:
 def test_home_assistant_accepts_every_config_a_real_ravend_publishes(tmp_path: Path,
                                                                     mosquitto_server) -> None:
     sub = Subscriber(mosquitto_server.host, mosquitto_server.port, ["homeassistant/#"]).start()
-    link = str(tmp_path / "stick")
-    sim = MeterSimulator("emu2", link=link, seed=17, speed=60, meters=2,
-                         reply_delay=0.02).start()
-    config = write_config(
-        tmp_path / "ravend.conf", tmp_path / "state", link,
-        mqtt={"enabled": "yes", "host": mosquitto_server.host, "port": str(mosquitto_server.port),
-              "client_id": "ravend-ha", "allow_commands": "yes", "allow_restart": "yes"},
-        tariff={"rate": "0.15", "currency": "USD", "export_rate": "0.05"})
-    ravend = RavendProcess(config, tmp_path / "ravend.log")
+    sim, ravend = start_announcing_everything(tmp_path, mosquitto_server)
     want = {(c, o) for c, objects in EVERY_ENTITY.items() for o in objects}
     nodes = {mqtt_discovery.node_id(mac) for mac in sim.meter_macs}
     try:
