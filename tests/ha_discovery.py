@@ -68,6 +68,7 @@ def start_announcing_everything(tmp_path: Path, broker: Any,
                                 meters: int = 2) -> tuple[MeterSimulator, RavendProcess]:
     """The simulator (an EMU-2 hearing METERS meters) and a real ravend publishing to BROKER
     with every entity of EVERY_ENTITY on; the caller stops both."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     link = str(tmp_path / "stick")
     sim = MeterSimulator("emu2", link=link, seed=17, speed=60, meters=meters,
                          reply_delay=0.02).start()
