@@ -22,7 +22,9 @@ from typing import Any
 
 import servers
 from ha_discovery import EVERY_ENTITY, INTENDED, ROOT, start_announcing_everything
+from mqtt_helpers import Subscriber
 from ravend.sinks import mqtt_discovery
+from ravend_process import wait_for
 
 HASS = ROOT / ".venv-ha" / "bin" / "hass"
 PROBE = Path(__file__).resolve().parent / "ha_probe" / "ravend_probe"
@@ -30,12 +32,13 @@ START_TIMEOUT = 300.0  # a cold core (fresh .storage, the frontend, the recorder
 
 
 def ha_config(config_dir: Path, broker: Any, probe_output: Path, unique_ids: list[str],
-              energy: list[dict[str, str]]) -> None:
+              energy: list[dict[str, str]], set_value: dict[str, Any]) -> None:
     """configuration.yaml, the MQTT config entry and the probe integration in CONFIG_DIR."""
     http_port = servers.free_port()
     (config_dir / "custom_components").mkdir(parents=True)
     shutil.copytree(PROBE, config_dir / "custom_components" / PROBE.name)
-    probe = {"output": str(probe_output), "unique_ids": unique_ids, "energy": energy}
+    probe = {"output": str(probe_output), "unique_ids": unique_ids, "energy": energy,
+             "set_value": set_value}
     (config_dir / "configuration.yaml").write_text(
         "homeassistant:\n"
         "  name: ravend check\n  latitude: 52.5\n  longitude: 13.4\n  elevation: 0\n"
@@ -70,6 +73,8 @@ def read_probe(path: Path) -> dict[str, Any]:
 def test_a_real_home_assistant_core_has_every_ravend_entity_as_intended(
         tmp_path: Path, mosquitto_server) -> None:
     assert HASS.exists(), f"{HASS} is missing: run `make deps` (builds .venv-ha)"
+    commands = Subscriber(mosquitto_server.host, mosquitto_server.port,
+                          ["ravend/+/cmd/#"], client_id="ha-check-commands").start()
     sim, ravend = start_announcing_everything(tmp_path / "ravend", mosquitto_server)
     nodes = sorted(mqtt_discovery.node_id(mac) for mac in sim.meter_macs)
     unique_ids = [f"{node}_{o}" for node in nodes for objects in EVERY_ENTITY.values()
@@ -85,7 +90,9 @@ def test_a_real_home_assistant_core_has_every_ravend_entity_as_intended(
     ]
     config_dir = tmp_path / "ha"
     probe_output = tmp_path / "probe.json"
-    ha_config(config_dir, mosquitto_server, probe_output, unique_ids, energy)
+    # A price with more places than the number's step, set as an automation would.
+    set_value = {"unique_id": f"{first}_set_price", "value": 0.1234}
+    ha_config(config_dir, mosquitto_server, probe_output, unique_ids, energy, set_value)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     ha_log = tmp_path / "hass.log"
     hass = servers._spawn([str(HASS), "-c", str(config_dir), "--skip-pip"], ha_log,
@@ -95,7 +102,8 @@ def test_a_real_home_assistant_core_has_every_ravend_entity_as_intended(
         """Everything reported, or no point waiting: hass died or logged an error."""
         report = read_probe(probe_output)
         return (len(report.get("entities", {})) == len(unique_ids)
-                and report.get("energy_validation") is not None) or hass.poll() is not None \
+                and report.get("energy_validation") is not None
+                and report.get("set_value_done")) or hass.poll() is not None \
             or " ERROR " in ha_log.read_text(errors="replace")
 
     try:
@@ -107,10 +115,17 @@ def test_a_real_home_assistant_core_has_every_ravend_entity_as_intended(
         entities = report.get("entities", {})
         missing = sorted(set(unique_ids) - set(entities))
         assert not missing, (missing, servers.log_tail(ha_log))
+        # HA's number.set_value reached the stick through ravend's price_set, all four places.
+        assert report["set_value_done"], servers.log_tail(ha_log)
+        set_price = ("set_current_price", {"Price": "0x000004d2", "TrailingDigits": "0x04"})
+        assert wait_for(lambda: set_price in sim.received_commands(), 30), (
+            [(m.topic, m.payload) for m in commands.snapshot()], sim.received_commands(),
+            ravend.log())
     finally:
         stopped_cleanly = servers._reap(hass, signal.SIGTERM, 60)
         ravend.stop()
         sim.stop()
+        commands.stop()
     log = ha_log.read_text(errors="replace")
 
     # One device per meter, every entity of a meter on its device.

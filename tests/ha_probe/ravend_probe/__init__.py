@@ -9,13 +9,15 @@ Configured in the test's configuration.yaml::
       energy:                           # energy dashboard grid sources, by unique id
         - {from: <uid>, cost: <uid>, to: <uid>, compensation: <uid>}
         - {from: <uid>, price: <uid>, to: <uid>, compensation: <uid>}
+      set_value: {unique_id: <uid of a number>, value: 0.1234}   # one number.set_value call
 
 Each second it writes, per unique id found in the entity registry: entity id, state,
 attributes, and its device's identifiers. Once every entity named in ``energy`` has a numeric
 state it sets those energy preferences, has the recorder compile the statistics of the current
 5-minute period (HA would do so at the period's end: minutes to wait), and writes the energy
 validation's issues (``homeassistant.components.energy.validate``: what the energy dashboard
-shows).
+shows). Once the number named in ``set_value`` is available it calls ``number.set_value`` on it,
+as a user's automation would, and reports that it did (``set_value_done``).
 """
 
 from __future__ import annotations
@@ -42,15 +44,18 @@ _LOGGER = logging.getLogger(__name__)
 
 async def async_setup(hass: HomeAssistant, config: dict[str, Any]) -> bool:
     conf = config[DOMAIN]
-    probe = Probe(hass, Path(conf["output"]), list(conf["unique_ids"]), conf.get("energy", []))
+    probe = Probe(hass, Path(conf["output"]), list(conf["unique_ids"]), conf.get("energy", []),
+                  conf.get("set_value"))
     hass.async_create_background_task(probe.run(), "ravend_probe")
     return True
 
 
 class Probe:
     def __init__(self, hass: HomeAssistant, output: Path, unique_ids: list[str],
-                 energy: list[dict[str, str]]) -> None:
+                 energy: list[dict[str, str]], set_value: dict[str, Any] | None) -> None:
         self.hass = hass
+        self.set_value = set_value
+        self.set_value_done = False
         self.output = output
         self.unique_ids = unique_ids
         self.energy = energy
@@ -121,7 +126,16 @@ class Probe:
                 entities = self.entities()
                 if self.validation is None and self.energy and self.energy_ready(entities):
                     self.validation = await self.validate_energy(entities)
-                report = {"entities": entities, "energy_validation": self.validation}
+                # Not before the number is available: HA skips unavailable entities silently.
+                number = entities.get(self.set_value["unique_id"]) if self.set_value else None
+                if number and not self.set_value_done \
+                        and number["state"] not in (None, "unknown", "unavailable"):
+                    await self.hass.services.async_call("number", "set_value", {
+                        "entity_id": entities[self.set_value["unique_id"]]["entity_id"],
+                        "value": self.set_value["value"]}, blocking=True)
+                    self.set_value_done = True
+                report = {"entities": entities, "energy_validation": self.validation,
+                          "set_value_done": self.set_value_done}
                 tmp = self.output.with_suffix(".tmp")
                 tmp.write_text(json.dumps(report, indent=1, sort_keys=True))
                 tmp.replace(self.output)
