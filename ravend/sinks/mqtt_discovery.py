@@ -172,8 +172,9 @@ RESTART_BUTTON = ("restart_stick", "Restart stick", "device_restart", "mdi:resta
 
 #: The "Set price" number's step, in the price sensor's own unit (<currency>/kWh): 0.001 is the
 #: finest step Home Assistant's number schema accepts (a config with 0.0001 is refused whole).
-#: The step is only the granularity of the box's arrows: number.set_value, and a value typed
-#: into the box, may carry more places (ravend's price_set takes up to 9 trailing digits).
+#: The step is the granularity of HA's own input; number.set_value (an automation, a script)
+#: is not held to it and may carry more places, which price_set keeps (up to 9 trailing digits;
+#: `make check-ha` sets 0.1234 through HA and sees it reach the stick).
 #: Kept in the currency, not in cents: the number then shows the same value and unit as the
 #: price sensor, needs no conversion in its templates, and every currency reads the same way.
 PRICE_STEP = 0.001
