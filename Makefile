@@ -10,7 +10,7 @@
 #                     inputs, 5 real minutes unplugged) on Debian's stack, about 10 minutes
 #
 # Test selection: make test-pypi PYTEST_ARGS='-k mqtt -x'  (PYTEST_MARK='' also runs the slow ones)
-# Package lists: tools/deps/apt*.txt, tools/deps/pypi.txt, tools/deps/secantus.txt.
+# Package lists: tools/deps/apt*.txt, tools/deps/pypi.txt, tools/deps/secantus.txt, tools/deps/ha.txt.
 # Parts of the project add their own targets in mk/NAME.mk (included at the end).
 
 SHELL := /bin/bash
@@ -22,6 +22,7 @@ DEBIAN_PYTHON := /usr/bin/python3
 DEBIAN_PATH := /usr/sbin:/usr/bin:/sbin:/bin
 VENV_PYPI := .venv-pypi
 VENV_SECANTUS := .venv-secantus
+VENV_HA := .venv-ha
 CACHE := .cache
 DEPS := tools/deps
 
@@ -29,6 +30,7 @@ APT_LISTS := $(sort $(wildcard $(DEPS)/apt*.txt))
 STAMP_APT := $(CACHE)/apt.stamp
 STAMP_PYPI := $(CACHE)/venv-pypi.stamp
 STAMP_SECANTUS := $(CACHE)/venv-secantus.stamp
+STAMP_HA := $(CACHE)/venv-ha.stamp
 
 PYTEST_MARK ?= not slow
 PYTEST_ARGS ?=
@@ -52,7 +54,7 @@ check: deps lint test-debian test-pypi check-deb
 # deps: each stamp is remade when its list (or tools/deps.sh) changes; a venv that is gone is
 # remade too (FORCE). tools/deps.sh only calls apt-get when a package is missing.
 
-deps: $(STAMP_APT) $(STAMP_PYPI) $(STAMP_SECANTUS)
+deps: $(STAMP_APT) $(STAMP_PYPI) $(STAMP_SECANTUS) $(STAMP_HA)
 
 $(CACHE):
 	mkdir -p $@
@@ -69,11 +71,17 @@ $(STAMP_SECANTUS): $(DEPS)/secantus.txt tools/deps.sh $(if $(wildcard $(VENV_SEC
 	tools/deps.sh venv $(VENV_SECANTUS) $(DEPS)/secantus.txt
 	touch $@
 
+# Home Assistant core (pinned), whose own code validates the discovery configs
+# (tests/test_ha_discovery.py) and runs in `make check-ha`; a cold build takes minutes.
+$(STAMP_HA): $(DEPS)/ha.txt tools/deps.sh $(if $(wildcard $(VENV_HA)/bin/python),,FORCE) | $(STAMP_APT)
+	tools/deps.sh venv $(VENV_HA) $(DEPS)/ha.txt
+	touch $@
+
 FORCE:
 
 # Forget the stamps and the venvs (not the Debian packages): the next `make deps` starts cold.
 deps-clean:
-	rm -rf $(CACHE) $(VENV_PYPI) $(VENV_SECANTUS)
+	rm -rf $(CACHE) $(VENV_PYPI) $(VENV_SECANTUS) $(VENV_HA)
 
 # ---------------------------------------------------------------------------------------------
 # lint and tests
@@ -83,11 +91,11 @@ lint: $(STAMP_PYPI)
 
 test: test-debian test-pypi
 
-test-debian: $(STAMP_APT) $(STAMP_SECANTUS)
+test-debian: $(STAMP_APT) $(STAMP_SECANTUS) $(STAMP_HA)
 	RAVEND_TEST_STACK=debian $(DEBIAN_ENV) $(DEBIAN_PYTHON) -m pytest -p no:cacheprovider \
 		-m "$(PYTEST_MARK)" $(TEST_IGNORE) $(PYTEST_ARGS) $(TESTS)
 
-test-pypi: $(STAMP_APT) $(STAMP_PYPI) $(STAMP_SECANTUS)
+test-pypi: $(STAMP_APT) $(STAMP_PYPI) $(STAMP_SECANTUS) $(STAMP_HA)
 	RAVEND_TEST_STACK=pypi $(PYPI_ENV) $(VENV_PYPI)/bin/python -m pytest \
 		-m "$(PYTEST_MARK)" $(TEST_IGNORE) $(PYTEST_ARGS) $(TESTS)
 

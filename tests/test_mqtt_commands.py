@@ -67,6 +67,7 @@ def test_price_set_over_mqtt_reaches_the_wire_and_is_stored(tmp_path: Path,
         assert buttons == {"close_period", "refresh"}
         number = sub.on(r"homeassistant/number/.+/set_price/config")[0].json()
         assert number["command_topic"] == topic
+        assert (number["min"], number["max"], number["step"]) == (0, 10, 0.001)
     finally:
         ravend.stop()
         sim.stop()

@@ -131,8 +131,9 @@ def test_readings_states_discovery_and_availability(tmp_path, mosquitto_server) 
     energy = configs[f"homeassistant/sensor/{node}/summation_received/config"]
     assert (energy["device_class"], energy["unit_of_measurement"], energy["state_class"]) == (
         "energy", "kWh", "total_increasing")
-    money = configs[f"homeassistant/sensor/{node}/price/config"]
-    assert (money["device_class"], money["unit_of_measurement"]) == ("monetary", "USD/kWh")
+    rate = configs[f"homeassistant/sensor/{node}/price/config"]
+    assert "device_class" not in rate  # a price per kWh is not an amount of money
+    assert (rate["unit_of_measurement"], rate["state_class"]) == ("USD/kWh", "measurement")
     link = configs[f"homeassistant/sensor/{node}/link_strength/config"]
     assert link["state_topic"] == f"ravend/{DEVICE}/info/ConnectionStatus"
     assert link["value_template"] == "{{ value_json.body.link_strength }}"

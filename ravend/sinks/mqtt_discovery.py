@@ -42,8 +42,10 @@ READING_SENSORS: dict[Kind, SensorSpec] = {
                                          "total_increasing", "kWh", _READING),
     Kind.SUMMATION_RECEIVED: SensorSpec("summation_received", "Energy received", "energy",
                                         "total_increasing", "kWh", _READING),
-    # A price per kWh is not a total: no state_class (monetary allows only "total").
-    Kind.PRICE: SensorSpec("price", "Price", "monetary", None, None, _READING),
+    # A price per kWh is a rate, not an amount of money: Home Assistant's "monetary" class is
+    # for amounts (its units are currencies), so no device class; "measurement" lets it keep
+    # the price's statistics (mean, min, max) like any other rate.
+    Kind.PRICE: SensorSpec("price", "Price", None, "measurement", None, _READING),
 }
 
 #: The running cost (``ravend.running_cost``), for Home Assistant's energy dashboard (cost of
@@ -168,6 +170,15 @@ COMMAND_BUTTONS: tuple[tuple[str, str, str, str], ...] = (
 )
 RESTART_BUTTON = ("restart_stick", "Restart stick", "device_restart", "mdi:restart")
 
+#: The "Set price" number's step, in the price sensor's own unit (<currency>/kWh): 0.001 is the
+#: finest step Home Assistant's number schema accepts (a config with 0.0001 is refused whole).
+#: The step is the granularity of HA's own input; number.set_value (an automation, a script)
+#: is not held to it and may carry more places, which price_set keeps (up to 9 trailing digits;
+#: `make check-ha` sets 0.1234 through HA and sees it reach the stick).
+#: Kept in the currency, not in cents: the number then shows the same value and unit as the
+#: price sensor, needs no conversion in its templates, and every currency reads the same way.
+PRICE_STEP = 0.001
+
 
 def command_topic(prefix: str, device_mac: str, command: str) -> str:
     """Where ravend listens for a command (`[mqtt] allow_commands`); results go to .../result."""
@@ -200,6 +211,6 @@ def command_configs(topics: Topics, meter_mac: str, device_mac: str,
         "command_topic": command_topic(topics.prefix, device_mac, "price_set"),
         "command_template": '{"amount": "{{ value }}"}',
         "state_topic": f"{topics.prefix}/{meter_mac}/{Kind.PRICE.value}",
-        "value_template": _READING, "min": 0, "max": 10, "step": 0.0001, "mode": "box",
+        "value_template": _READING, "min": 0, "max": 10, "step": PRICE_STEP, "mode": "box",
     }))
     return out
