@@ -1,6 +1,6 @@
 # ravend: build and test entry points.
 #
-#   make check        the whole suite, as CI runs it: deps, lint, test-debian, test-pypi
+#   make check        the whole suite, as CI runs it: deps, lint, test-debian, test-pypi, check-ha, check-deb
 #   make deps         install what the build and the tests need (idempotent; stamps in .cache/)
 #   make lint         ruff (newest, from .venv-pypi) over ravend tests bench
 #   make test-debian  the tests on Debian's /usr/bin/python3 and its python3-* packages
@@ -48,7 +48,7 @@ PYPI_ENV := env -u PYTHONHOME PYTHONPATH=$(CURDIR) PYTHONNOUSERSITE=1
 
 .PHONY: check deps deps-clean lint test test-debian test-pypi demo bench bench-quick bench-long deb FORCE
 
-check: deps lint test-debian test-pypi check-deb
+check: deps lint test-debian test-pypi check-ha check-deb
 
 # ---------------------------------------------------------------------------------------------
 # deps: each stamp is remade when its list (or tools/deps.sh) changes; a venv that is gone is

@@ -1,9 +1,9 @@
 # make check-ha: a real Home Assistant core (2024.3.3, .venv-ha) against a real ravend and a
 # private Mosquitto: every entity in HA's state machine with the intended unit, device class
 # and state class, one device per meter, and no issue in the energy dashboard's validation
-# (tests/ha_core_check.py). Not part of `make check`: a cold HA start takes a minute or two.
-# `make check` validates every discovery config with HA's own schemas instead
-# (tests/test_ha_discovery.py).
+# (tests/ha_core_check.py). Part of `make check` (about 10 s once .venv-ha is built), beside
+# tests/test_ha_discovery.py, which runs every discovery config through HA's own schemas on both
+# stacks.
 
 .PHONY: check-ha
 
