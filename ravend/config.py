@@ -33,6 +33,15 @@ class ConfigError(Exception):
     exit_status = EX_CONFIG
 
 
+class ConfigUnreadable(ConfigError):
+    """The file exists but this user may not read it: a service lacks its group, a person
+    running ravenctl lacks sudo or the group (each says what to do in its own words)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path}: permission denied (readable by the service user?)")
+        self.path = path
+
+
 # --- value parsers: each returns the value or raises ValueError saying what was expected ------
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
@@ -617,7 +626,7 @@ def load(path: str | os.PathLike[str] | None = None, *, must_exist: bool = False
             raise ConfigError(f"{path}: no such file") from None
         return Config(source=f"{path} (absent: defaults)")
     except PermissionError:
-        raise ConfigError(f"{path}: permission denied (readable by the service user?)") from None
+        raise ConfigUnreadable(path) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except configparser.Error as exc:

@@ -27,6 +27,7 @@ from ravend.config import Config
 from ravend.control import ControlServer
 from ravend.device import DeviceSession
 from ravend.meter_cap import MeterCap
+from ravend.plural import plural
 from ravend.protocol.decoder import readings_from
 from ravend.protocol.model import Fragment, Kind, Reading, UnknownFragment
 from ravend.retention import Maintenance
@@ -102,7 +103,7 @@ class Dispatcher:
 
     def status_line(self, parts_down: Sequence[str] = ()) -> str:
         demand = self.last.get(Kind.DEMAND.value)
-        parts = [f"{self.readings} readings"]
+        parts = [plural(self.readings, "reading")]
         if demand is not None:
             stamp = time.strftime("%H:%M:%S", time.localtime(demand.received_at))
             parts.append(f"last demand {demand.value} kW at {stamp}")

@@ -696,7 +696,7 @@ def ravend_unit(container):
 
 def readings_in_status(box: Container) -> int:
     text = box.show("ravend.service", "StatusText")["StatusText"]
-    match = re.match(r"(\d+) readings", text)
+    match = re.match(r"(\d+) readings?\b", text)
     return int(match[1]) if match else 0
 
 
