@@ -302,7 +302,8 @@ class Service:
         self.supervisor.join("device", max(0.1, deadline - time.monotonic() - 2.0))
         for worker in self.workers:
             worker.stop(max(0.1, deadline - time.monotonic()))
-        log.info("ravend stopped (%d readings received; stored %s)", self.dispatcher.readings,
+        log.info("ravend stopped (%s received; stored %s)",
+                 plural(self.dispatcher.readings, "reading"),
                  ", ".join(stop_account(w) for w in self.workers) or "nowhere")
         self.lock.release()
         return 0
