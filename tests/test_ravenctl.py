@@ -193,6 +193,9 @@ def test_options_before_the_command_are_accepted_and_the_commands_own_win(db: Pa
                     "--db", str(db)).returncode == 3
     refused = ravenctl("--config", "/nonexistent", "status", "--config", str(bad))
     assert refused.returncode == 78 and "unknown section" in refused.stderr
+    # simulate takes all that follows it as its own, whatever came before.
+    sim = ravenctl("--config", "/nonexistent", "simulate", "--help")
+    assert sim.returncode == 0 and sim.stdout.startswith("usage: ravenctl simulate"), sim
 
 
 def test_counts_of_one_are_singular(tmp_path: Path) -> None:

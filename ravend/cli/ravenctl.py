@@ -72,8 +72,19 @@ def _config_args(p: argparse.ArgumentParser, dest: str = "") -> None:
                    help=f"configuration file (default {DEFAULT_PATH})")
     p.add_argument("--db", dest=dest + "db", type=Path, metavar="PATH",
                    help="SQLite database to read (default: from the configuration)")
-    p.add_argument("--state-dir", dest=dest + "state_dir", type=Path,
+    p.add_argument("--state-dir", dest=dest + "state_dir", type=Path, metavar="DIR",
                    help="override [service] state_dir")
+
+
+def _command_index(argv: list[str]) -> int | None:
+    """Where the command is: the first word that is neither an option nor an option's value."""
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if not word.startswith("-"):
+            return i
+        i += 2 if word in ("-c", "--config", "--db", "--state-dir") else 1
+    return None
 
 
 def _merge_top_options(args: argparse.Namespace) -> None:
@@ -144,15 +155,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["simulate"]:
+    command_at = _command_index(argv)
+    if command_at is not None and argv[command_at] == "simulate":
         from ravend.simulator import main as simulate
 
-        return simulate(argv[1:])
+        return simulate(argv[command_at + 1:])  # all its own (the store options mean nothing)
     args = parser().parse_args(argv)
-    if args.command == "simulate":  # options before it: ravenctl --config X simulate ...
-        from ravend.simulator import main as simulate
-
-        return simulate(args.args)
     _merge_top_options(args)
     if args.command == doctor_command.NAME:
         return doctor_command.run(args)  # a bad configuration is one of its findings
