@@ -33,6 +33,15 @@ class ConfigError(Exception):
     exit_status = EX_CONFIG
 
 
+class ConfigUnreadable(ConfigError):
+    """The file exists but this user may not read it: a service lacks its group, a person
+    running ravenctl lacks sudo or the group (each says what to do in its own words)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path}: permission denied (readable by the service user?)")
+        self.path = path
+
+
 # --- value parsers: each returns the value or raises ValueError saying what was expected ------
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
@@ -274,6 +283,9 @@ class MqttConfig:
 class RepeaterConfig:
     """ravend-repeater: rows of the SQL store after a watermark → MQTT, as [mqtt] says."""
 
+    # Whether ravend-repeater may run: it refuses to start (78) otherwise, rather than publish
+    # to a localhost broker nobody chose. Unset: load() decides (companion_enabled).
+    enabled: bool | None = opt("enabled", boolean, None)
     source: str = opt("source store", one_of("sqlite", "mysql"), "sqlite")
     batch_size: int = opt("batch size", integer, 500, low=1, high=10_000)
     # Idle: look for new rows after 50 ms, doubling up to this.
@@ -406,6 +418,8 @@ DEFAULT_MONGO_URI = "mongodb://localhost:27017/"
 class MongoConfig:
     """ravend-mongo-ingest: readings from the broker of [mqtt] → a MongoDB collection."""
 
+    # Whether ravend-mongo-ingest may run (as [repeater] enabled).
+    enabled: bool | None = opt("enabled", boolean, None)
     # Authentication, TLS and replica sets are options of the URI (see ravend-mongo-ingest(8)).
     uri: str = opt("MongoDB URI", mongo_uri, DEFAULT_MONGO_URI)
     # Preferred when the URI holds a password: the first line of a file only the service user
@@ -612,7 +626,7 @@ def load(path: str | os.PathLike[str] | None = None, *, must_exist: bool = False
             raise ConfigError(f"{path}: no such file") from None
         return Config(source=f"{path} (absent: defaults)")
     except PermissionError:
-        raise ConfigError(f"{path}: permission denied (readable by the service user?)") from None
+        raise ConfigUnreadable(path) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except configparser.Error as exc:
@@ -629,7 +643,32 @@ def load(path: str | os.PathLike[str] | None = None, *, must_exist: bool = False
         sections[name.lower()] = _parse_section(path, name.lower(), cls, dict(parser[name]))
     config = Config(**sections, source=path)
     _check_across(config, path)
-    return config
+    given = {name.lower(): set(parser[name]) for name in parser.sections()}
+    return _companions_decided(config, given)
+
+
+def _companions_decided(config: Config, given: dict[str, set[str]]) -> Config:
+    """[repeater] and [mongo] enabled when the file leaves them unset: yes if it configures
+    that companion otherwise (any other key of its own section; for the repeater also an
+    [mqtt] host other than localhost), as files written before the key existed did; else no,
+    so that an unconfigured companion refuses to start instead of retrying localhost."""
+    changes: dict[str, dict[str, Any]] = {}
+    if config.repeater.enabled is None:
+        own = given.get("repeater", set()) - {"enabled"}
+        broker = "host" in given.get("mqtt", set()) and config.mqtt.host != "localhost"
+        changes["repeater"] = {"enabled": bool(own) or broker}
+    if config.mongo.enabled is None:
+        changes["mongo"] = {"enabled": bool(given.get("mongo", set()) - {"enabled"})}
+    return replace(config, **changes) if changes else config
+
+
+def companion_unconfigured(config: Config, section: str, hint: str) -> str | None:
+    """The one line a companion refuses to start with unless [section] enabled is yes (None
+    when it may run); hint names what else to set."""
+    if getattr(config, section).enabled:
+        return None
+    path = config.source.split(" (", 1)[0]
+    return f"not configured: set [{section}] enabled = yes in {path}{hint}"
 
 
 def _check_across(config: Config, path: str) -> None:

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from ravend.config import Config, ConfigError, DeviceConfig, load, replace
 from ravend.device import DeviceNotFound, find_port
+from ravend.plural import plural
 from ravend.ttyinfo import Identity, exclusive_open, holders, identify, running_ravend
 
 #: The group of the sticks' tty nodes (udev/60-ravend.rules), for a port with no node to look at.
@@ -397,7 +398,7 @@ def check_service(config: Config) -> Check | None:
                      "see its log (journalctl -u ravend); restart it: systemctl restart ravend")
     down = health.down()
     if not down:
-        return Check("service", Status.OK, f"{who}: all {len(health.parts)} parts up")
+        return Check("service", Status.OK, f"{who}: all {plural(len(health.parts), 'part')} up")
     return Check("service", Status.FAIL, f"{who}: part down: "
                  + "; ".join(describe(p) for p in down),
                  "see its log for the traceback (journalctl -u ravend); ravend restarts the"

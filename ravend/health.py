@@ -14,6 +14,7 @@ from typing import Any
 
 from ravend.config import Config
 from ravend.control import call
+from ravend.plural import plural
 from ravend.statelock import LOCK_NAME, holder
 
 #: How long ravenctl waits for the answer (the service answers from memory).
@@ -43,7 +44,7 @@ class ServiceHealth:
             return f"{who}, but its control socket does not answer: {self.error}"
         down = self.down()
         if not down:
-            return f"{who}: all {len(self.parts)} parts up"
+            return f"{who}: all {plural(len(self.parts), 'part')} up"
         return f"{who}: DOWN " + "; ".join(describe(p) for p in down)
 
     def as_dict(self) -> dict[str, Any]:
@@ -56,7 +57,7 @@ def describe(part: dict[str, Any]) -> str:
     state = "up" if part.get("up") else "down"
     if part.get("failing") and part.get("up"):
         state = "keeps failing"
-    text = f"{part.get('name')} {state}, {part.get('restarts', 0)} restarts"
+    text = f"{part.get('name')} {state}, {plural(part.get('restarts', 0), 'restart')}"
     if part.get("last_error"):
         text += f", last error: {part['last_error']}"
     return text

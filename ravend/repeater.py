@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ravend.config import Config, ConfigError
+from ravend.plural import plural
 from ravend.protocol.model import Kind, Reading, scale
 from ravend.sinks.base import SinkUnavailable, StateItem
 
@@ -571,5 +572,5 @@ class Repeater:
         self.source.close()
         if self._watch is not None:
             self._watch.close()
-        log.info("ravend-repeater stopped (%d readings published, watermark %d)",
-                 self.stats.published, self.stats.watermark)
+        log.info("ravend-repeater stopped (%s published, watermark %d)",
+                 plural(self.stats.published, "reading"), self.stats.watermark)

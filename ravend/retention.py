@@ -56,6 +56,7 @@ from typing import Any
 from ravend import rollup as ru
 from ravend.config import Config, ConfigError, RetentionConfig
 from ravend.memory import release_freed_memory
+from ravend.plural import plural
 from ravend.protocol.model import Kind
 from ravend.sinks.base import SinkUnavailable
 from ravend.tariff import PricePoint, Tariff, currency_of_unit
@@ -138,22 +139,23 @@ class Report:
         verb = "would delete" if dry_run else "deleted"
         out = []
         if self.rolled_up or self.hours:
-            out.append(f"{self.store}: rolled up {self.rolled_up} new readings"
-                       f" ({self.hours} hours, {self.days} days recomputed)")
+            out.append(f"{self.store}: rolled up {plural(self.rolled_up, 'new reading')}"
+                       f" ({plural(self.hours, 'hour')}, {plural(self.days, 'day')} recomputed)")
         if self.skipped:
             out.append(f"{self.store}: {self.skipped} of them left out of the roll-ups (kept"
                        " raw): their meter time is meaningless (clock_flag epoch/ahead)")
         if self.cutoff is not None and (self.purged or dry_run):
-            out.append(f"{self.store}: {verb} {self.purged} raw readings older than"
-                       f" {iso(self.cutoff)}" + (f" in {self.chunks} chunks" if self.chunks
-                                                 else ""))
+            out.append(f"{self.store}: {verb} {plural(self.purged, 'raw reading')} older than"
+                       f" {iso(self.cutoff)}"
+                       + (f" in {plural(self.chunks, 'chunk')}" if self.chunks else ""))
         if self.not_rolled_up:
             out.append(f"{self.store}: {self.not_rolled_up} of them are not rolled up yet"
                        " (a purge rolls them up first)")
         if self.purged_calplug:
-            out.append(f"{self.store}: {verb} {self.purged_calplug} instantaneous_demand rows")
+            calplug = plural(self.purged_calplug, "instantaneous_demand row")
+            out.append(f"{self.store}: {verb} {calplug}")
         if self.purged_rollups:
-            out.append(f"{self.store}: {verb} {self.purged_rollups} roll-up rows")
+            out.append(f"{self.store}: {verb} {plural(self.purged_rollups, 'roll-up row')}")
         if self.size_before is not None and self.size_after is not None:
             out.append(f"{self.store}: database {mb(self.size_before)} -> {mb(self.size_after)}")
         out.extend(f"{self.store}: {n}" for n in self.notes)

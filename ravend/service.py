@@ -38,6 +38,7 @@ from ravend.config import Config, ConfigError
 from ravend.control import ControlServer
 from ravend.device import DeviceSession
 from ravend.meter_cap import MeterCap
+from ravend.plural import plural
 from ravend.protocol.decoder import readings_from
 from ravend.protocol.model import Fragment, Kind, Reading, UnknownFragment
 from ravend.retention import Maintenance
@@ -113,7 +114,7 @@ class Dispatcher:
 
     def status_line(self, parts_down: Sequence[str] = ()) -> str:
         demand = self.last.get(Kind.DEMAND.value)
-        parts = [f"{self.readings} readings"]
+        parts = [plural(self.readings, "reading")]
         if demand is not None:
             stamp = time.strftime("%H:%M:%S", time.localtime(demand.received_at))
             parts.append(f"last demand {demand.value} kW at {stamp}")
@@ -353,9 +354,9 @@ class Service:
         self.supervisor.join("device", max(0.1, deadline - time.monotonic() - 2.0))
         for worker in self.workers:
             worker.stop(max(0.1, deadline - time.monotonic()))
-        log.info("ravend stopped%s (%d readings received; stored %s)",
+        log.info("ravend stopped%s (%s received; stored %s)",
                  " to apply the new configuration" if self.reexec else "",
-                 self.dispatcher.readings,
+                 plural(self.dispatcher.readings, "reading"),
                  ", ".join(stop_account(w) for w in self.workers) or "nowhere")
         self.lock.release()
         return 0

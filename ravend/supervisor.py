@@ -35,6 +35,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ravend.plural import plural
+
 log = logging.getLogger("ravend.supervisor")
 
 #: A part that fails this many times within DOWN_WINDOW seconds cannot stay up.
@@ -222,7 +224,7 @@ class Supervisor:
                 self._last_run(part)
                 return
             part.restarts += 1
-            log.info("%s: restarted (%d restarts)", part.name, part.restarts)
+            log.info("%s: restarted (%s)", part.name, plural(part.restarts, "restart"))
 
     def _last_run(self, part: _Part) -> None:
         """Stopped while waiting to restart: run the target once more, for it to finish what

@@ -77,3 +77,12 @@ def test_config_completes_file_names(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert offered(["ravenctl", "status", "--config", "rav"]) == ["ravend.conf"]
     assert offered(["ravenctl", "status", "-c", "rav"]) == ["ravend.conf"]
+
+
+def test_options_before_the_command_then_the_command(tmp_path, monkeypatch):
+    (tmp_path / "ravend.conf").write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert offered(["ravenctl", "--con"]) == ["--config"]
+    assert offered(["ravenctl", "--config", "rav"]) == ["ravend.conf"]
+    assert offered(["ravenctl", "--config", "ravend.conf", "st"]) == ["status"]
+    assert "--json" in offered(["ravenctl", "-c", "ravend.conf", "status", "-"])

@@ -175,3 +175,117 @@ def test_no_command_tracebacks_on_any_stored_time(db: Path) -> None:
         assert "Traceback" not in proc.stderr, proc.args
         assert proc.returncode == 0, (proc.args, proc.stderr)
     assert "left out of the roll-ups" in runs[6].stdout
+
+
+# --- messages and small inconsistencies (issue 17) --------------------------------------------
+
+
+def test_options_before_the_command_are_accepted_and_the_commands_own_win(db: Path,
+                                                                         tmp_path: Path) -> None:
+    before = ravenctl("--config", "/nonexistent", "--db", str(db), "status", "--json")
+    after = ravenctl("status", "--config", "/nonexistent", "--db", str(db), "--json")
+    assert before.returncode == after.returncode == 3, before.stderr
+    assert json.loads(before.stdout)["meters"] == json.loads(after.stdout)["meters"]
+    bad = tmp_path / "bad.conf"
+    bad.write_text("[nosuch]\n")
+    # Both given: the command's own value is the one used, whichever is the bad one.
+    assert ravenctl("--config", str(bad), "status", "--config", "/nonexistent",
+                    "--db", str(db)).returncode == 3
+    refused = ravenctl("--config", "/nonexistent", "status", "--config", str(bad))
+    assert refused.returncode == 78 and "unknown section" in refused.stderr
+    # simulate takes all that follows it as its own, whatever came before.
+    sim = ravenctl("--config", "/nonexistent", "simulate", "--help")
+    assert sim.returncode == 0 and sim.stdout.startswith("usage: ravenctl simulate"), sim
+
+
+def test_counts_of_one_are_singular(tmp_path: Path) -> None:
+    path = tmp_path / "one.db"
+    sink = SqliteSink(path)
+    sink.open()
+    sink.write([demand(1)], [])
+    sink.close()
+    proc = ravenctl("status", "--db", str(path), "--config", "/nonexistent")
+    assert " 1 reading " in proc.stdout and "1 readings" not in proc.stdout, proc.stdout
+    from ravend.plural import plural
+
+    assert [plural(n, "reading") for n in (0, 1, 2)] == ["0 readings", "1 reading",
+                                                       "2 readings"]
+
+
+def test_info_shows_times_as_iso_and_json_keeps_them_raw(tmp_path: Path) -> None:
+    path = tmp_path / "info.db"
+    sink = SqliteSink(path)
+    sink.open()
+    sink.write([], [StateItem(DEVICE, METER, "TimeCluster", T0,
+                              {"utc_time": 1700000000, "local_time": 1699971200})])
+    sink.close()
+    text = ravenctl("info", "--db", str(path), "--config", "/nonexistent").stdout
+    assert "2023-11-14 22:13:20Z" in text and "1700000000" not in text, text
+    assert "2023-11-14 14:13:20 (meter local time)" in text, text
+    data = json.loads(ravenctl("info", "--db", str(path), "--config", "/nonexistent",
+                               "--json").stdout)
+    assert data[0]["body"]["utc_time"] == 1700000000
+
+
+def test_synopsis_names_db_migrate_and_purge_apart() -> None:
+    man = (ROOT / "man/ravenctl.1").read_text(encoding="utf-8")
+    synopsis = man.split(".SH SYNOPSIS", 1)[1].split(".SH ", 1)[0]
+    assert '"db migrate" " | " purge' not in synopsis
+    assert ".B db migrate\n" in synopsis and ".B purge\n" in synopsis
+
+
+def test_status_as_a_user_outside_the_group_says_what_to_do(db: Path) -> None:
+    """As uid nobody (setpriv), a configuration file of mode 0640 it may not read."""
+    import os
+    import shutil
+    import tempfile
+
+    setpriv = shutil.which("setpriv")
+    assert setpriv, "setpriv (util-linux) is needed to run as another user"
+    where = Path(tempfile.mkdtemp(prefix="ravenctl-nobody-"))
+    try:
+        where.chmod(0o755)
+        conf = where / "ravend.conf"
+        conf.write_text(f"[service]\nstate_dir = {where}\n")
+        conf.chmod(0o640)
+        proc = subprocess.run(
+            [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable,
+             "-m", "ravend.cli.ravenctl", "status", "--config", str(conf)],
+            capture_output=True, text=True, cwd=ROOT, timeout=30,
+            env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert proc.returncode == 78, proc
+        assert proc.stderr == (f"ravenctl: {conf}: permission denied: run it with sudo, or join"
+                               " the group ravend (sudo adduser $USER ravend, then log in"
+                               " again)\n"), proc.stderr
+    finally:
+        shutil.rmtree(where)
+
+
+def test_export_store_mysql_reads_mariadb(db: Path, tmp_path: Path, mariadb_server) -> None:
+    from mysql_helpers import conf_keys, mysql_config
+    from ravend.sinks.mysql import MysqlSink
+
+    database = mariadb_server.new_database("export_raw")
+    sink = MysqlSink(mysql_config(mariadb_server, database))
+    sink.open()
+    only_in_mysql = demands(3, start=500)
+    sink.write(only_in_mysql, [])
+    sink.close()
+    keys = conf_keys(mariadb_server, database)
+    conf = tmp_path / "ravend.conf"
+    conf.write_text("[mysql]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items()))
+    out = ravenctl("export", "--config", str(conf), "--db", str(db), "--store", "mysql")
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert [int(r["key_time"]) for r in rows] == [r.key_time for r in only_in_mysql]
+    # The same columns and value text as the SQLite export of the same readings.
+    other = tmp_path / "same.db"
+    sqlite_sink = SqliteSink(other)
+    sqlite_sink.open()
+    sqlite_sink.write(only_in_mysql, [])
+    sqlite_sink.close()
+    same = ravenctl("export", "--config", "/nonexistent", "--db", str(other))
+    assert out.stdout == same.stdout
+    lines = ravenctl("export", "--config", str(conf), "--store", "mysql", "--format", "jsonl",
+                     "--kind", "demand").stdout.splitlines()
+    assert len(lines) == 3 and json.loads(lines[0])["value"] == only_in_mysql[0].value

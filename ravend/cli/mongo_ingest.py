@@ -7,7 +7,14 @@ import logging
 import sys
 
 from ravend import __version__
-from ravend.config import DEFAULT_PATH, EX_CONFIG, ConfigError, load, replace
+from ravend.config import (
+    DEFAULT_PATH,
+    EX_CONFIG,
+    ConfigError,
+    companion_unconfigured,
+    load,
+    replace,
+)
 
 DESCRIPTION = """\
 Store the readings that ravend publishes to MQTT in a MongoDB collection, each exactly once.
@@ -23,7 +30,8 @@ EPILOG = """\
 examples:
   ravend-mongo-ingest --check-config          validate the configuration and exit
   ravend-mongo-ingest --config ./ravend.conf --log-level debug
-exit status: 0 stopped by SIGTERM/SIGINT, 78 configuration error, 1 other failure.
+exit status: 0 stopped by SIGTERM/SIGINT, 78 configuration error (also: [mongo] enabled
+is not yes), 1 other failure.
 See ravend-mongo-ingest(8) and ravend.conf(5).
 """
 
@@ -48,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         config = load(args.config)
         if args.log_level:
             config = replace(config, service={"log_level": args.log_level})
+        unconfigured = companion_unconfigured(config, "mongo", " (and uri or uri_file)")
+        if unconfigured:
+            raise ConfigError(unconfigured)
         from ravend.mongo_ingest import check, subscription
 
         store = check(config)

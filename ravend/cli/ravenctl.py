@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime as dt
+import errno
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,7 +22,15 @@ from ravend.cli import (
     report_command,
     store_commands,
 )
-from ravend.config import DEFAULT_PATH, EX_CONFIG, Config, ConfigError, load, replace
+from ravend.config import (
+    DEFAULT_PATH,
+    EX_CONFIG,
+    Config,
+    ConfigError,
+    ConfigUnreadable,
+    load,
+    replace,
+)
 from ravend.timetext import iso_utc
 
 DESCRIPTION = """\
@@ -53,18 +64,43 @@ EX_NODATA = 2
 EX_PART_DOWN = 5
 
 
-def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", default=DEFAULT_PATH, metavar="PATH",
+def _config_args(p: argparse.ArgumentParser, dest: str = "") -> None:
+    """The options every command takes. Given before the command too (as git and systemctl
+    allow): there they land in top_* and main() uses them where the command has none."""
+    p.add_argument("-c", "--config", dest=dest + "config", metavar="PATH",
                    help=f"configuration file (default {DEFAULT_PATH})")
-    p.add_argument("--db", type=Path, metavar="PATH",
+    p.add_argument("--db", dest=dest + "db", type=Path, metavar="PATH",
                    help="SQLite database to read (default: from the configuration)")
-    p.add_argument("--state-dir", type=Path, help="override [service] state_dir")
+    p.add_argument("--state-dir", dest=dest + "state_dir", type=Path, metavar="DIR",
+                   help="override [service] state_dir")
+
+
+def _command_index(argv: list[str]) -> int | None:
+    """Where the command is: the first word that is neither an option nor an option's value."""
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if not word.startswith("-"):
+            return i
+        i += 2 if word in ("-c", "--config", "--db", "--state-dir") else 1
+    return None
+
+
+def _merge_top_options(args: argparse.Namespace) -> None:
+    """Options given before the command fill in those the command was not given."""
+    for name in ("config", "db", "state_dir"):
+        top = getattr(args, "top_" + name, None)
+        if getattr(args, name, None) is None:
+            setattr(args, name, top)
+    if args.config is None:
+        args.config = DEFAULT_PATH
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ravenctl", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"ravenctl {__version__}")
+    _config_args(p, dest="top_")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     s = sub.add_parser("status", help="last readings per meter; exit 3 when stale",
@@ -119,15 +155,20 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["simulate"]:
+    command_at = _command_index(argv)
+    if command_at is not None and argv[command_at] == "simulate":
         from ravend.simulator import main as simulate
 
-        return simulate(argv[1:])
+        return simulate(argv[command_at + 1:])  # all its own (the store options mean nothing)
     args = parser().parse_args(argv)
+    _merge_top_options(args)
     if args.command == doctor_command.NAME:
         return doctor_command.run(args)  # a bad configuration is one of its findings
     try:
         config = _config(args)
+    except ConfigUnreadable as exc:
+        print(no_access(exc.path), file=sys.stderr)
+        return EX_CONFIG
     except ConfigError as exc:
         print(f"ravenctl: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
@@ -143,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
                "export": cmd_export}[args.command]
     try:
         return command(args, config)
+    except PermissionError as exc:
+        print(no_access(exc.filename or str(exc)), file=sys.stderr)
+        return EX_NODATA
     except FileNotFoundError as exc:
         print(f"ravenctl: {exc}", file=sys.stderr)
         return EX_NODATA
@@ -159,10 +203,22 @@ def _config(args: argparse.Namespace) -> Config:
     return config
 
 
+def no_access(path: str | os.PathLike[str]) -> str:
+    """The one line for a file this user may not read: what to do about it."""
+    return (f"ravenctl: {path}: permission denied: run it with sudo, or join the group ravend"
+            " (sudo adduser $USER ravend, then log in again)")
+
+
 def _reader(args: argparse.Namespace, config: Config) -> Any:
     from ravend.sinks.sqlite import SqliteReader
 
-    return SqliteReader(args.db or config.sqlite_path)
+    path = Path(args.db or config.sqlite_path)
+    # In a directory this user may not search, the file looks absent: say why instead.
+    with contextlib.suppress(FileNotFoundError):
+        os.stat(path)  # PermissionError when a directory on the way is closed to this user
+        if not os.access(path, os.R_OK):
+            raise PermissionError(errno.EACCES, "permission denied", str(path))
+    return SqliteReader(path)
 
 
 def _iso(ts: float | None) -> str:
@@ -204,7 +260,8 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
                 meter = row["meter_mac"]
                 print(f"meter {meter}")
             print(f"  {row['kind']:<22} {_exact(row):>14} {row['unit']:<8}"
-                  f" {_how_many(row):>9} readings  {_iso(row['oldest'])} .. {_iso(row['newest'])}")
+                  f" {_how_many(row):>9} {'reading' if row['n'] == 1 else 'readings':<8}"
+                  f"  {_iso(row['oldest'])} .. {_iso(row['newest'])}")
         if newest is not None:
             print(f"newest reading received {_ago(now - newest)}"
                   + (f"  STALE (older than {config.device.stale_after:g}s)" if stale else ""))
@@ -249,8 +306,21 @@ def cmd_info(args: argparse.Namespace, config: Config) -> int:
         for key, value in body.items():
             if key in ("device_mac_id", "meter_mac_id", "raw") or value in (None, [], ""):
                 continue
-            print(f"    {key:<28} {value}")
+            print(f"    {key:<28} {_shown(key, value)}")
     return 0
+
+
+#: Fields of the stick's fragments that the decoder made Unix seconds (``--json`` keeps them so).
+_TIME_FIELDS = frozenset({"time_stamp", "utc_time", "local_time", "start_time", "end_time"})
+
+
+def _shown(key: str, value: Any) -> Any:
+    """A state field for people: times as ISO (LocalTime is the meter's wall clock, no zone)."""
+    if key not in _TIME_FIELDS or isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    if key == "local_time":
+        return iso_utc(value, "%Y-%m-%d %H:%M:%S") + " (meter local time)"
+    return iso_utc(value)
 
 
 def _exact(row: Any) -> str:
@@ -305,6 +375,8 @@ def cmd_export(args: argparse.Namespace, config: Config) -> int:
     until = parse_when(args.until) if args.until else None
     if args.rollup:
         return store_commands.export_rollups(args, config, since, until)
+    if args.store == "mysql":
+        return store_commands.export_mysql_readings(args, config, since, until)
     reader = _reader(args, config)
     from ravend.sinks.sqlite import READING_COLUMNS
 

@@ -8,7 +8,14 @@ import sys
 from pathlib import Path
 
 from ravend import __version__
-from ravend.config import DEFAULT_PATH, EX_CONFIG, ConfigError, load, replace
+from ravend.config import (
+    DEFAULT_PATH,
+    EX_CONFIG,
+    ConfigError,
+    companion_unconfigured,
+    load,
+    replace,
+)
 
 DESCRIPTION = """\
 Publish the readings that ravend stored (SQLite, or MySQL/MariaDB) to the MQTT broker of the
@@ -23,7 +30,8 @@ EPILOG = """\
 examples:
   ravend-repeater --check-config             validate the configuration and exit
   ravend-repeater --config ./ravend.conf --state-dir ./state
-exit status: 0 stopped by SIGTERM/SIGINT, 78 configuration error, 1 other failure.
+exit status: 0 stopped by SIGTERM/SIGINT, 78 configuration error (also: [repeater] enabled
+is not yes), 1 other failure.
 See ravend-repeater(8) and ravend.conf(5).
 """
 
@@ -53,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
             overrides.setdefault("service", {})["log_level"] = args.log_level
         if overrides:
             config = replace(config, **overrides)
+        unconfigured = companion_unconfigured(config, "repeater", " (and the broker in [mqtt])")
+        if unconfigured:
+            raise ConfigError(unconfigured)
         try:
             import paho.mqtt.client  # noqa: F401
         except ImportError:

@@ -22,6 +22,7 @@ from typing import Any
 from ravend import report as rp
 from ravend import rollup as ru
 from ravend.config import Config
+from ravend.plural import plural
 
 NAME = "report"
 EX_FAILED = 1
@@ -238,14 +239,15 @@ def print_table(reports: dict[str, list[rp.Day]]) -> None:
             print(_line((d.period.day or "", *(rp.rounded(v, q) for v, q in values),
                          str(d.gap_hours))))
         t = rp.totals(days)
-        print(_line((f"{len(days)} days", rp.rounded(t.delivered_kwh, k),
+        print(_line((plural(len(days), "day"), rp.rounded(t.delivered_kwh, k),
                      rp.rounded(t.received_kwh, k), rp.rounded(t.demand_avg_kw, k),
                      rp.rounded(t.demand_max_kw, k), rp.rounded(t.cost, c),
                      rp.rounded(t.export_credit, c), rp.rounded(t.net_cost, c),
                      str(t.gap_hours))))
         if t.gap_hours:
-            print(f"gaps: {t.gap_hours} hours without any reading; the energy counted across"
-                  " them is spread evenly over them")
+            print(f"gaps: {plural(t.gap_hours, 'hour')} without any reading; the energy counted"
+                  " across them is spread evenly over them")
         if t.unknown_cost_days:
-            print(f"cost unknown on {t.unknown_cost_days} days: no price in effect for some of"
-                  " their energy (see [tariff] in ravend.conf(5)); the totals leave them out")
+            print(f"cost unknown on {plural(t.unknown_cost_days, 'day')}: no price in effect for"
+                  " some of their energy (see [tariff] in ravend.conf(5)); the totals leave them"
+                  " out")

@@ -64,7 +64,7 @@ def add_export_args(e: argparse.ArgumentParser) -> None:
                    help="export the hourly or daily roll-ups instead of raw readings (times:"
                    " period start; daily rows also give the local date)")
     e.add_argument("--store", choices=["sqlite", "mysql"], default="sqlite",
-                   help="with --rollup: the store to read (default sqlite)")
+                   help="the store to read: raw readings or --rollup rows (default sqlite)")
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
@@ -223,6 +223,53 @@ def export_rollups(args: argparse.Namespace, config: Config, since: float | None
                 writer.writerow(["" if v is None else v for v in values])
             else:
                 out.write(_json_line(columns, values) + "\n")
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
+    return 0
+
+
+def export_mysql_readings(args: argparse.Namespace, config: Config, since: float | None,
+                          until: float | None) -> int:
+    """``export --store mysql`` of raw readings: the same columns, in the same order and
+    types as from SQLite (DECIMAL value as the float SQLite holds)."""
+    from ravend.sinks import mysql
+    from ravend.sinks.sqlite import READING_COLUMNS
+
+    where, params = ["id > 0"], []
+    if since is not None:
+        where.append("key_time >= %s")
+        params.append(since)
+    if until is not None:
+        where.append("key_time < %s")
+        params.append(until)
+    if args.kind:
+        where.append(f"kind IN ({', '.join(['%s'] * len(args.kind))})")
+        params.extend(args.kind)
+    sql = (f"SELECT {', '.join(READING_COLUMNS)} FROM readings WHERE {' AND '.join(where)}"
+           " ORDER BY id")
+    try:
+        conn = mysql.connect(config.mysql)
+        cur = conn.cursor()
+        cur.execute(sql, params)
+    except _errors() as exc:
+        print(f"ravenctl: mysql: {exc} (is the schema migrated? ravenctl db migrate)",
+              file=sys.stderr)
+        return EX_FAILED
+    value = READING_COLUMNS.index("value")
+    try:
+        writer = csv.writer(sys.stdout) if args.format == "csv" else None
+        if writer is not None:
+            writer.writerow(READING_COLUMNS)
+        for row in cur:
+            values = list(row)
+            if isinstance(values[value], Decimal):
+                values[value] = float(values[value])
+            if writer is not None:
+                writer.writerow(values)
+            else:
+                sys.stdout.write(json.dumps(dict(zip(READING_COLUMNS, values, strict=True)))
+                                 + "\n")
     finally:
         with contextlib.suppress(Exception):
             conn.close()

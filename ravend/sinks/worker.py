@@ -37,6 +37,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ravend.plural import plural
 from ravend.protocol.model import Reading
 from ravend.sinks.base import ReadingRejected, Sink, SinkUnavailable, StateItem
 from ravend.sinks.outbox import Outbox, OutboxError, Spooled
@@ -156,10 +157,10 @@ class SinkWorker:
             self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
             n = self._spool_abandoned()
-            log.warning("%s: a write did not finish within %.1fs; %d readings waiting in memory"
+            log.warning("%s: a write did not finish within %.1fs; %s waiting in memory"
                         " spooled to %s for the next start (the one in flight too: should it"
                         " still succeed, its replay is a harmless duplicate)", self.name,
-                        timeout, n, self.outbox.path)
+                        timeout, plural(n, "reading"), self.outbox.path)
 
     def _spool_abandoned(self) -> int:
         """From the stopping thread, the worker being stuck in a write: the queue and the batch

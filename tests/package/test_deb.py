@@ -696,7 +696,7 @@ def ravend_unit(container):
 
 def readings_in_status(box: Container) -> int:
     text = box.show("ravend.service", "StatusText")["StatusText"]
-    match = re.match(r"(\d+) readings", text)
+    match = re.match(r"(\d+) readings?\b", text)
     return int(match[1]) if match else 0
 
 
@@ -783,9 +783,27 @@ def test_unit_stops_cleanly_and_does_not_restart_on_a_bad_config(ravend_unit):
         box.run("systemctl", "reset-failed", "ravend.service")
 
 
+def test_unconfigured_companions_refuse_to_start_and_are_not_restarted(ravend_unit, report):
+    box = ravend_unit
+    for unit, section in (("ravend-repeater.service", "repeater"),
+                          ("ravend-mongo-ingest.service", "mongo")):
+        try:
+            assert box.run("systemctl", "start", unit, check=False).returncode != 0
+            time.sleep(7)  # past RestartSec=5s: a restart would have happened by now
+            props = box.show(unit, "ExecMainStatus", "ActiveState", "NRestarts")
+            assert props == {"ExecMainStatus": "78", "ActiveState": "failed",
+                             "NRestarts": "0"}, (unit, props)
+            assert f"set [{section}] enabled = yes in {CONF}" in box.journal(unit), unit
+        finally:
+            box.run("systemctl", "reset-failed", unit, check=False)
+    report("under systemd: unconfigured companions exit 78 once, naming [...] enabled = yes")
+
+
 def test_repeater_unit_publishes_the_store_to_mqtt(ravend_unit, report):
     box = ravend_unit
     box.run("systemctl", "start", "mosquitto.service", "ravend.service")
+    # The shipped file's [repeater] enabled line, switched on (the broker is the local one).
+    box.run("sed", "-i", r"/^\[repeater\]/,/^\[/ s|^#enabled = no|enabled = yes|", str(CONF))
     box.run("systemctl", "start", "ravend-repeater.service")
     try:
         got = box.run("mosquitto_sub", "-t", "ravend/+/demand", "-C", "3", "-W", "30", "-v",
