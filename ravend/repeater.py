@@ -31,6 +31,7 @@ import struct
 import threading
 import time
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -52,7 +53,7 @@ WATCH_FALLBACK = 60.0
 RECHECK_MAX = 0.4
 
 _COLUMNS = ("id, meter_mac, kind, key_time, meter_time, received_at, device_mac, raw,"
-            " multiplier, divisor, unit")
+            " multiplier, divisor, scale, unit")
 
 
 class SourceUnavailable(Exception):
@@ -76,13 +77,14 @@ class Source(Protocol):
 def row_reading(row: Sequence[Any]) -> tuple[int, Reading]:
     """(id, Reading) of a row in _COLUMNS order; the value is recomputed exactly from raw."""
     (id_, meter, kind, key_time, meter_time, received_at, device, raw, multiplier, divisor,
-     unit) = row
+     factor, unit) = row
+    factor = Decimal(str(factor))  # SQLite's REAL: its repr is the decimal the config gave
     reading = Reading(
         meter_mac=meter, kind=Kind(kind),
         meter_time=None if meter_time is None else int(meter_time),
         received_at=float(received_at), raw=int(raw), multiplier=int(multiplier),
-        divisor=int(divisor), value=scale(int(raw), int(multiplier), int(divisor)),
-        unit=unit, device_mac=device or "",
+        divisor=int(divisor), value=scale(int(raw), int(multiplier), int(divisor), factor),
+        unit=unit, device_mac=device or "", scale=factor,
     )
     if reading.key_time != int(key_time):  # host-timed rows: received_at and key_time agree
         reading = dataclasses.replace(reading, received_at=float(key_time))

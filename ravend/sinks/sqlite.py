@@ -21,7 +21,8 @@ from ravend.sinks.base import ReadingRejected, Sink, SinkUnavailable, StateItem,
 
 _INSERT = (
     "INSERT OR IGNORE INTO readings (meter_mac, kind, key_time, meter_time, received_at,"
-    " device_mac, raw, multiplier, divisor, value, unit) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+    " device_mac, raw, multiplier, divisor, value, unit, scale)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _UPSERT_STATE = (
     "INSERT INTO device_state (device_mac, meter_mac, tag, received_at, body) VALUES (?,?,?,?,?)"
@@ -31,7 +32,7 @@ _UPSERT_STATE = (
 
 READING_COLUMNS = (
     "meter_mac", "kind", "key_time", "meter_time", "received_at", "device_mac", "raw",
-    "multiplier", "divisor", "value", "unit",
+    "multiplier", "divisor", "value", "unit", "scale",
 )
 
 
@@ -99,7 +100,7 @@ def migrate(conn: sqlite3.Connection) -> list[int]:
 
 def reading_row(r: Reading) -> tuple[Any, ...]:
     return (r.meter_mac, r.kind.value, r.key_time, r.meter_time, r.received_at, r.device_mac,
-            r.raw, r.multiplier, r.divisor, float(r.value), r.unit)
+            r.raw, r.multiplier, r.divisor, float(r.value), r.unit, float(r.scale))
 
 
 class SqliteSink(Sink):
@@ -170,7 +171,7 @@ class SqliteReader:
         out = []
         for row in rows:
             latest = self.conn.execute(
-                "SELECT value, unit, raw, multiplier, divisor FROM readings"
+                "SELECT value, unit, raw, multiplier, divisor, scale FROM readings"
                 " WHERE meter_mac = ? AND kind = ? ORDER BY key_time DESC LIMIT 1",
                 (row["meter_mac"], row["kind"]),
             ).fetchone()
