@@ -518,7 +518,7 @@ def version_4_store(db: Path, readings: list[Reading]) -> None:
         conn.execute("INSERT INTO schema_version VALUES (?, ?, 0)", (m.version, m.name))
     conn.executemany("INSERT INTO readings (meter_mac, kind, key_time, meter_time, received_at,"
                      " device_mac, raw, multiplier, divisor, value, unit)"
-                     " VALUES (?,?,?,?,?,?,?,?,?,?,?)", [reading_row(r) for r in readings])
+                     " VALUES (?,?,?,?,?,?,?,?,?,?,?)", [reading_row(r)[:11] for r in readings])
     conn.close()
 
 
