@@ -54,6 +54,8 @@ RECHECK_MAX = 0.4
 
 _COLUMNS = ("id, meter_mac, kind, key_time, meter_time, received_at, device_mac, raw,"
             " multiplier, divisor, scale, unit")
+#: The same for a store that ravend has not migrated to sql/*/..._meter_scale.sql yet.
+_COLUMNS_UNSCALED = _COLUMNS.replace(" scale,", " 1 AS scale,")
 
 
 class SourceUnavailable(Exception):
@@ -100,6 +102,7 @@ class SqliteSource:
         self._conn: sqlite3.Connection | None = None
         self._data_version: int | None = None
         self._state_seen: dict[tuple[str, str, str], float] = {}
+        self._columns = _COLUMNS_UNSCALED  # until the store is seen to have readings.scale
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -123,8 +126,11 @@ class SqliteSource:
             raise SourceUnavailable(f"{self.path}: {exc}") from exc
 
     def fetch(self, after_id: int, limit: int) -> list[tuple[int, Reading]]:
-        rows = self._query(f"SELECT {_COLUMNS} FROM readings WHERE id > ? ORDER BY id LIMIT ?",
-                           (after_id, limit))
+        if self._columns is not _COLUMNS:  # looked at again until ravend has migrated the store
+            names = {row[1] for row in self._query("PRAGMA table_info(readings)")}
+            self._columns = _COLUMNS if "scale" in names else _COLUMNS_UNSCALED
+        rows = self._query(f"SELECT {self._columns} FROM readings WHERE id > ? ORDER BY id"
+                           " LIMIT ?", (after_id, limit))
         return [row_reading(r) for r in rows]
 
     def newest_id(self) -> int:
@@ -247,6 +253,7 @@ class MysqlSource:
         self.description = where(cfg)
         self._conn: Any = None
         self._state_seen: dict[tuple[str, str, str], float] = {}
+        self._columns = _COLUMNS_UNSCALED  # until the store is seen to have readings.scale
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         from ravend.sinks.mysql import connect, driver, explain
@@ -270,7 +277,12 @@ class MysqlSource:
             raise SourceUnavailable(explain(exc, self.cfg)) from exc
 
     def fetch(self, after_id: int, limit: int) -> list[tuple[int, Reading]]:
-        rows = self._query(f"SELECT {_COLUMNS} FROM readings WHERE id > %s ORDER BY id"
+        if self._columns is not _COLUMNS:  # looked at again until ravend has migrated the store
+            scaled = self._query("SELECT COUNT(*) FROM information_schema.columns WHERE"
+                                 " table_schema = DATABASE() AND table_name = 'readings'"
+                                 " AND column_name = 'scale'")[0][0]
+            self._columns = _COLUMNS if scaled else _COLUMNS_UNSCALED
+        rows = self._query(f"SELECT {self._columns} FROM readings WHERE id > %s ORDER BY id"
                            " LIMIT %s", (after_id, limit))
         return [row_reading(r) for r in rows]
 

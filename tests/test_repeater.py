@@ -549,7 +549,8 @@ def test_an_existing_store_is_migrated_whole_and_the_repeater_resumes(
         after = conn.execute("SELECT *, clock_flag FROM readings ORDER BY id").fetchall()
         schema = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'readings'").fetchone()
         indexes = {r[1] for r in conn.execute("PRAGMA index_list(readings)")}
-    assert after[:len(before)] == before
+    # 006 adds scale (1 for every row stored before) after the columns 005 kept.
+    assert after[:len(before)] == [(*row[:-1], 1.0, row[-1]) for row in before]
     assert len(after) == len(before) + len(new)
     assert min(row[0] for row in after[len(before):]) == 321
     assert "AUTOINCREMENT" in schema[0] and "readings_by_time" in indexes

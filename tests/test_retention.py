@@ -440,7 +440,9 @@ def test_the_monotonic_id_migration_is_all_or_nothing(tmp_path: Path) -> None:
     assert schema_version(conn) == 4
     assert conn.execute("SELECT *, clock_flag FROM readings ORDER BY id").fetchall() == rows
     assert migrate(conn) == [m.version for m in migrations("sqlite")[4:]]
-    assert conn.execute("SELECT *, clock_flag FROM readings ORDER BY id").fetchall() == rows
+    # 006 adds scale (1 for every row stored before) after the columns 005 kept.
+    assert conn.execute("SELECT *, clock_flag FROM readings ORDER BY id").fetchall() == [
+        (*row[:-1], 1.0, row[-1]) for row in rows]
     assert "AUTOINCREMENT" in conn.execute(
         "SELECT sql FROM sqlite_master WHERE name = 'readings'").fetchone()[0]
     conn.close()
