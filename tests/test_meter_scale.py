@@ -263,3 +263,49 @@ def test_a_scaled_meter_is_stored_published_and_rolled_up_scaled_end_to_end(
                 key, values, base)
     energy = [v[1] for k, v in ours.items() if k[0] == scaled and v[1] is not None]
     assert energy and any(Fraction(e) > 0 for e in energy)
+
+
+def test_mysql_stores_the_scale_rolls_it_up_and_the_repeater_reads_it_back(
+        mariadb_server) -> None:
+    from mysql_helpers import mysql_config, query
+    from ravend.repeater import MysqlSource
+    from ravend.retention import MysqlStore
+    from ravend.sinks.mysql import MysqlSink
+
+    database = mariadb_server.new_database("meter_scale")
+    cfg = mysql_config(mariadb_server, database)
+    t0 = 1_700_000_400
+    fragments = [m.CurrentSummationDelivered(DEVICE, meter, t0 + i * 600, 1000 + i * 250, None,
+                                             1, 1000) for i in range(3) for meter in (METER, OTHER)]
+    fragments += [m.InstantaneousDemand(DEVICE, meter, t0 + 5, 1234, 1, 1000)
+                  for meter in (METER, OTHER)]
+    readings = [r for f in fragments for r in readings_from(f, t0 + 3000.5, SIXTY)]
+    sink = MysqlSink(cfg, start_id="scale")
+    sink.open()
+    try:
+        sink.write(readings, [])
+    finally:
+        sink.close()
+    rows = {(mac, kind, t): (raw, mult, div, factor, value) for mac, kind, t, raw, mult, div,
+            factor, value in query(mariadb_server, database,
+                                   "SELECT meter_mac, kind, key_time, raw, multiplier, divisor,"
+                                   " scale, value FROM readings")}
+    assert rows[(METER, "demand", t0 + 5)] == (1234, 1, 1000, Decimal(60), Decimal("74.04"))
+    assert rows[(OTHER, "demand", t0 + 5)] == (1234, 1, 1000, Decimal(1), Decimal("1.234"))
+    store = MysqlStore(cfg)
+    try:
+        update_rollups(store, "UTC")
+    finally:
+        store.close()
+    hourly = {mac: (avg, kwh) for mac, avg, kwh in query(
+        mariadb_server, database,
+        "SELECT meter_mac, demand_avg_kw, delivered_kwh FROM rollup_hourly")}
+    assert hourly[OTHER] == (Decimal("1.234"), Decimal("0.5"))
+    assert hourly[METER] == (Decimal("74.04"), Decimal("30"))
+    source = MysqlSource(cfg)
+    try:
+        fetched = {r.key: r for _, r in source.fetch(0, 100)}
+    finally:
+        source.close()
+    assert {k: (r.value, r.scale) for k, r in fetched.items()} == {
+        r.key: (r.value, r.scale) for r in readings}
