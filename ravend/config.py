@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -532,6 +533,33 @@ class TariffConfig:
     time_zone: str = opt("time zone", optional_time_zone, "")
 
 
+#: A meter as ravend names it in stores and topics: 0x and 16 lower-case hex digits.
+_METER_MAC = re.compile(r"^0x[0-9a-f]{16}$")
+#: Scales are stored exactly in MySQL's DECIMAL(13,6) and round-trip through SQLite's REAL.
+MAX_SCALE = 1_000_000
+
+
+def meter_scale(value: str) -> Decimal:
+    """A CT meter's ratio (60 for 60:1): a positive decimal, at most 6 places, ≤ MAX_SCALE."""
+    try:
+        v = Decimal(value.strip())
+    except ArithmeticError:
+        v = Decimal("NaN")
+    if not v.is_finite() or v <= 0 or v > MAX_SCALE or v != round(v, 6):
+        raise ValueError(f"a positive decimal such as 60 or 0.5 (at most {MAX_SCALE}, 6"
+                         " decimal places)")
+    return v
+
+
+@dataclass(frozen=True)
+class MeterConfig:
+    """[meter <MAC>]: settings of one meter; a section for a meter not seen is harmless."""
+
+    # Every demand, summation and period usage of this meter is multiplied by it (a CT meter
+    # that reports 1/60 of the usage: 60). Price is not; raw, multiplier, divisor stay as sent.
+    scale: Decimal = opt("scale", meter_scale, Decimal(1))  # noqa: RUF009 - a field()
+
+
 @dataclass(frozen=True)
 class Config:
     service: ServiceConfig = field(default_factory=ServiceConfig)
@@ -544,11 +572,17 @@ class Config:
     mongo: MongoConfig = field(default_factory=MongoConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     tariff: TariffConfig = field(default_factory=TariffConfig)
+    meters: dict[str, MeterConfig] = field(default_factory=dict)  # [meter <MAC>] by MAC
     source: str = "(defaults)"
 
     @property
     def sqlite_path(self) -> Path:
         return self.service.state_dir / self.sqlite.path
+
+    @property
+    def meter_scales(self) -> dict[str, Decimal]:
+        """MAC → scale of the meters whose scale is not 1."""
+        return {mac: m.scale for mac, m in self.meters.items() if m.scale != 1}
 
 
 SECTIONS: dict[str, type] = {
@@ -635,13 +669,21 @@ def load(path: str | os.PathLike[str] | None = None, *, must_exist: bool = False
     if parser.defaults():
         raise ConfigError(f"{path}: [DEFAULT] is not used by ravend; move its keys to a section")
     sections: dict[str, Any] = {}
+    meters: dict[str, MeterConfig] = {}
     for name in parser.sections():
+        if name.lower().split(" ", 1)[0] == "meter":
+            mac = _meter_section(path, name)
+            if mac in meters:
+                raise ConfigError(f"{_where(path, name.lower())}: a second section for {mac}")
+            meters[mac] = _parse_section(path, name.lower(), MeterConfig, dict(parser[name]))
+            continue
         cls = SECTIONS.get(name.lower())
         if cls is None:
             known = ", ".join(f"[{s}]" for s in SECTIONS)
-            raise ConfigError(f"{_where(path, name)}: unknown section (known: {known})")
+            raise ConfigError(f"{_where(path, name)}: unknown section (known: {known},"
+                              " [meter <MAC>])")
         sections[name.lower()] = _parse_section(path, name.lower(), cls, dict(parser[name]))
-    config = Config(**sections, source=path)
+    config = Config(**sections, meters=meters, source=path)
     _check_across(config, path)
     given = {name.lower(): set(parser[name]) for name in parser.sections()}
     return _companions_decided(config, given)
@@ -669,6 +711,16 @@ def companion_unconfigured(config: Config, section: str, hint: str) -> str | Non
         return None
     path = config.source.split(" (", 1)[0]
     return f"not configured: set [{section}] enabled = yes in {path}{hint}"
+
+
+def _meter_section(path: str, name: str) -> str:
+    """The MAC of a [meter <MAC>] section, as ravend writes it (0x, 16 lower-case digits)."""
+    mac = name.split(" ", 1)[1].strip().lower() if " " in name.strip() else ""
+    if not _METER_MAC.match(mac):
+        raise ConfigError(f"{_where(path, name.lower())}: expected [meter <MAC>] with the"
+                          " meter's MAC as ravend stores it: 0x and 16 hex digits, e.g."
+                          " [meter 0x00135003001234ab] (`ravenctl status` lists them)")
+    return mac
 
 
 def _check_across(config: Config, path: str) -> None:

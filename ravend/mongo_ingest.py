@@ -137,6 +137,7 @@ def document(r: Reading) -> dict[str, Any]:
         "raw": Int64(r.raw),
         "multiplier": r.multiplier,
         "divisor": r.divisor,
+        "scale": Decimal128(r.scale),
         "clock_flag": r.clock_flag,
     }
 

@@ -31,6 +31,7 @@ import struct
 import threading
 import time
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -53,7 +54,9 @@ WATCH_FALLBACK = 60.0
 RECHECK_MAX = 0.4
 
 _COLUMNS = ("id, meter_mac, kind, key_time, meter_time, received_at, device_mac, raw,"
-            " multiplier, divisor, unit")
+            " multiplier, divisor, scale, unit")
+#: The same for a store that ravend has not migrated to sql/*/..._meter_scale.sql yet.
+_COLUMNS_UNSCALED = _COLUMNS.replace(" scale,", " 1 AS scale,")
 
 
 class SourceUnavailable(Exception):
@@ -77,13 +80,14 @@ class Source(Protocol):
 def row_reading(row: Sequence[Any]) -> tuple[int, Reading]:
     """(id, Reading) of a row in _COLUMNS order; the value is recomputed exactly from raw."""
     (id_, meter, kind, key_time, meter_time, received_at, device, raw, multiplier, divisor,
-     unit) = row
+     factor, unit) = row
+    factor = Decimal(str(factor))  # SQLite's REAL: its repr is the decimal the config gave
     reading = Reading(
         meter_mac=meter, kind=Kind(kind),
         meter_time=None if meter_time is None else int(meter_time),
         received_at=float(received_at), raw=int(raw), multiplier=int(multiplier),
-        divisor=int(divisor), value=scale(int(raw), int(multiplier), int(divisor)),
-        unit=unit, device_mac=device or "",
+        divisor=int(divisor), value=scale(int(raw), int(multiplier), int(divisor), factor),
+        unit=unit, device_mac=device or "", scale=factor,
     )
     if reading.key_time != int(key_time):  # host-timed rows: received_at and key_time agree
         reading = dataclasses.replace(reading, received_at=float(key_time))
@@ -99,6 +103,7 @@ class SqliteSource:
         self._conn: sqlite3.Connection | None = None
         self._data_version: int | None = None
         self._state_seen: dict[tuple[str, str, str], float] = {}
+        self._columns = _COLUMNS_UNSCALED  # until the store is seen to have readings.scale
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -122,8 +127,11 @@ class SqliteSource:
             raise SourceUnavailable(f"{self.path}: {exc}") from exc
 
     def fetch(self, after_id: int, limit: int) -> list[tuple[int, Reading]]:
-        rows = self._query(f"SELECT {_COLUMNS} FROM readings WHERE id > ? ORDER BY id LIMIT ?",
-                           (after_id, limit))
+        if self._columns is not _COLUMNS:  # looked at again until ravend has migrated the store
+            names = {row[1] for row in self._query("PRAGMA table_info(readings)")}
+            self._columns = _COLUMNS if "scale" in names else _COLUMNS_UNSCALED
+        rows = self._query(f"SELECT {self._columns} FROM readings WHERE id > ? ORDER BY id"
+                           " LIMIT ?", (after_id, limit))
         return [row_reading(r) for r in rows]
 
     def newest_id(self) -> int:
@@ -246,6 +254,7 @@ class MysqlSource:
         self.description = where(cfg)
         self._conn: Any = None
         self._state_seen: dict[tuple[str, str, str], float] = {}
+        self._columns = _COLUMNS_UNSCALED  # until the store is seen to have readings.scale
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         from ravend.sinks.mysql import connect, driver, explain
@@ -269,7 +278,12 @@ class MysqlSource:
             raise SourceUnavailable(explain(exc, self.cfg)) from exc
 
     def fetch(self, after_id: int, limit: int) -> list[tuple[int, Reading]]:
-        rows = self._query(f"SELECT {_COLUMNS} FROM readings WHERE id > %s ORDER BY id"
+        if self._columns is not _COLUMNS:  # looked at again until ravend has migrated the store
+            scaled = self._query("SELECT COUNT(*) FROM information_schema.columns WHERE"
+                                 " table_schema = DATABASE() AND table_name = 'readings'"
+                                 " AND column_name = 'scale'")[0][0]
+            self._columns = _COLUMNS if scaled else _COLUMNS_UNSCALED
+        rows = self._query(f"SELECT {self._columns} FROM readings WHERE id > %s ORDER BY id"
                            " LIMIT %s", (after_id, limit))
         return [row_reading(r) for r in rows]
 

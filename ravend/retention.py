@@ -269,12 +269,12 @@ class Store:
         after = lo - 1
         while True:
             page = self.rows(
-                "SELECT key_time, raw, multiplier, divisor FROM readings WHERE meter_mac = ?"
+                "SELECT key_time, raw, multiplier, divisor, scale FROM readings WHERE meter_mac = ?"
                 f" AND kind = ? AND key_time > ? AND key_time <= ? AND {PLAUSIBLE}"
                 " ORDER BY key_time LIMIT ?",
                 (meter, kind, after, hi, SAMPLE_PAGE))
-            for t, raw, mult, div in page:
-                yield t, ru.exact(raw, mult, div)
+            for t, raw, mult, div, factor in page:
+                yield t, ru.exact(raw, mult, div, factor)
             if len(page) < SAMPLE_PAGE:
                 return
             after = page[-1][0]
@@ -282,12 +282,13 @@ class Store:
     def demand_stats(self, meter: str, period: ru.Period) -> ru.DemandStats:
         """The period's demand aggregated by the database (one row per scale in use)."""
         stats = ru.DemandStats()
-        for mult, div, n, total, low, high in self.rows(
-            "SELECT multiplier, divisor, COUNT(*), SUM(raw), MIN(raw), MAX(raw) FROM readings"
-            " WHERE meter_mac = ? AND kind = ? AND key_time >= ? AND key_time < ?"
-            f" AND {PLAUSIBLE} GROUP BY multiplier, divisor",
+        for mult, div, factor, n, total, low, high in self.rows(
+            "SELECT multiplier, divisor, scale, COUNT(*), SUM(raw), MIN(raw), MAX(raw) FROM"
+            " readings WHERE meter_mac = ? AND kind = ? AND key_time >= ? AND key_time < ?"
+            f" AND {PLAUSIBLE} GROUP BY multiplier, divisor, scale",
             (meter, Kind.DEMAND.value, period.start, period.end)):
-            stats.add_group(int(n), int(total), int(low), int(high), int(mult), int(div))
+            stats.add_group(int(n), int(total), int(low), int(high), int(mult), int(div),
+                            factor)
         return stats
 
     def upsert_rollups(self, table: str, rows: Sequence[ru.Rollup], tz: str) -> None:

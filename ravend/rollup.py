@@ -36,6 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from fractions import Fraction
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from ravend.tariff import Timeline
@@ -48,9 +49,12 @@ _QUANTUM = Decimal(1).scaleb(-PLACES)
 _CTX = Context(prec=80)
 
 
-def exact(raw: int, multiplier: int, divisor: int) -> Fraction:
-    """raw * multiplier / divisor exactly; 0 as multiplier or divisor means 1."""
-    return Fraction(raw * (multiplier or 1), divisor or 1)
+def exact(raw: int, multiplier: int, divisor: int, scale: Any = 1) -> Fraction:
+    """raw * multiplier / divisor * scale exactly; 0 as multiplier or divisor means 1. scale is
+    the meter's [meter <MAC>] scale as stored (a Decimal, or SQLite's REAL: its shortest repr
+    is the decimal the config gave, at most 13 digits)."""
+    value = Fraction(raw * (multiplier or 1), divisor or 1)
+    return value if scale == 1 else value * Fraction(str(scale))
 
 
 def to_decimal(value: Fraction | None) -> Decimal | None:
@@ -232,13 +236,15 @@ class DemandStats:
         self.high = value if self.high is None else max(self.high, value)
 
     def add_group(self, count: int, raw_sum: int, raw_min: int, raw_max: int,
-                  multiplier: int, divisor: int) -> None:
-        """Samples sharing one multiplier and divisor (never negative, so min raw is min kW)."""
+                  multiplier: int, divisor: int, scale: Any = 1) -> None:
+        """Samples sharing one multiplier, divisor and scale (never negative, so min raw is
+        min kW)."""
         if not count:
             return
         self.count += count
-        self.total += exact(raw_sum, multiplier, divisor)
-        for value in (exact(raw_min, multiplier, divisor), exact(raw_max, multiplier, divisor)):
+        self.total += exact(raw_sum, multiplier, divisor, scale)
+        for value in (exact(raw_min, multiplier, divisor, scale),
+                      exact(raw_max, multiplier, divisor, scale)):
             self.low = value if self.low is None else min(self.low, value)
             self.high = value if self.high is None else max(self.high, value)
 

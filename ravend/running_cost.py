@@ -54,7 +54,7 @@ class RunningCost:
         m = self._meters.get(r.meter_mac)
         if m is None:
             m = self._meters[r.meter_mac] = _Meter(self.clock())
-        t, value = r.key_time, exact(r.raw, r.multiplier, r.divisor)
+        t, value = r.key_time, exact(r.raw, r.multiplier, r.divisor, r.scale)
         if r.kind is Kind.PRICE:
             point = PricePoint(t, value, currency_of_unit(r.unit))
             last_price = m.prices[-1] if m.prices else None

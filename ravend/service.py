@@ -29,8 +29,9 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
+from decimal import Decimal
 from pathlib import Path
 from types import FrameType
 
@@ -87,9 +88,12 @@ class Notifier:
 class Dispatcher:
     """Fragment → readings and state → every sink worker; remembers the latest for STATUS=."""
 
-    def __init__(self, workers: Sequence[SinkWorker], meters: MeterCap | None = None) -> None:
+    def __init__(self, workers: Sequence[SinkWorker], meters: MeterCap | None = None,
+                 scales: Mapping[str, Decimal] | None = None) -> None:
         self.workers = list(workers)
         self.meters = meters or MeterCap()
+        # [meter <MAC>] scale: applied here, once, so every sink stores and publishes the same.
+        self.scales = dict(scales or {})
         self.last: dict[str, Reading] = {}
         # Per meter too (several meters can share one stick), for the metrics' last values.
         self.latest: dict[tuple[str, Kind], Reading] = {}
@@ -98,7 +102,7 @@ class Dispatcher:
 
     def __call__(self, fragment: Fragment, received_at: float) -> None:
         fault_point("fragment")  # test-only hook: a crash inside the device thread
-        readings = readings_from(fragment, received_at)
+        readings = readings_from(fragment, received_at, self.scales)
         states: list[StateItem] = []
         if not readings:
             states.append(state_of(fragment, received_at))
@@ -201,7 +205,7 @@ class Service:
         # Roll-ups and purges of the configured SQL stores, on connections of their own.
         self.maintenance = (Maintenance(config) if sinks is None and Maintenance.wanted(config)
                             else None)
-        self.dispatcher = Dispatcher(self.workers, self.meters)
+        self.dispatcher = Dispatcher(self.workers, self.meters, config.meter_scales)
         self.device = DeviceSession(config.device, self.dispatcher)
         self.control = (ControlServer(Path(svc.control_socket), self.device,
                                       max_clients=svc.control_clients, health=self.health)

@@ -60,8 +60,15 @@ def _pairs(conn: sqlite3.Connection) -> list[tuple[str, str]]:
     return out
 
 
-_EDGE = ("SELECT id, key_time, received_at, value, unit, raw, multiplier, divisor FROM readings"
-         " WHERE meter_mac = ? AND kind = ? ORDER BY key_time {order} LIMIT 1")
+_EDGE = ("SELECT id, key_time, received_at, value, unit, raw, multiplier, divisor, {scale}"
+         " FROM readings WHERE meter_mac = ? AND kind = ? ORDER BY key_time {order} LIMIT 1")
+
+
+def _scale_column(conn: sqlite3.Connection) -> str:
+    """``scale`` (migration 006), or 1 for a store ravend has not migrated yet: status reads
+    any store read-only, also one a newer ravend has not opened."""
+    names = {row[1] for row in conn.execute("PRAGMA table_info(readings)")}
+    return "scale" if "scale" in names else "1"
 
 
 def _count(conn: sqlite3.Connection, meter: str, kind: str, oldest: int, newest: int,
@@ -100,15 +107,16 @@ def summary(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     for meter, kind, at in _tail(conn):
         received[(meter, kind)] = max(at, received.get((meter, kind), at))
     rows = []
+    column = _scale_column(conn)
     for meter, kind in _pairs(conn):
-        first = conn.execute(_EDGE.format(order="ASC"), (meter, kind)).fetchone()
-        last = conn.execute(_EDGE.format(order="DESC"), (meter, kind)).fetchone()
+        first = conn.execute(_EDGE.format(order="ASC", scale=column), (meter, kind)).fetchone()
+        last = conn.execute(_EDGE.format(order="DESC", scale=column), (meter, kind)).fetchone()
         n, exact = _count(conn, meter, kind, first[1], last[1], abs(last[0] - first[0]) + 1)
         rows.append({
             "meter_mac": meter, "kind": kind, "n": n, "n_exact": exact,
             "oldest": first[1], "newest": last[1],
             "last_received": max(last[2], received.get((meter, kind), last[2])),
             "value": last[3], "unit": last[4], "raw": last[5], "multiplier": last[6],
-            "divisor": last[7],
+            "divisor": last[7], "scale": last[8],
         })
     return rows

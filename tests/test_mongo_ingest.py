@@ -140,7 +140,8 @@ def test_document_holds_the_reading_with_bson_types() -> None:
         "meter_time": dt.datetime(2023, 11, 14, 22, 13, 23, tzinfo=dt.UTC),
         "received_at": dt.datetime(2023, 11, 14, 22, 13, 23, 512000, tzinfo=dt.UTC),
         "value": -1.482, "value_exact": Decimal128("-1.482"), "unit": "kW",
-        "raw": Int64(-1482), "multiplier": 1, "divisor": 1000, "clock_flag": None,
+        "raw": Int64(-1482), "multiplier": 1, "divisor": 1000, "scale": Decimal128("1"),
+        "clock_flag": None,
     }
     assert isinstance(doc["raw"], Int64)
 

@@ -34,7 +34,8 @@ DOCUMENTED = {
     "v": 1, "meter_mac": METER, "device_mac": DEVICE, "kind": "demand",
     "meter_time": "2023-11-14T22:13:20Z", "key_time": 1700000000,
     "received_at": "2023-11-14T22:13:20.512Z", "value": 1.234, "value_exact": "1.234",
-    "unit": "kW", "raw": 1234, "multiplier": 1, "divisor": 1000, "clock_flag": None,
+    "unit": "kW", "raw": 1234, "multiplier": 1, "divisor": 1000, "scale": "1",
+    "clock_flag": None,
 }
 
 
@@ -145,7 +146,7 @@ def test_bad_messages_name_the_field(change: dict, message: str) -> None:
         parse_reading({**DOCUMENTED, **change})
 
 
-@pytest.mark.parametrize("missing", sorted(set(DOCUMENTED) - {"clock_flag"}))
+@pytest.mark.parametrize("missing", sorted(set(DOCUMENTED) - {"clock_flag", "scale"}))
 def test_every_documented_field_is_required(missing: str) -> None:
     d = dict(DOCUMENTED)
     del d[missing]

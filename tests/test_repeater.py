@@ -518,7 +518,7 @@ def version_4_store(db: Path, readings: list[Reading]) -> None:
         conn.execute("INSERT INTO schema_version VALUES (?, ?, 0)", (m.version, m.name))
     conn.executemany("INSERT INTO readings (meter_mac, kind, key_time, meter_time, received_at,"
                      " device_mac, raw, multiplier, divisor, value, unit)"
-                     " VALUES (?,?,?,?,?,?,?,?,?,?,?)", [reading_row(r) for r in readings])
+                     " VALUES (?,?,?,?,?,?,?,?,?,?,?)", [reading_row(r)[:11] for r in readings])
     conn.close()
 
 
@@ -549,7 +549,8 @@ def test_an_existing_store_is_migrated_whole_and_the_repeater_resumes(
         after = conn.execute("SELECT *, clock_flag FROM readings ORDER BY id").fetchall()
         schema = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'readings'").fetchone()
         indexes = {r[1] for r in conn.execute("PRAGMA index_list(readings)")}
-    assert after[:len(before)] == before
+    # 006 adds scale (1 for every row stored before) after the columns 005 kept.
+    assert after[:len(before)] == [(*row[:-1], 1.0, row[-1]) for row in before]
     assert len(after) == len(before) + len(new)
     assert min(row[0] for row in after[len(before):]) == 321
     assert "AUTOINCREMENT" in schema[0] and "readings_by_time" in indexes

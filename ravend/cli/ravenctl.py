@@ -325,9 +325,12 @@ def _shown(key: str, value: Any) -> Any:
 
 def _exact(row: Any) -> str:
     """The value recomputed from the raw integers: the REAL column may round."""
+    from decimal import Decimal
+
     from ravend.protocol.model import scale
 
-    return str(scale(row["raw"], row["multiplier"], row["divisor"]))
+    factor = row["scale"] if "scale" in row.keys() else 1  # noqa: SIM118 - a sqlite3.Row
+    return str(scale(row["raw"], row["multiplier"], row["divisor"], Decimal(str(factor))))
 
 
 def _format_row(row: Any) -> str:

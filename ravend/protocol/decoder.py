@@ -18,7 +18,7 @@ from __future__ import annotations
 import codecs
 import html
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
@@ -497,20 +497,26 @@ def currency_name(code: int | None) -> str:
     return CURRENCY_CODES.get(code, str(code))
 
 
-def readings_from(fragment: Fragment, received_at: float) -> list[Reading]:
-    """The stored readings a fragment carries (most fragments carry none: they are state)."""
+def readings_from(fragment: Fragment, received_at: float,
+                  scales: Mapping[str, Decimal] | None = None) -> list[Reading]:
+    """The stored readings a fragment carries (most fragments carry none: they are state).
+
+    ``scales`` maps a meter MAC to the factor its energy and demand values are multiplied by
+    (a CT meter that reports 1/60 of the usage: 60); a price is never scaled.
+    """
+    factor = scales.get(getattr(fragment, "meter_mac_id", None) or "", _ONE) if scales else _ONE
     if isinstance(fragment, m.InstantaneousDemand):
         f = fragment
         return [_reading(f.meter_mac_id, Kind.DEMAND, f.time_stamp, received_at, f.demand,
-                         f.multiplier, f.divisor, f.device_mac_id)]
+                         f.multiplier, f.divisor, f.device_mac_id, factor)]
     if isinstance(fragment, m.CurrentSummationDelivered):
         s = fragment
         out = [_reading(s.meter_mac_id, Kind.SUMMATION_DELIVERED, s.time_stamp, received_at,
-                        s.summation_delivered, s.multiplier, s.divisor, s.device_mac_id)]
+                        s.summation_delivered, s.multiplier, s.divisor, s.device_mac_id, factor)]
         if s.summation_received is not None:
             out.append(_reading(s.meter_mac_id, Kind.SUMMATION_RECEIVED, s.time_stamp,
                                 received_at, s.summation_received, s.multiplier, s.divisor,
-                                s.device_mac_id))
+                                s.device_mac_id, factor))
         return out
     if isinstance(fragment, m.PriceCluster):
         p = fragment
@@ -523,18 +529,21 @@ def readings_from(fragment: Fragment, received_at: float) -> list[Reading]:
     if isinstance(fragment, m.CurrentPeriodUsage):
         u = fragment
         return [_reading(u.meter_mac_id, Kind.CURRENT_PERIOD_USAGE, u.time_stamp, received_at,
-                         u.current_usage, u.multiplier, u.divisor, u.device_mac_id)]
+                         u.current_usage, u.multiplier, u.divisor, u.device_mac_id, factor)]
     if isinstance(fragment, m.LastPeriodUsage):
         u2 = fragment
         return [_reading(u2.meter_mac_id, Kind.LAST_PERIOD_USAGE, u2.end_date, received_at,
-                         u2.last_usage, u2.multiplier, u2.divisor, u2.device_mac_id)]
+                         u2.last_usage, u2.multiplier, u2.divisor, u2.device_mac_id, factor)]
     return []
 
 
+_ONE = Decimal(1)
+
+
 def _reading(meter: str, kind: Kind, meter_time_: int | None, received_at: float, raw: int,
-             multiplier: int, divisor: int, device: str) -> Reading:
+             multiplier: int, divisor: int, device: str, factor: Decimal = _ONE) -> Reading:
     return Reading(meter, kind, meter_time_, received_at, raw, multiplier, divisor,
-                   m.scale(raw, multiplier, divisor), KIND_UNITS[kind], device)
+                   m.scale(raw, multiplier, divisor, factor), KIND_UNITS[kind], device, factor)
 
 
 # --- the fast path for the fragments that make up almost all traffic ----------------------------

@@ -61,9 +61,12 @@ class Reading:
     raw: int  # the signed integer the device sent
     multiplier: int  # as sent (0 is kept; scaling treats it as 1)
     divisor: int  # as sent (0 is kept; scaling treats it as 1)
-    value: Decimal  # exact raw * multiplier / divisor
+    value: Decimal  # exact raw * multiplier / divisor * scale
     unit: str
     device_mac: str = ""
+    # The [meter <MAC>] scale of the config (a CT meter's ratio), already applied to value;
+    # 1 for price and for every meter without one. raw, multiplier and divisor stay as sent.
+    scale: Decimal = Decimal(1)
 
     @property
     def key_time(self) -> int:
@@ -416,10 +419,11 @@ class Discarded:
         return f"discarded {self.count} bytes: {self.reason}"
 
 
-def scale(raw: int, multiplier: int, divisor: int) -> Decimal:
-    """Exact ``raw * multiplier / divisor``; 0 as multiplier or divisor means 1 (API manual)."""
+def scale(raw: int, multiplier: int, divisor: int, factor: Decimal | int = 1) -> Decimal:
+    """Exact ``raw * multiplier / divisor * factor``; 0 as multiplier or divisor means 1 (API
+    manual); factor is a meter's configured scale (1: none)."""
     value = Decimal(raw * (multiplier or 1))
     div = divisor or 1
-    if div == 1:
-        return value
-    return value / Decimal(div)
+    if div != 1:
+        value = value / Decimal(div)
+    return value if factor == 1 else value * factor

@@ -74,6 +74,7 @@ def reading_to_dict(r: Reading) -> dict[str, Any]:
         "value": str(r.value),
         "unit": r.unit,
         "device_mac": r.device_mac,
+        "scale": str(r.scale),
     }
 
 
@@ -89,6 +90,7 @@ def reading_from_dict(d: dict[str, Any]) -> Reading:
         value=Decimal(d["value"]),
         unit=d["unit"],
         device_mac=d.get("device_mac", ""),
+        scale=Decimal(d.get("scale", 1)),  # outbox rows written before scales: 1
     )
 
 

@@ -8,13 +8,17 @@ A reading, on ``<prefix>/<meter_mac>/<kind>``::
     {"v": 1, "meter_mac": "0x00135003001234ab", "device_mac": "0xd8d5b9000000054e",
      "kind": "demand", "meter_time": "2023-11-14T22:13:20Z", "key_time": 1700000000,
      "received_at": "2023-11-14T22:13:20.512Z", "value": 1.234, "value_exact": "1.234",
-     "unit": "kW", "raw": 1234, "multiplier": 1, "divisor": 1000, "clock_flag": null}
+     "unit": "kW", "raw": 1234, "multiplier": 1, "divisor": 1000, "scale": "1",
+     "clock_flag": null}
 
 ``meter_time`` is null when the meter's clock was not set; ``key_time`` (Unix seconds) is then
 the host's receive second. ``(meter_mac, kind, key_time)`` identifies the reading: a message
 seen twice (a retry after an outage) carries the same key and the same values. ``value_exact``
-is ``raw * multiplier / divisor`` (0 counts as 1) as a plain decimal string without trailing
-zeros; ``value`` is the same as a JSON number, for consumers that want a float.
+is ``raw * multiplier / divisor * scale`` (0 counts as 1) as a plain decimal string without
+trailing zeros; ``value`` is the same as a JSON number, for consumers that want a float.
+``scale`` is the meter's ``[meter <MAC>] scale`` (a CT meter's ratio; "1" when none), as a
+decimal string; raw, multiplier and divisor are as the meter sent them. A message without
+``scale`` (ravend before 17) means 1.
 ``clock_flag`` is the SQL stores' column of that name: null, or why ``meter_time`` is not to be
 trusted (``unset``, ``epoch``, ``ahead``, ``behind``); derived, so the parser ignores it.
 """
@@ -141,6 +145,7 @@ def reading_dict(r: Reading) -> dict[str, Any]:
         "raw": r.raw,
         "multiplier": r.multiplier,
         "divisor": r.divisor,
+        "scale": exact_text(r.scale),
         "clock_flag": r.clock_flag,
     }
 
@@ -199,6 +204,7 @@ def parse_reading(payload: bytes | str | dict[str, Any]) -> Reading:
         raise PayloadError(f"value_exact: not a decimal number: {exact!r}") from None
     if not value.is_finite():
         raise PayloadError(f"value_exact: not a finite number: {exact!r}")
+    scale = _decimal_field(d, "scale") if "scale" in d else Decimal(1)
     return Reading(
         meter_mac=meter_mac,
         kind=kind,
@@ -210,7 +216,20 @@ def parse_reading(payload: bytes | str | dict[str, Any]) -> Reading:
         value=value,
         unit=_field(d, "unit", str),
         device_mac=device_mac,
+        scale=scale,
     )
+
+
+def _decimal_field(d: dict[str, Any], name: str) -> Decimal:
+    """A positive finite decimal sent as a string (a meter's scale)."""
+    text = _field(d, name, str)
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise PayloadError(f"{name}: not a decimal number: {text!r}") from None
+    if not value.is_finite() or value <= 0:
+        raise PayloadError(f"{name}: not a positive finite number: {text!r}")
+    return value
 
 
 # --- device state ------------------------------------------------------------------------------

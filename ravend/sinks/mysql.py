@@ -61,7 +61,8 @@ _TS_MIN, _TS_MAX = 1, 2_147_483_647
 
 _INSERT_READING = (
     "INSERT INTO readings (meter_mac, kind, key_time, meter_time, received_at, device_mac, raw,"
-    " multiplier, divisor, value, unit) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " multiplier, divisor, value, unit, scale)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
     " ON DUPLICATE KEY UPDATE id = id"
 )
 _INSERT_DEMAND = (
@@ -293,7 +294,7 @@ def migrate_database(cfg: MysqlConfig) -> list[int]:
 
 def reading_row(r: Reading) -> tuple[Any, ...]:
     return (r.meter_mac, r.kind.value, r.key_time, r.meter_time, r.received_at, r.device_mac,
-            r.raw, r.multiplier, r.divisor, decimal_column(r.value), r.unit)
+            r.raw, r.multiplier, r.divisor, decimal_column(r.value), r.unit, r.scale)
 
 
 def stored_values(cur: Any, keys: Sequence[Key]) -> dict[Key, Value]:

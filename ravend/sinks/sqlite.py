@@ -34,7 +34,8 @@ log = logging.getLogger("ravend.sinks")
 
 _INSERT = (
     "INSERT OR IGNORE INTO readings (meter_mac, kind, key_time, meter_time, received_at,"
-    " device_mac, raw, multiplier, divisor, value, unit) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+    " device_mac, raw, multiplier, divisor, value, unit, scale)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _UPSERT_STATE = (
     "INSERT INTO device_state (device_mac, meter_mac, tag, received_at, body) VALUES (?,?,?,?,?)"
@@ -44,7 +45,7 @@ _UPSERT_STATE = (
 
 READING_COLUMNS = (
     "meter_mac", "kind", "key_time", "meter_time", "received_at", "device_mac", "raw",
-    "multiplier", "divisor", "value", "unit",
+    "multiplier", "divisor", "value", "unit", "scale",
 )
 
 
@@ -143,7 +144,7 @@ def file_identity(path: Path) -> tuple[int, int] | None:
 
 def reading_row(r: Reading) -> tuple[Any, ...]:
     return (r.meter_mac, r.kind.value, r.key_time, r.meter_time, r.received_at, r.device_mac,
-            r.raw, r.multiplier, r.divisor, float(r.value), r.unit)
+            r.raw, r.multiplier, r.divisor, float(r.value), r.unit, float(r.scale))
 
 
 class SqliteSink(Sink):
