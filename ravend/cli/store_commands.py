@@ -256,15 +256,13 @@ def export_mysql_readings(args: argparse.Namespace, config: Config, since: float
         print(f"ravenctl: mysql: {exc} (is the schema migrated? ravenctl db migrate)",
               file=sys.stderr)
         return EX_FAILED
-    value = READING_COLUMNS.index("value")
     try:
         writer = csv.writer(sys.stdout) if args.format == "csv" else None
         if writer is not None:
             writer.writerow(READING_COLUMNS)
         for row in cur:
-            values = list(row)
-            if isinstance(values[value], Decimal):
-                values[value] = float(values[value])
+            # DECIMAL columns (value, scale) as the floats SQLite holds: one export either way.
+            values = [float(v) if isinstance(v, Decimal) else v for v in row]
             if writer is not None:
                 writer.writerow(values)
             else:
