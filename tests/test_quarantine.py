@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ravend.sinks.base import Sink
-from ravend.sinks.outbox import Outbox
+from ravend.sinks.outbox import Outbox, OutboxError
 from ravend.sinks.quarantine import Quarantine
 from ravend.sinks.worker import SYSTEMATIC_AFTER, SinkWorker
 from readings import demand, demands
@@ -185,3 +185,32 @@ def test_a_device_state_the_sink_chokes_on_is_logged_not_fatal(
     assert sink.keys == [r.key_time for r in demands(4)]
     assert worker.stats.rejected == 0  # a state is the latest copy, not a reading
     assert "device state not stored: KeyError" in caplog.text
+
+
+def test_a_failed_ack_during_replay_neither_counts_nor_lists_a_rejection_twice(
+        tmp_path: Path) -> None:
+    """A spooled batch with one bad reading replays while acknowledging fails (a full disk,
+    twice): each replay sorts the batch out again, but only the one whose ack succeeded counts,
+    so stored + rejected = sent and rejected.db holds one row for the bad reading."""
+    bad = demand(1, raw=TOO_WIDE)
+    sent = [demand(0), bad, demand(2)]
+    box = Outbox(tmp_path / "outbox-sqlite.db")
+    box.append(sent, [])
+    box.close()
+    worker, db = make_worker(tmp_path)
+    failures = [2]
+    ack = worker.outbox.ack
+
+    def full_disk_twice(batches):
+        if failures[0]:
+            failures[0] -= 1
+            raise OutboxError("cannot acknowledge: database or disk is full")
+        return ack(batches)
+
+    worker.outbox.ack = full_disk_twice
+    worker.start()
+    assert wait_until(lambda: not failures[0] and not len(worker.outbox) and worker.stats.up)
+    worker.stop()
+    assert stored_keys(db) == [demand(0).key_time, demand(2).key_time]
+    assert (worker.stats.stored, worker.stats.rejected) == (2, 1)
+    assert Quarantine(tmp_path / "rejected.db", readonly=True).count() == 1

@@ -33,7 +33,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,6 +106,8 @@ class SinkWorker:
         self._abandoned = False  # stop() gave up waiting and spooled what was in memory
         self._streak = 0  # single writes in a row failing the same unexpected way
         self._streak_reason = ""
+        #: Set during a replay's one-at-a-time writes: stored/rejected wait for the ack.
+        self._pending: list[Callable[[], None]] | None = None
         self.on_stored: list = []  # callbacks(readings) after a durable write (status, metrics)
 
     def __repr__(self) -> str:
@@ -321,8 +323,13 @@ class SinkWorker:
                 return
             except Exception as exc:
                 self._after_unexpected(exc)
-                up = self._reject(items)  # what it could not write is spooled again
-                if not self._ack(batches):
+                # Counted and quarantined once the rows are acknowledged, not before: a failed
+                # ack replays the batch, which would store and reject its readings again.
+                with self._deferred_accounting() as settle:
+                    up = self._reject(items)  # what it could not write is spooled again
+                    acked = self._ack(batches)
+                    settle(acked)
+                if not acked:
                     return
             else:
                 # Ack before counting: whoever sees `stored` grow must not still find the rows
@@ -337,6 +344,24 @@ class SinkWorker:
                 self._recovered()
         if not len(self.outbox):
             log.info("%s: spool replayed, writing directly again", self.name)
+
+    @contextlib.contextmanager
+    def _deferred_accounting(self) -> Iterator[Callable[[bool], None]]:
+        """Within it, readings stored or rejected are only noted; ``settle(True)`` counts (and
+        quarantines) them, ``settle(False)`` forgets them (they come back at the replay)."""
+        pending: list[Callable[[], None]] = []
+        self._pending = pending
+
+        def settle(keep: bool) -> None:
+            self._pending = None
+            if keep:
+                for action in pending:
+                    action()
+
+        try:
+            yield settle
+        finally:
+            self._pending = None
 
     def _ack(self, batches: list[Spooled]) -> bool:
         """False when the outbox cannot forget them (a full disk): the sink then counts as
@@ -435,6 +460,12 @@ class SinkWorker:
 
     def _rejected(self, reading: Reading | str, key: object, reason: str) -> None:
         """Left out for good: counted, one line, kept in the quarantine file."""
+        if self._pending is not None:
+            self._pending.append(lambda: self._rejected_now(reading, key, reason))
+            return
+        self._rejected_now(reading, key, reason)
+
+    def _rejected_now(self, reading: Reading | str, key: object, reason: str) -> None:
         with self._counts_lock:
             self.stats.rejected += 1
         try:
@@ -449,6 +480,12 @@ class SinkWorker:
 
     def _stored(self, readings: list[Reading]) -> None:
         self._streak = 0
+        if self._pending is not None:
+            self._pending.append(lambda: self._stored_now(readings))
+            return
+        self._stored_now(readings)
+
+    def _stored_now(self, readings: list[Reading]) -> None:
         self.stats.stored += len(readings)
         by_kind = self.stats.stored_by_kind
         for r in readings:
@@ -586,10 +623,23 @@ class SinkWorker:
         items = self._take_queued()
         with self._in_hand(items):
             if self.stats.up and not len(self.outbox):
-                if items and not self._write(items):
-                    return
+                if items:
+                    self._write(items)
             else:
                 self._spool(items, why="stopping")
+        self._drop_held_at_stop()
+
+    def _drop_held_at_stop(self) -> None:
+        """What is still in memory now (the outbox unwritable, the sink down) dies with the
+        process: counted as dropped (so the stop line shows it) and named in one line."""
+        left = self._take_queued()
+        n = sum(len(item[1]) for item in left)
+        if not n:
+            return
+        with self._counts_lock:
+            self.stats.dropped += n
+        log.error("%s: stopping with %d readings held in memory, the sink down and the outbox"
+                  " %s unwritable: they are dropped (counted)", self.name, n, self.outbox.path)
 
 
 def _reason(exc: BaseException) -> str:
