@@ -214,3 +214,45 @@ def test_a_failed_ack_during_replay_neither_counts_nor_lists_a_rejection_twice(
     assert stored_keys(db) == [demand(0).key_time, demand(2).key_time]
     assert (worker.stats.stored, worker.stats.rejected) == (2, 1)
     assert Quarantine(tmp_path / "rejected.db", readonly=True).count() == 1
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage\n"], ids=["empty", "not-sqlite"])
+def test_ravenctl_rejected_on_an_empty_or_damaged_file_says_one_line(
+        tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "rejected.db").write_bytes(content)
+    listed = ravenctl("rejected", "--config", "/nonexistent", "--state-dir", str(tmp_path))
+    assert "Traceback" not in listed.stderr, listed.stderr
+    if not content:  # created, the table never made: nothing rejected
+        assert listed.returncode == 0 and listed.stdout.strip() == "no rejected readings"
+    else:
+        assert listed.returncode != 0
+        assert len(listed.stderr.strip().splitlines()) == 1
+        assert "rejected.db" in listed.stderr and "not a database" in listed.stderr
+
+
+def test_a_damaged_rejected_db_is_moved_aside_and_rejections_are_listed_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "rejected.db"
+    path.write_bytes(b"garbage\n" * 100)
+    caplog.set_level(logging.INFO, logger="ravend.sinks")
+    box = Quarantine(path)
+    box.add("sqlite", demand(1), "bad")
+    box.add("sqlite", demand(2), "bad")
+    box.close()
+    assert [r["key_time"] for r in Quarantine(path, readonly=True).rows()] == [
+        demand(1).key_time, demand(2).key_time]
+    moved = sorted(tmp_path.glob("rejected.db.corrupt-*"))
+    assert len(moved) == 1 and moved[0].read_bytes().startswith(b"garbage")
+    lines = [r for r in caplog.records if "damaged" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.ERROR
+    assert str(moved[0]) in lines[0].getMessage()
+
+
+def test_rejected_db_keeps_the_newest_rows_and_counts_what_it_deleted(tmp_path: Path) -> None:
+    box = Quarantine(tmp_path / "rejected.db")
+    box.max_rows = 5
+    for r in demands(8):
+        box.add("sqlite", r, "bad")
+    assert [row["key_time"] for row in box.rows()] == [r.key_time for r in demands(5, 3)]
+    assert box.dropped == 3
+    box.close()
