@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
 from pathlib import Path
 
@@ -177,3 +178,39 @@ def test_the_mqtt_worker_survives_a_full_disk_at_acknowledgement(
         worker.stop()
         sub.stop()
     assert worker.stats.stored == 201
+
+
+def test_an_outbox_damaged_while_open_gives_back_what_is_readable_and_counts_the_rest(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A bad sector in the middle of a spool: the rows before and after it are replayed, the
+    ones under it are counted as dropped (the stop line says so), and the one line says both
+    numbers. stored + dropped = spooled."""
+    from ravend.service import stop_account
+
+    path = tmp_path / "outbox-sqlite.db"
+    db = tmp_path / "ravend.db"
+    worker = SinkWorker(SqliteSink(db), path, retry_min=0.05, retry_max=0.2)
+    sent = demands(3000)
+    for i in range(0, 3000, 10):
+        worker.outbox.append(sent[i:i + 10], [])
+    worker.outbox._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = path.stat().st_size
+    with open(path, "r+b") as f:  # a bad sector under the running service
+        f.seek(size // 2)
+        f.write(os.urandom(size // 4))
+    caplog.set_level(logging.INFO, logger="ravend.sinks")
+    worker.start()
+    assert wait_until(lambda: not len(worker.outbox) and worker.stats.up), caplog.text
+    worker.stop()
+    stored = stored_keys(db)
+    assert 0 < len(stored) < 3000
+    assert stored[0] == sent[0].key_time  # the head was readable
+    assert stored[-1] == sent[-1].key_time  # and the tail, read from the other end
+    assert worker.stats.stored == len(stored)
+    assert worker.stats.stored + worker.stats.dropped == 3000
+    assert f"({worker.stats.dropped} dropped)" in stop_account(worker)
+    lines = [r.getMessage() for r in caplog.records if "is damaged" in r.getMessage()]
+    assert len(lines) == 1
+    kept = int(re.search(r"started with the (\d+) readings still readable", lines[0])[1])
+    assert 0 < kept < len(stored)  # the tail too, and what was replayed before it showed
+    assert f"{worker.stats.dropped} could not be read" in lines[0]

@@ -11,7 +11,9 @@ the caller, never silently — because on a full disk the newest readings are th
 A file that is not an SQLite database, or one whose pages are damaged (a truncated copy, a bad
 sector), is moved aside (``outbox-<sink>.db.corrupt-<time>``, kept for the operator) with one
 error line naming both paths, and a fresh outbox takes its place: at open, and whenever a read
-or write finds it damaged later. One sink's outbox never stops the service nor another sink.
+or write finds it damaged later. What can still be read of it (rows in order up to the damage,
+and from the other end back to it) goes into the fresh one; the rest is counted as dropped when
+its number is known, and the line gives both numbers. One sink's outbox never stops the service nor another sink.
 An entry that cannot be decoded is not fatal either: ``peek`` hands it over as ``Spooled.poison``
 for the worker to quarantine, and replay goes on.
 """
@@ -83,6 +85,9 @@ class Outbox:
         self.dropped = 0
         self._lock = threading.Lock()
         self._next_ordinal = 1
+        self._rows = 0
+        self._counted = False  # _rows is known (the file was read whole once)
+        self.lost = 0  # readings a damaged file lost, not yet taken by the worker
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._open()
@@ -96,7 +101,7 @@ class Outbox:
         except (sqlite3.Error, OSError) as exc:
             raise OutboxError(f"cannot open outbox {path}: {exc}") from exc
 
-    def _open(self) -> None:
+    def _open(self, salvaged: Sequence[tuple[int, int, str, int]] = ()) -> None:
         self._conn = sqlite3.connect(str(self.path), isolation_level=None,
                                      check_same_thread=False, timeout=30)
         try:
@@ -115,18 +120,27 @@ class Outbox:
             self._conn.execute("CREATE INDEX IF NOT EXISTS outbox_ord ON outbox (ord, seq)")
             # Every time, not only after the ALTER: an upgrade cut between the two leaves NULLs.
             self._conn.execute("UPDATE outbox SET ord = seq WHERE ord IS NULL")
+            if salvaged:  # what a damaged predecessor still held, before anyone counts
+                self._conn.executemany(
+                    "INSERT INTO outbox (seq, n, body, ord) VALUES (?, ?, ?, ?)", salvaged)
             # Reads every row's page: a damaged table shows here, at open, not mid-replay.
             self._rows, last = self._conn.execute(
                 "SELECT COALESCE(SUM(n), 0), COALESCE(MAX(ord), 0) FROM outbox").fetchone()
         except BaseException:
             self._conn.close()
             raise
+        self._counted = True
         self._next_ordinal = max(self._next_ordinal, last + 1)
 
     def _replace_corrupt(self, exc: sqlite3.Error) -> None:
         """Move the damaged file (and its WAL, which must not be applied to a fresh one) aside
-        and start afresh. Ordinals go on from where they were, so that batches numbered before
-        still sort after nothing they should not."""
+        and start afresh, with what could still be read of it: the rows in order up to the first
+        read error, and from the other end down to the last. What could not be read is counted
+        as lost (``take_lost``: the worker adds it to its dropped readings) when the number is
+        known (a file damaged while open); at open it cannot be, and the line says so. Ordinals
+        go on from where they were, so that batches numbered before still sort after nothing
+        they should not."""
+        held = self._rows if self._counted else None
         with contextlib.suppress(sqlite3.Error, AttributeError):
             self._conn.close()
         aside = self.path.with_name(
@@ -135,10 +149,22 @@ class Outbox:
             source = self.path.with_name(self.path.name + suffix)
             if source.exists():
                 source.replace(aside.with_name(aside.name + suffix))
-        self._rows = 0
-        self._open()
-        log.error("outbox %s is damaged (%s): moved aside to %s; a fresh outbox is started"
-                  " (what the old one held stays there)", self.path, exc, aside)
+        salvaged = _salvage(aside)
+        self._open(salvaged)
+        kept = sum(row[1] for row in salvaged)
+        if held is None:
+            lost_text = "the rest could not be read (how many is not known at open)"
+        else:
+            lost = max(0, held - kept)
+            self.lost += lost
+            lost_text = f"{lost} could not be read (counted as dropped)"
+        log.error("outbox %s is damaged (%s): moved aside to %s; a fresh outbox is started with"
+                  " the %d readings still readable; %s", self.path, exc, aside, kept, lost_text)
+
+    def take_lost(self) -> int:
+        """Readings a damaged outbox lost since the last call (for the worker's dropped)."""
+        n, self.lost = self.lost, 0
+        return n
 
     def __len__(self) -> int:
         """Readings and states waiting (not batches)."""
@@ -288,6 +314,35 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _salvage(path: Path) -> list[tuple[int, int, str, int]]:
+    """The rows of a damaged outbox that can still be read: (seq, n, body, ord), forward from
+    the first until a read fails, then backward from the last down to there."""
+    rows: list[tuple[int, int, str, int]] = []
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+    except sqlite3.Error:
+        return rows
+    try:
+        for order in ("ASC", "DESC"):
+            floor = rows[-1][0] if rows else 0
+            with contextlib.suppress(sqlite3.Error):
+                for seq, n, body, ordinal in conn.execute(
+                        f"SELECT seq, n, body, COALESCE(ord, seq) FROM outbox WHERE seq > ?"
+                        f" ORDER BY seq {order}", (floor,)):
+                    if not isinstance(n, int) or not isinstance(body, str):
+                        continue
+                    rows.append((seq, n, body, ordinal))
+    finally:
+        conn.close()
+    # Reading made an index (and maybe an empty log) next to the copy: not part of what is kept.
+    for suffix, only_if_empty in (("-shm", False), ("-wal", True)):
+        extra = path.with_name(path.name + suffix)
+        with contextlib.suppress(OSError):
+            if not only_if_empty or extra.stat().st_size == 0:
+                extra.unlink()
+    return sorted(set(rows))
 
 
 def _decoded(seq: int, body: str, ordinal: int) -> Spooled:

@@ -310,6 +310,8 @@ class SinkWorker:
             except OutboxError as exc:
                 self._failed(f"outbox: {exc}")
                 return
+            finally:
+                self._count_outbox_losses()
             if not batches:
                 return
             items: list[Item] = [(b.ordinal, b.readings, b.states) for b in batches]
@@ -371,7 +373,16 @@ class SinkWorker:
         except OutboxError as exc:
             self._failed(f"outbox: {exc}")
             return False
+        finally:
+            self._count_outbox_losses()
         return True
+
+    def _count_outbox_losses(self) -> None:
+        """Readings a damaged outbox could not give back when it was replaced: dropped."""
+        lost = self.outbox.take_lost()
+        if lost:
+            with self._counts_lock:
+                self.stats.dropped += lost
 
     def _quarantine_poison(self, batches: list[Spooled]) -> None:
         """Entries the outbox could not decode, once their rows are acknowledged (so never
@@ -500,6 +511,7 @@ class SinkWorker:
         try:
             dropped = self.outbox.append_many(_runs(items))
         except OutboxError as exc:
+            self._count_outbox_losses()
             if not self._outbox_failed:
                 log.error("%s: %s; readings are kept in memory until it works again",
                           self.name, exc)
@@ -512,6 +524,7 @@ class SinkWorker:
                      f"; {drops} oldest readings were dropped meanwhile" if drops else "")
             self._outbox_failed = False
         n = sum(len(item[1]) for item in items)
+        self._count_outbox_losses()
         with self._counts_lock:
             self.stats.spooled += n
             self.stats.dropped += dropped
