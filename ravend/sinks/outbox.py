@@ -13,7 +13,10 @@ sector), is moved aside (``outbox-<sink>.db.corrupt-<time>``, kept for the opera
 error line naming both paths, and a fresh outbox takes its place: at open, and whenever a read
 or write finds it damaged later. What can still be read of it (rows in order up to the damage,
 and from the other end back to it) goes into the fresh one; the rest is counted as dropped when
-its number is known, and the line gives both numbers. One sink's outbox never stops the service nor another sink.
+its number is known, and the line gives both numbers. One sink's outbox never stops the service
+nor another sink: one that cannot be opened at all (a directory in its place, a file root owns
+after a manual ``sudo ravend``) is said in one line, tried again every REOPEN_EVERY_S, and the
+sink goes on without it meanwhile (what it cannot take at once waits in memory, bounded).
 An entry that cannot be decoded is not fatal either: ``peek`` hands it over as ``Spooled.poison``
 for the worker to quarantine, and replay goes on.
 """
@@ -37,6 +40,8 @@ from ravend.sinks.base import StateItem, dumps, reading_from_dict, reading_to_di
 DROP_CHUNK = 1000
 #: Rough bytes one spooled reading takes in the file (JSON + row + index overhead).
 BYTES_PER_ROW = 400
+#: How often an outbox that could not be opened (wrong owner, a directory in its place) is tried.
+REOPEN_EVERY_S = 5.0
 
 
 log = logging.getLogger("ravend.sinks")
@@ -88,18 +93,50 @@ class Outbox:
         self._rows = 0
         self._counted = False  # _rows is known (the file was read whole once)
         self.lost = 0  # readings a damaged file lost, not yet taken by the worker
+        self._conn: sqlite3.Connection | None = None
+        self._open_retry_at = 0.0
+        reason = self._try_open()
+        if reason:
+            log.error("outbox %s cannot be opened: %s; the sink goes on without it (readings it"
+                      " cannot take at once are held in memory, the oldest dropped and counted)"
+                      " and it is tried again every %ds. Fix: make it a regular file the service's"
+                      " user (ravend) owns and can write (remove what is in its place, or"
+                      " chown ravend: %s)", path, reason,
+                      int(REOPEN_EVERY_S), path)
+
+    def _try_open(self) -> str:
+        """Open (or replace, if damaged) the file; the reason it cannot be, else ''."""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists() and not self.path.is_file():
+                return "it is not a regular file (a directory?)"
             self._open()
         except sqlite3.DatabaseError as exc:
             if not is_corrupt(exc):
-                raise OutboxError(f"cannot open outbox {path}: {exc}") from exc
+                return str(exc)
             try:
                 self._replace_corrupt(exc)
             except (sqlite3.Error, OSError) as again:
-                raise OutboxError(f"cannot open outbox {path}: {again}") from again
+                self._conn = None
+                return str(again)
         except (sqlite3.Error, OSError) as exc:
-            raise OutboxError(f"cannot open outbox {path}: {exc}") from exc
+            self._conn = None
+            return str(exc)
+        return ""
+
+    def _usable(self, doing: str) -> sqlite3.Connection:
+        """The connection (lock held); an outbox that could not be opened is tried again, at
+        most every REOPEN_EVERY_S; OutboxError while it still cannot be."""
+        if self._conn is not None:
+            return self._conn
+        if time.monotonic() < self._open_retry_at:
+            raise OutboxError(f"cannot {doing} {self.path}: it could not be opened")
+        self._open_retry_at = time.monotonic() + REOPEN_EVERY_S
+        reason = self._try_open()
+        if reason or self._conn is None:
+            raise OutboxError(f"cannot {doing} {self.path}: {reason or 'not open'}")
+        log.info("outbox %s opened (%d spooled to replay)", self.path, self._rows)
+        return self._conn
 
     def _open(self, salvaged: Sequence[tuple[int, int, str, int]] = ()) -> None:
         self._conn = sqlite3.connect(str(self.path), isolation_level=None,
@@ -197,6 +234,7 @@ class Outbox:
             return 0
         n = sum(row[1] for row in rows)
         with self._lock:
+            self._usable("spool to")
             values = []
             for ordinal, count, body in rows:
                 if ordinal is None:
@@ -271,6 +309,7 @@ class Outbox:
         out: list[Spooled] = []
         total = 0
         with self._lock:
+            self._usable("read")
             try:
                 cursor = self._conn.execute(
                     "SELECT seq, n, body, ord FROM outbox ORDER BY ord, seq")
@@ -295,6 +334,7 @@ class Outbox:
             # statement per distinct text, and an IN list of every length would fill that cache
             # (measured: 0.75 MiB of statements after a flat-out run that spooled).
             seqs = json.dumps([b.seq for b in batches])
+            self._usable("acknowledge in")
             try:
                 gone = self._conn.execute(
                     "DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?))"
@@ -313,7 +353,8 @@ class Outbox:
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            if self._conn is not None:
+                self._conn.close()
 
 
 def _salvage(path: Path) -> list[tuple[int, int, str, int]]:
