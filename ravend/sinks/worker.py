@@ -158,6 +158,9 @@ class SinkWorker:
             self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
             n = self._spool_abandoned()
+            # What the outbox would not take (unwritable, or closed meanwhile by the worker
+            # finishing) went back to memory, where it dies with the process: counted, said.
+            n -= self._drop_held_at_stop()
             log.warning("%s: a write did not finish within %.1fs; %d readings waiting in memory"
                         " spooled to %s for the next start (the one in flight too: should it"
                         " still succeed, its replay is a harmless duplicate)", self.name,
@@ -396,7 +399,9 @@ class SinkWorker:
         older than spooled readings that spilled past it, and the outbox sorts by ordinal.
         (It would be spooled anyway: nothing is written directly while the outbox holds
         anything.)"""
-        self._spool(self._take_queued(), why="behind the outbox")
+        items = self._take_queued()
+        with self._in_hand(items):  # should the spool hang, stop() still sees them
+            self._spool(items, why="behind the outbox")
 
     def _reject(self, items: list[Item]) -> bool:
         """Write one at a time so that only the bad readings are left out, each logged once.
@@ -642,17 +647,18 @@ class SinkWorker:
                 self._spool(items, why="stopping")
         self._drop_held_at_stop()
 
-    def _drop_held_at_stop(self) -> None:
+    def _drop_held_at_stop(self) -> int:
         """What is still in memory now (the outbox unwritable, the sink down) dies with the
         process: counted as dropped (so the stop line shows it) and named in one line."""
         left = self._take_queued()
         n = sum(len(item[1]) for item in left)
         if not n:
-            return
+            return 0
         with self._counts_lock:
             self.stats.dropped += n
         log.error("%s: stopping with %d readings held in memory, the sink down and the outbox"
                   " %s unwritable: they are dropped (counted)", self.name, n, self.outbox.path)
+        return n
 
 
 def _reason(exc: BaseException) -> str:
