@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 
 from mqtt_helpers import Subscriber, reading_messages
 from ravend.config import MqttConfig
+from ravend.sinks import outbox as outbox_module
 from ravend.sinks.mqtt import MqttSink
 from ravend.sinks.mqtt_payload import parse_reading
 from ravend.sinks.outbox import Outbox
@@ -177,3 +179,69 @@ def test_the_mqtt_worker_survives_a_full_disk_at_acknowledgement(
         worker.stop()
         sub.stop()
     assert worker.stats.stored == 201
+
+
+def test_an_outbox_damaged_while_open_gives_back_what_is_readable_and_counts_the_rest(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A bad sector in the middle of a spool: the rows before and after it are replayed, the
+    ones under it are counted as dropped (the stop line says so), and the one line says both
+    numbers. stored + dropped = spooled."""
+    from ravend.service import stop_account
+
+    path = tmp_path / "outbox-sqlite.db"
+    db = tmp_path / "ravend.db"
+    worker = SinkWorker(SqliteSink(db), path, retry_min=0.05, retry_max=0.2)
+    sent = demands(3000)
+    for i in range(0, 3000, 10):
+        worker.outbox.append(sent[i:i + 10], [])
+    worker.outbox._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = path.stat().st_size
+    with open(path, "r+b") as f:  # a bad sector under the running service
+        f.seek(size // 2)
+        f.write(os.urandom(size // 4))
+    caplog.set_level(logging.INFO, logger="ravend.sinks")
+    worker.start()
+    assert wait_until(lambda: not len(worker.outbox) and worker.stats.up), caplog.text
+    worker.stop()
+    stored = stored_keys(db)
+    assert 0 < len(stored) < 3000
+    assert stored[0] == sent[0].key_time  # the head was readable
+    assert stored[-1] == sent[-1].key_time  # and the tail, read from the other end
+    assert worker.stats.stored == len(stored)
+    assert worker.stats.stored + worker.stats.dropped == 3000
+    assert f"({worker.stats.dropped} dropped)" in stop_account(worker)
+    lines = [r.getMessage() for r in caplog.records if "is damaged" in r.getMessage()]
+    assert len(lines) == 1
+    kept = int(re.search(r"started with the (\d+) readings still readable", lines[0])[1])
+    assert 0 < kept < len(stored)  # the tail too, and what was replayed before it showed
+    assert f"{worker.stats.dropped} could not be read" in lines[0]
+
+
+def test_an_outbox_that_cannot_be_opened_leaves_the_sink_storing_and_is_tried_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A directory where the outbox should be (in life also: a file root owns): one line naming
+    it, the reason and the fix; the sink stores all the same; once fixed, the outbox is used."""
+    monkeypatch.setattr(outbox_module, "REOPEN_EVERY_S", 0.05)
+    path = tmp_path / "outbox-sqlite.db"
+    path.mkdir()
+    db = tmp_path / "ravend.db"
+    caplog.set_level(logging.INFO, logger="ravend.sinks")
+    worker = SinkWorker(SqliteSink(db, busy_timeout=0.05), path, retry_min=0.05, retry_max=0.2)
+    lines = [r for r in caplog.records if "cannot be opened" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.ERROR
+    assert str(path) in lines[0].getMessage() and "ravend" in lines[0].getMessage()
+    worker.start()
+    worker.submit(demands(3))
+    assert wait_until(lambda: worker.stats.stored == 3), caplog.text
+    path.rmdir()  # the operator fixes it
+    locker = sqlite3.connect(db, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")  # now the store is busy: the outbox takes the readings
+    worker.submit(demands(2, 3))
+    assert wait_until(lambda: len(worker.outbox) == 2), caplog.text
+    locker.execute("ROLLBACK")
+    locker.close()
+    assert wait_until(lambda: worker.stats.stored == 5 and not len(worker.outbox)), caplog.text
+    worker.stop()
+    assert stored_keys(db) == [r.key_time for r in demands(5)]
+    assert worker.stats.dropped == 0

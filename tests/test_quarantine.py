@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ravend.sinks.base import Sink
-from ravend.sinks.outbox import Outbox
+from ravend.sinks.outbox import Outbox, OutboxError
 from ravend.sinks.quarantine import Quarantine
 from ravend.sinks.worker import SYSTEMATIC_AFTER, SinkWorker
 from readings import demand, demands
@@ -185,3 +185,74 @@ def test_a_device_state_the_sink_chokes_on_is_logged_not_fatal(
     assert sink.keys == [r.key_time for r in demands(4)]
     assert worker.stats.rejected == 0  # a state is the latest copy, not a reading
     assert "device state not stored: KeyError" in caplog.text
+
+
+def test_a_failed_ack_during_replay_neither_counts_nor_lists_a_rejection_twice(
+        tmp_path: Path) -> None:
+    """A spooled batch with one bad reading replays while acknowledging fails (a full disk,
+    twice): each replay sorts the batch out again, but only the one whose ack succeeded counts,
+    so stored + rejected = sent and rejected.db holds one row for the bad reading."""
+    bad = demand(1, raw=TOO_WIDE)
+    sent = [demand(0), bad, demand(2)]
+    box = Outbox(tmp_path / "outbox-sqlite.db")
+    box.append(sent, [])
+    box.close()
+    worker, db = make_worker(tmp_path)
+    failures = [2]
+    ack = worker.outbox.ack
+
+    def full_disk_twice(batches):
+        if failures[0]:
+            failures[0] -= 1
+            raise OutboxError("cannot acknowledge: database or disk is full")
+        return ack(batches)
+
+    worker.outbox.ack = full_disk_twice
+    worker.start()
+    assert wait_until(lambda: not failures[0] and not len(worker.outbox) and worker.stats.up)
+    worker.stop()
+    assert stored_keys(db) == [demand(0).key_time, demand(2).key_time]
+    assert (worker.stats.stored, worker.stats.rejected) == (2, 1)
+    assert Quarantine(tmp_path / "rejected.db", readonly=True).count() == 1
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage\n"], ids=["empty", "not-sqlite"])
+def test_ravenctl_rejected_on_an_empty_or_damaged_file_says_one_line(
+        tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "rejected.db").write_bytes(content)
+    listed = ravenctl("rejected", "--config", "/nonexistent", "--state-dir", str(tmp_path))
+    assert "Traceback" not in listed.stderr, listed.stderr
+    if not content:  # created, the table never made: nothing rejected
+        assert listed.returncode == 0 and listed.stdout.strip() == "no rejected readings"
+    else:
+        assert listed.returncode != 0
+        assert len(listed.stderr.strip().splitlines()) == 1
+        assert "rejected.db" in listed.stderr and "not a database" in listed.stderr
+
+
+def test_a_damaged_rejected_db_is_moved_aside_and_rejections_are_listed_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "rejected.db"
+    path.write_bytes(b"garbage\n" * 100)
+    caplog.set_level(logging.INFO, logger="ravend.sinks")
+    box = Quarantine(path)
+    box.add("sqlite", demand(1), "bad")
+    box.add("sqlite", demand(2), "bad")
+    box.close()
+    assert [r["key_time"] for r in Quarantine(path, readonly=True).rows()] == [
+        demand(1).key_time, demand(2).key_time]
+    moved = sorted(tmp_path.glob("rejected.db.corrupt-*"))
+    assert len(moved) == 1 and moved[0].read_bytes().startswith(b"garbage")
+    lines = [r for r in caplog.records if "damaged" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.ERROR
+    assert str(moved[0]) in lines[0].getMessage()
+
+
+def test_rejected_db_keeps_the_newest_rows_and_counts_what_it_deleted(tmp_path: Path) -> None:
+    box = Quarantine(tmp_path / "rejected.db")
+    box.max_rows = 5
+    for r in demands(8):
+        box.add("sqlite", r, "bad")
+    assert [row["key_time"] for row in box.rows()] == [r.key_time for r in demands(5, 3)]
+    assert box.dropped == 3
+    box.close()

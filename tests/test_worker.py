@@ -450,3 +450,27 @@ def test_outbox_ack_forgets_exactly_the_batches_acknowledged(tmp_path: Path) -> 
     box.ack(rest)
     assert len(box) == 0 and box.peek(10) == []
     box.close()
+
+
+def test_stop_with_the_sink_down_and_the_outbox_unwritable_counts_what_memory_held(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The readings held in memory die with the process: the stop line must say so (dropped),
+    never report a clean stop with them gone uncounted."""
+    from ravend.service import stop_account
+
+    caplog.set_level(logging.INFO, logger="ravend.sinks")
+    sink = ScriptedSink()
+    sink.down = True
+    worker = SinkWorker(sink, tmp_path / "outbox-scripted.db", retry_min=0.05, retry_max=0.2)
+    worker.outbox._conn.close()  # every spool now fails, as on a full disk
+    worker.start()
+    for r in demands(5):
+        worker.submit([r])
+    assert wait_until(lambda: "kept in memory" in caplog.text)
+    worker.stop()
+    assert not worker.alive()
+    assert worker.stats.stored == 0 and worker.stats.dropped == 5
+    assert stop_account(worker) == "scripted=0 (5 dropped)"
+    lines = [r for r in caplog.records if "held in memory" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.ERROR
+    assert "5 readings" in lines[0].getMessage()

@@ -32,11 +32,14 @@ def add_parser(sub: Any, config_args: Callable[[argparse.ArgumentParser], None])
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
-    from ravend.sinks.quarantine import FILE_NAME, Quarantine
+    from ravend.sinks.quarantine import FILE_NAME, Quarantine, QuarantineError
 
     box = Quarantine(config.service.state_dir / FILE_NAME, readonly=True)
     try:
         rows = box.rows(args.sink, limit=args.limit)
+    except QuarantineError as exc:
+        print(f"ravenctl rejected: {exc}", file=sys.stderr)
+        return 1
     finally:
         box.close()
     if args.json:

@@ -11,7 +11,12 @@ the caller, never silently — because on a full disk the newest readings are th
 A file that is not an SQLite database, or one whose pages are damaged (a truncated copy, a bad
 sector), is moved aside (``outbox-<sink>.db.corrupt-<time>``, kept for the operator) with one
 error line naming both paths, and a fresh outbox takes its place: at open, and whenever a read
-or write finds it damaged later. One sink's outbox never stops the service nor another sink.
+or write finds it damaged later. What can still be read of it (rows in order up to the damage,
+and from the other end back to it) goes into the fresh one; the rest is counted as dropped when
+its number is known, and the line gives both numbers. One sink's outbox never stops the service
+nor another sink: one that cannot be opened at all (a directory in its place, a file root owns
+after a manual ``sudo ravend``) is said in one line, tried again every REOPEN_EVERY_S, and the
+sink goes on without it meanwhile (what it cannot take at once waits in memory, bounded).
 An entry that cannot be decoded is not fatal either: ``peek`` hands it over as ``Spooled.poison``
 for the worker to quarantine, and replay goes on.
 """
@@ -35,6 +40,8 @@ from ravend.sinks.base import StateItem, dumps, reading_from_dict, reading_to_di
 DROP_CHUNK = 1000
 #: Rough bytes one spooled reading takes in the file (JSON + row + index overhead).
 BYTES_PER_ROW = 400
+#: How often an outbox that could not be opened (wrong owner, a directory in its place) is tried.
+REOPEN_EVERY_S = 5.0
 
 
 log = logging.getLogger("ravend.sinks")
@@ -83,20 +90,55 @@ class Outbox:
         self.dropped = 0
         self._lock = threading.Lock()
         self._next_ordinal = 1
+        self._rows = 0
+        self._counted = False  # _rows is known (the file was read whole once)
+        self.lost = 0  # readings a damaged file lost, not yet taken by the worker
+        self._conn: sqlite3.Connection | None = None
+        self._open_retry_at = 0.0
+        reason = self._try_open()
+        if reason:
+            log.error("outbox %s cannot be opened: %s; the sink goes on without it (readings it"
+                      " cannot take at once are held in memory, the oldest dropped and counted)"
+                      " and it is tried again every %ds. Fix: make it a regular file the service's"
+                      " user (ravend) owns and can write (remove what is in its place, or"
+                      " chown ravend: %s)", path, reason,
+                      int(REOPEN_EVERY_S), path)
+
+    def _try_open(self) -> str:
+        """Open (or replace, if damaged) the file; the reason it cannot be, else ''."""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists() and not self.path.is_file():
+                return "it is not a regular file (a directory?)"
             self._open()
         except sqlite3.DatabaseError as exc:
             if not is_corrupt(exc):
-                raise OutboxError(f"cannot open outbox {path}: {exc}") from exc
+                return str(exc)
             try:
                 self._replace_corrupt(exc)
             except (sqlite3.Error, OSError) as again:
-                raise OutboxError(f"cannot open outbox {path}: {again}") from again
+                self._conn = None
+                return str(again)
         except (sqlite3.Error, OSError) as exc:
-            raise OutboxError(f"cannot open outbox {path}: {exc}") from exc
+            self._conn = None
+            return str(exc)
+        return ""
 
-    def _open(self) -> None:
+    def _usable(self, doing: str) -> sqlite3.Connection:
+        """The connection (lock held); an outbox that could not be opened is tried again, at
+        most every REOPEN_EVERY_S; OutboxError while it still cannot be."""
+        if self._conn is not None:
+            return self._conn
+        if time.monotonic() < self._open_retry_at:
+            raise OutboxError(f"cannot {doing} {self.path}: it could not be opened")
+        self._open_retry_at = time.monotonic() + REOPEN_EVERY_S
+        reason = self._try_open()
+        if reason or self._conn is None:
+            raise OutboxError(f"cannot {doing} {self.path}: {reason or 'not open'}")
+        log.info("outbox %s opened (%d spooled to replay)", self.path, self._rows)
+        return self._conn
+
+    def _open(self, salvaged: Sequence[tuple[int, int, str, int]] = ()) -> None:
         self._conn = sqlite3.connect(str(self.path), isolation_level=None,
                                      check_same_thread=False, timeout=30)
         try:
@@ -115,18 +157,27 @@ class Outbox:
             self._conn.execute("CREATE INDEX IF NOT EXISTS outbox_ord ON outbox (ord, seq)")
             # Every time, not only after the ALTER: an upgrade cut between the two leaves NULLs.
             self._conn.execute("UPDATE outbox SET ord = seq WHERE ord IS NULL")
+            if salvaged:  # what a damaged predecessor still held, before anyone counts
+                self._conn.executemany(
+                    "INSERT INTO outbox (seq, n, body, ord) VALUES (?, ?, ?, ?)", salvaged)
             # Reads every row's page: a damaged table shows here, at open, not mid-replay.
             self._rows, last = self._conn.execute(
                 "SELECT COALESCE(SUM(n), 0), COALESCE(MAX(ord), 0) FROM outbox").fetchone()
         except BaseException:
             self._conn.close()
             raise
+        self._counted = True
         self._next_ordinal = max(self._next_ordinal, last + 1)
 
     def _replace_corrupt(self, exc: sqlite3.Error) -> None:
         """Move the damaged file (and its WAL, which must not be applied to a fresh one) aside
-        and start afresh. Ordinals go on from where they were, so that batches numbered before
-        still sort after nothing they should not."""
+        and start afresh, with what could still be read of it: the rows in order up to the first
+        read error, and from the other end down to the last. What could not be read is counted
+        as lost (``take_lost``: the worker adds it to its dropped readings) when the number is
+        known (a file damaged while open); at open it cannot be, and the line says so. Ordinals
+        go on from where they were, so that batches numbered before still sort after nothing
+        they should not."""
+        held = self._rows if self._counted else None
         with contextlib.suppress(sqlite3.Error, AttributeError):
             self._conn.close()
         aside = self.path.with_name(
@@ -135,10 +186,22 @@ class Outbox:
             source = self.path.with_name(self.path.name + suffix)
             if source.exists():
                 source.replace(aside.with_name(aside.name + suffix))
-        self._rows = 0
-        self._open()
-        log.error("outbox %s is damaged (%s): moved aside to %s; a fresh outbox is started"
-                  " (what the old one held stays there)", self.path, exc, aside)
+        salvaged = _salvage(aside)
+        self._open(salvaged)
+        kept = sum(row[1] for row in salvaged)
+        if held is None:
+            lost_text = "the rest could not be read (how many is not known at open)"
+        else:
+            lost = max(0, held - kept)
+            self.lost += lost
+            lost_text = f"{lost} could not be read (counted as dropped)"
+        log.error("outbox %s is damaged (%s): moved aside to %s; a fresh outbox is started with"
+                  " the %d readings still readable; %s", self.path, exc, aside, kept, lost_text)
+
+    def take_lost(self) -> int:
+        """Readings a damaged outbox lost since the last call (for the worker's dropped)."""
+        n, self.lost = self.lost, 0
+        return n
 
     def __len__(self) -> int:
         """Readings and states waiting (not batches)."""
@@ -171,6 +234,7 @@ class Outbox:
             return 0
         n = sum(row[1] for row in rows)
         with self._lock:
+            self._usable("spool to")
             values = []
             for ordinal, count, body in rows:
                 if ordinal is None:
@@ -245,6 +309,7 @@ class Outbox:
         out: list[Spooled] = []
         total = 0
         with self._lock:
+            self._usable("read")
             try:
                 cursor = self._conn.execute(
                     "SELECT seq, n, body, ord FROM outbox ORDER BY ord, seq")
@@ -269,6 +334,7 @@ class Outbox:
             # statement per distinct text, and an IN list of every length would fill that cache
             # (measured: 0.75 MiB of statements after a flat-out run that spooled).
             seqs = json.dumps([b.seq for b in batches])
+            self._usable("acknowledge in")
             try:
                 gone = self._conn.execute(
                     "DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?))"
@@ -287,7 +353,37 @@ class Outbox:
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            if self._conn is not None:
+                self._conn.close()
+
+
+def _salvage(path: Path) -> list[tuple[int, int, str, int]]:
+    """The rows of a damaged outbox that can still be read: (seq, n, body, ord), forward from
+    the first until a read fails, then backward from the last down to there."""
+    rows: list[tuple[int, int, str, int]] = []
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+    except sqlite3.Error:
+        return rows
+    try:
+        for order in ("ASC", "DESC"):
+            floor = rows[-1][0] if rows else 0
+            with contextlib.suppress(sqlite3.Error):
+                for seq, n, body, ordinal in conn.execute(
+                        f"SELECT seq, n, body, COALESCE(ord, seq) FROM outbox WHERE seq > ?"
+                        f" ORDER BY seq {order}", (floor,)):
+                    if not isinstance(n, int) or not isinstance(body, str):
+                        continue
+                    rows.append((seq, n, body, ordinal))
+    finally:
+        conn.close()
+    # Reading made an index (and maybe an empty log) next to the copy: not part of what is kept.
+    for suffix, only_if_empty in (("-shm", False), ("-wal", True)):
+        extra = path.with_name(path.name + suffix)
+        with contextlib.suppress(OSError):
+            if not only_if_empty or extra.stat().st_size == 0:
+                extra.unlink()
+    return sorted(set(rows))
 
 
 def _decoded(seq: int, body: str, ordinal: int) -> Spooled:

@@ -33,7 +33,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,6 +107,8 @@ class SinkWorker:
         self._abandoned = False  # stop() gave up waiting and spooled what was in memory
         self._streak = 0  # single writes in a row failing the same unexpected way
         self._streak_reason = ""
+        #: Set during a replay's one-at-a-time writes: stored/rejected wait for the ack.
+        self._pending: list[Callable[[], None]] | None = None
         self.on_stored: list = []  # callbacks(readings) after a durable write (status, metrics)
 
     def __repr__(self) -> str:
@@ -157,6 +159,9 @@ class SinkWorker:
             self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
             n = self._spool_abandoned()
+            # What the outbox would not take (unwritable, or closed meanwhile by the worker
+            # finishing) went back to memory, where it dies with the process: counted, said.
+            n -= self._drop_held_at_stop()
             log.warning("%s: a write did not finish within %.1fs; %s waiting in memory"
                         " spooled to %s for the next start (the one in flight too: should it"
                         " still succeed, its replay is a harmless duplicate)", self.name,
@@ -309,6 +314,8 @@ class SinkWorker:
             except OutboxError as exc:
                 self._failed(f"outbox: {exc}")
                 return
+            finally:
+                self._count_outbox_losses()
             if not batches:
                 return
             items: list[Item] = [(b.ordinal, b.readings, b.states) for b in batches]
@@ -322,8 +329,13 @@ class SinkWorker:
                 return
             except Exception as exc:
                 self._after_unexpected(exc)
-                up = self._reject(items)  # what it could not write is spooled again
-                if not self._ack(batches):
+                # Counted and quarantined once the rows are acknowledged, not before: a failed
+                # ack replays the batch, which would store and reject its readings again.
+                with self._deferred_accounting() as settle:
+                    up = self._reject(items)  # what it could not write is spooled again
+                    acked = self._ack(batches)
+                    settle(acked)
+                if not acked:
                     return
             else:
                 # Ack before counting: whoever sees `stored` grow must not still find the rows
@@ -339,6 +351,24 @@ class SinkWorker:
         if not len(self.outbox):
             log.info("%s: spool replayed, writing directly again", self.name)
 
+    @contextlib.contextmanager
+    def _deferred_accounting(self) -> Iterator[Callable[[bool], None]]:
+        """Within it, readings stored or rejected are only noted; ``settle(True)`` counts (and
+        quarantines) them, ``settle(False)`` forgets them (they come back at the replay)."""
+        pending: list[Callable[[], None]] = []
+        self._pending = pending
+
+        def settle(keep: bool) -> None:
+            self._pending = None
+            if keep:
+                for action in pending:
+                    action()
+
+        try:
+            yield settle
+        finally:
+            self._pending = None
+
     def _ack(self, batches: list[Spooled]) -> bool:
         """False when the outbox cannot forget them (a full disk): the sink then counts as
         unavailable, and the rows replay again at the next retry (duplicates by key)."""
@@ -347,7 +377,16 @@ class SinkWorker:
         except OutboxError as exc:
             self._failed(f"outbox: {exc}")
             return False
+        finally:
+            self._count_outbox_losses()
         return True
+
+    def _count_outbox_losses(self) -> None:
+        """Readings a damaged outbox could not give back when it was replaced: dropped."""
+        lost = self.outbox.take_lost()
+        if lost:
+            with self._counts_lock:
+                self.stats.dropped += lost
 
     def _quarantine_poison(self, batches: list[Spooled]) -> None:
         """Entries the outbox could not decode, once their rows are acknowledged (so never
@@ -361,7 +400,9 @@ class SinkWorker:
         older than spooled readings that spilled past it, and the outbox sorts by ordinal.
         (It would be spooled anyway: nothing is written directly while the outbox holds
         anything.)"""
-        self._spool(self._take_queued(), why="behind the outbox")
+        items = self._take_queued()
+        with self._in_hand(items):  # should the spool hang, stop() still sees them
+            self._spool(items, why="behind the outbox")
 
     def _reject(self, items: list[Item]) -> bool:
         """Write one at a time so that only the bad readings are left out, each logged once.
@@ -436,6 +477,12 @@ class SinkWorker:
 
     def _rejected(self, reading: Reading | str, key: object, reason: str) -> None:
         """Left out for good: counted, one line, kept in the quarantine file."""
+        if self._pending is not None:
+            self._pending.append(lambda: self._rejected_now(reading, key, reason))
+            return
+        self._rejected_now(reading, key, reason)
+
+    def _rejected_now(self, reading: Reading | str, key: object, reason: str) -> None:
         with self._counts_lock:
             self.stats.rejected += 1
         try:
@@ -450,6 +497,12 @@ class SinkWorker:
 
     def _stored(self, readings: list[Reading]) -> None:
         self._streak = 0
+        if self._pending is not None:
+            self._pending.append(lambda: self._stored_now(readings))
+            return
+        self._stored_now(readings)
+
+    def _stored_now(self, readings: list[Reading]) -> None:
         self.stats.stored += len(readings)
         by_kind = self.stats.stored_by_kind
         for r in readings:
@@ -464,6 +517,7 @@ class SinkWorker:
         try:
             dropped = self.outbox.append_many(_runs(items))
         except OutboxError as exc:
+            self._count_outbox_losses()
             if not self._outbox_failed:
                 log.error("%s: %s; readings are kept in memory until it works again",
                           self.name, exc)
@@ -476,6 +530,7 @@ class SinkWorker:
                      f"; {drops} oldest readings were dropped meanwhile" if drops else "")
             self._outbox_failed = False
         n = sum(len(item[1]) for item in items)
+        self._count_outbox_losses()
         with self._counts_lock:
             self.stats.spooled += n
             self.stats.dropped += dropped
@@ -587,10 +642,24 @@ class SinkWorker:
         items = self._take_queued()
         with self._in_hand(items):
             if self.stats.up and not len(self.outbox):
-                if items and not self._write(items):
-                    return
+                if items:
+                    self._write(items)
             else:
                 self._spool(items, why="stopping")
+        self._drop_held_at_stop()
+
+    def _drop_held_at_stop(self) -> int:
+        """What is still in memory now (the outbox unwritable, the sink down) dies with the
+        process: counted as dropped (so the stop line shows it) and named in one line."""
+        left = self._take_queued()
+        n = sum(len(item[1]) for item in left)
+        if not n:
+            return 0
+        with self._counts_lock:
+            self.stats.dropped += n
+        log.error("%s: stopping with %d readings held in memory, the sink down and the outbox"
+                  " %s unwritable: they are dropped (counted)", self.name, n, self.outbox.path)
+        return n
 
 
 def _reason(exc: BaseException) -> str:
