@@ -373,6 +373,13 @@ def mongo_uri(value: str) -> str:
     if not v.startswith(("mongodb://", "mongodb+srv://")) or len(v) <= len("mongodb://"):
         raise ValueError("a MongoDB URI such as mongodb://localhost:27017/ or"
                          " mongodb+srv://cluster.example.net/")
+    rest = v.split("://", 1)[1]
+    hosts_end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    if "@" in rest[hosts_end:]:
+        # The driver would read the hosts from inside the password (it takes such a URI):
+        # RFC 3986 wants these characters of a user name or password percent-escaped.
+        raise ValueError("a URI whose user name and password have any '/', '?', '#' or '@'"
+                         " percent-escaped (%2F, %3F, %23, %40)")
     return v
 
 
@@ -658,7 +665,8 @@ def load(path: str | os.PathLike[str] | None = None, *, must_exist: bool = False
     except FileNotFoundError:
         if must_exist:
             raise ConfigError(f"{path}: no such file") from None
-        return Config(source=f"{path} (absent: defaults)")
+        # The same decision as for a file that leaves [repeater]/[mongo] enabled unset.
+        return _companions_decided(Config(source=f"{path} (absent: defaults)"), {})
     except PermissionError:
         raise ConfigUnreadable(path) from None
     except UnicodeDecodeError as exc:

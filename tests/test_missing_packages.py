@@ -19,9 +19,9 @@ EX_CONFIG = 78
 CASES = [
     # program module, blocked import, config, package named
     ("ravend.cli.ravend", "paho", "[mqtt]\nenabled = yes\n", "python3-paho-mqtt"),
-    ("ravend.cli.repeater", "paho", "", "python3-paho-mqtt"),
-    ("ravend.cli.mongo_ingest", "pymongo", "", "python3-pymongo"),
-    ("ravend.cli.mongo_ingest", "paho", "", "python3-paho-mqtt"),
+    ("ravend.cli.repeater", "paho", "[repeater]\nenabled = yes\n", "python3-paho-mqtt"),
+    ("ravend.cli.mongo_ingest", "pymongo", "[mongo]\nenabled = yes\n", "python3-pymongo"),
+    ("ravend.cli.mongo_ingest", "paho", "[mongo]\nenabled = yes\n", "python3-paho-mqtt"),
 ]
 
 

@@ -119,7 +119,7 @@ def test_spool_max_mb_reaches_the_mqtt_outbox(tmp_path: Path) -> None:
 
 
 def test_repeater_check_config_ok(tmp_path: Path) -> None:
-    path = write(tmp_path, f"[service]\nstate_dir = {tmp_path}\n")
+    path = write(tmp_path, f"[service]\nstate_dir = {tmp_path}\n[repeater]\nenabled = yes\n")
     proc = subprocess.run([sys.executable, "-m", "ravend.cli.repeater", "--config", str(path),
                            "--check-config"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
