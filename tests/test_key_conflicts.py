@@ -66,6 +66,9 @@ def test_mqtt_publishes_the_first_value_of_a_key_and_replays_normally() -> None:
     assert [(c[1][0], c[2][0]) for c in conflicts] == [(1, 2)]
     send, conflicts, _ = first_values([demand(0, raw=3), demand(1, raw=4)], seen)
     assert [r.raw for r in send] == [4] and len(conflicts) == 1
+    # A key that comes back after another key of its meter and kind is still known.
+    send, conflicts, _ = first_values([demand(2, raw=5), demand(0, raw=6)], seen)
+    assert [r.raw for r in send] == [5] and [(c[1][0], c[2][0]) for c in conflicts] == [(1, 6)]
 
 
 def test_mongo_store_tells_a_conflict_from_a_duplicate(mongo_server) -> None:

@@ -48,31 +48,32 @@ log = logging.getLogger("ravend.sinks")
 
 #: On a clean stop: how long to wait for the broker to take the "offline" status.
 CLOSE_TIMEOUT = 1.0
-#: (meter, kind) pairs whose last published key is remembered, the least recent forgotten
-#: first: bounded memory whatever meters appear on the wire.
-PUBLISHED_KEYS_MAX = 1024
+#: Keys (meter, kind, key time) whose published value is remembered, the least recent forgotten
+#: first: bounded memory whatever appears on the wire, and a window wide enough for a key that
+#: comes back after other readings of its meter and kind (a clock that jumps back and forth).
+PUBLISHED_KEYS_MAX = 4096
 
-Published = OrderedDict[tuple[str, str], tuple[int, Value]]
+Published = OrderedDict[tuple[str, str, int], Value]
 
 
 def first_values(readings: Sequence[Reading], published: Published
                  ) -> tuple[list[Reading], list[tuple[Key, Value, Value]], Published]:
-    """Split a batch into the readings to publish and the conflicts: a reading whose key time
-    is the one last published for its meter and kind (or earlier in the batch) with another
-    value. Returns them and the (meter, kind) entries to remember once the batch is sent."""
+    """Split a batch into the readings to publish and the conflicts: a reading whose key was
+    published (recently, or earlier in the batch) with another value. Returns them and the keys
+    to remember once the batch is sent."""
     send: list[Reading] = []
     conflicts: list[tuple[Key, Value, Value]] = []
     seen: Published = OrderedDict()
     for r in readings:
-        series = (r.meter_mac, r.kind.value)
-        last = seen.get(series) or published.get(series)
+        key = r.key
+        last = seen.get(key) or published.get(key)
         value = value_of(r)
-        if last is not None and last[0] == r.key_time and last[1] != value:
-            conflicts.append((r.key, last[1], value))
+        if last is not None and last != value:
+            conflicts.append((key, last, value))
             continue
         send.append(r)
-        seen[series] = (r.key_time, value)
-        seen.move_to_end(series)
+        seen[key] = value
+        seen.move_to_end(key)
     return send, conflicts, seen
 
 
@@ -104,7 +105,7 @@ class MqttSink(Sink):
 
             self._cost = RunningCost(tariff, zone(tariff.time_zone))
         self._cost_moved: set[str] = set()  # meters whose running cost this batch publishes
-        self._published: Published = OrderedDict()  # (meter, kind) → last key time, value
+        self._published: Published = OrderedDict()  # key → the value published for it
         self.conflicts = KeyConflicts(self.name, log)
 
     def __repr__(self) -> str:
@@ -178,9 +179,9 @@ class MqttSink(Sink):
         self.conflicts.batch_done(len(conflicts))
 
     def _remember(self, sent: Published) -> None:
-        for series, last in sent.items():
-            self._published[series] = last
-            self._published.move_to_end(series)
+        for key, value in sent.items():
+            self._published[key] = value
+            self._published.move_to_end(key)
         while len(self._published) > PUBLISHED_KEYS_MAX:
             self._published.popitem(last=False)
 
