@@ -308,10 +308,12 @@ def test_installed_programs_run_from_the_installed_package(installed, builds):
 
 def test_shipped_documents_are_the_tree_s_and_every_reference_to_one_resolves(installed):
     # README and the documents of doc/, as in the tree; NEWS.Debian with this version's entry.
-    for name, source in [("README.md.gz", ROOT / "README.md"),
-                         *((f"{p.name}.gz", p) for p in sorted((ROOT / "doc").glob("*.md")))]:
-        shipped = run(["zcat", str(DOC / name)]).stdout
-        assert shipped == source.read_text(encoding="utf-8"), f"{DOC / name} is not {source}"
+    # (dh_compress leaves a document under 4 kB as it is: either form is the tree's.)
+    for source in [ROOT / "README.md", *sorted((ROOT / "doc").glob("*.md"))]:
+        packed = DOC / f"{source.name}.gz"
+        shipped = (run(["zcat", str(packed)]).stdout if packed.exists()
+                   else (DOC / source.name).read_text(encoding="utf-8"))
+        assert shipped == source.read_text(encoding="utf-8"), f"{DOC / source.name} is not {source}"
     news = run(["zcat", str(DOC / "NEWS.Debian.gz")]).stdout
     assert news.startswith(f"ravend ({installed_version()}) "), news[:200]
     # Every /usr/share/doc/ravend/... that the configuration file, a man page or a unit names.
