@@ -504,8 +504,9 @@ def test_rows_after_a_purge_of_the_highest_ids_are_published_and_rolled_up(
     assert demand_samples(db) == sum(r.kind is Kind.DEMAND for r in old + new)
 
 
-def version_4_store(db: Path, readings: list[Reading]) -> None:
-    """A store as ravend wrote it before sql/sqlite/005 (ids without AUTOINCREMENT)."""
+def version_4_store(db: Path, readings: list[Reading]) -> sqlite3.Connection:
+    """A store as ravend wrote it before sql/sqlite/005 (ids without AUTOINCREMENT), and the
+    connection that made it (the caller closes it)."""
     from ravend.migrations import migrations
     from ravend.sinks.sqlite import connect, reading_row
 
@@ -519,7 +520,7 @@ def version_4_store(db: Path, readings: list[Reading]) -> None:
     conn.executemany("INSERT INTO readings (meter_mac, kind, key_time, meter_time, received_at,"
                      " device_mac, raw, multiplier, divisor, value, unit)"
                      " VALUES (?,?,?,?,?,?,?,?,?,?,?)", [reading_row(r)[:11] for r in readings])
-    conn.close()
+    return conn
 
 
 def test_an_existing_store_is_migrated_whole_and_the_repeater_resumes(
@@ -530,7 +531,7 @@ def test_an_existing_store_is_migrated_whole_and_the_repeater_resumes(
     config = write_config(tmp_path, mosquitto_server)
     db = tmp_path / "state" / "ravend.db"
     old, reset, new = backlog(300), reset_clock(20), backlog(20, start=300)
-    version_4_store(db, old + reset)
+    version_4_store(db, old + reset).close()
     proc = RepeaterProcess(config, tmp_path / "repeater.log")
     try:
         assert wait_for(lambda: watermark(tmp_path) == 320, 20), proc.log()

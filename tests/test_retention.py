@@ -414,20 +414,10 @@ def test_the_monotonic_id_migration_is_all_or_nothing(tmp_path: Path) -> None:
     DROP of the old table, refused) leaves the store at schema 4 with every row as it was; the
     next start migrates it whole."""
     from ravend.migrations import migrations
-    from ravend.sinks.sqlite import connect, migrate, reading_row, schema_version
+    from ravend.sinks.sqlite import migrate, schema_version
+    from test_repeater import version_4_store
 
-    path = tmp_path / "old.db"
-    conn = connect(path)
-    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
-                 " applied_at REAL NOT NULL)")
-    for m in migrations("sqlite")[:4]:
-        for statement in m.sql.split(";\n"):
-            conn.execute(statement)
-        conn.execute("INSERT INTO schema_version VALUES (?, ?, 0)", (m.version, m.name))
-    conn.executemany("INSERT INTO readings (meter_mac, kind, key_time, meter_time, received_at,"
-                     " device_mac, raw, multiplier, divisor, value, unit)"
-                     " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                     [reading_row(r)[:11] for r in history(D0, 2 * HOUR)])
+    conn = version_4_store(tmp_path / "old.db", history(D0, 2 * HOUR))
     rows = conn.execute("SELECT *, clock_flag FROM readings ORDER BY id").fetchall()
 
     def refuse_drop(action: int, *_: Any) -> int:
