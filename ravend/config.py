@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ravend.tariff import Rule
+from ravend.tariff import Rule, parse_periods, parse_price
 
 DEFAULT_PATH = "/etc/ravend/ravend.conf"
 DEFAULT_STATE_DIR = Path("/var/lib/ravend")
@@ -492,14 +491,10 @@ class MetricsConfig:
 
 def optional_price(value: str) -> Fraction | None:
     """A price per kWh (exact), or empty for none."""
-    from ravend.tariff import parse_price
-
     return parse_price(value) if value.strip() else None
 
 
 def tou_periods(value: str) -> tuple[Rule, ...]:
-    from ravend.tariff import parse_periods
-
     return parse_periods(value)
 
 
