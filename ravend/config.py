@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ravend.tariff import Rule, parse_periods, parse_price
+if TYPE_CHECKING:
+    from ravend.tariff import Rule
 
 DEFAULT_PATH = "/etc/ravend/ravend.conf"
 DEFAULT_STATE_DIR = Path("/var/lib/ravend")
@@ -491,10 +492,14 @@ class MetricsConfig:
 
 def optional_price(value: str) -> Fraction | None:
     """A price per kWh (exact), or empty for none."""
+    from ravend.tariff import parse_price
+
     return parse_price(value) if value.strip() else None
 
 
 def tou_periods(value: str) -> tuple[Rule, ...]:
+    from ravend.tariff import parse_periods
+
     return parse_periods(value)
 
 

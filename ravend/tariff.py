@@ -258,7 +258,7 @@ def parse_periods(text: str) -> tuple[Rule, ...]:
 class TariffSettings(Protocol):
     """What ``[tariff]`` says (``ravend.config.TariffConfig``). A protocol, not an import:
     ``ravend.config`` parses prices and periods with this module, so this one never imports
-    it (no import circle)."""
+    it (no import circle; config imports it only where it parses, to start quickly)."""
 
     @property
     def source(self) -> str: ...
