@@ -46,8 +46,9 @@ for p in (ROOT, ROOT / "tests"):
         sys.path.insert(0, str(p))
 
 from ravend.config import MysqlConfig, RetentionConfig  # noqa: E402
+from ravend.maintenance import purge  # noqa: E402
 from ravend.protocol.model import KIND_UNITS, Kind, Reading, scale  # noqa: E402
-from ravend.retention import MysqlStore, SqliteStore, purge  # noqa: E402
+from ravend.store import MysqlStore, SqliteStore  # noqa: E402
 
 FULL, QUICK = 2_000_000, 100_000
 PURGED_SHARE = 0.8
@@ -239,7 +240,8 @@ def _mariadb_sizes(server: Any, db: str) -> tuple[int, int]:
 
 def bench_purge_mariadb(quick: bool, readings: int | None = None) -> list[dict[str, Any]]:
     import servers
-    from ravend.sinks.mysql import MysqlSink, migrate_database
+    from ravend.db.mysql import migrate_database
+    from ravend.sinks.mysql import MysqlSink
 
     n = readings or (QUICK if quick else FULL)
     work = Path(tempfile.mkdtemp(prefix="ravend-bench-purge-"))
@@ -287,7 +289,9 @@ def _sqlite_bytes(path: Path) -> int:
 
 
 def bench_purge_sqlite(quick: bool, readings: int | None = None) -> list[dict[str, Any]]:
-    from ravend.sinks.sqlite import READING_COLUMNS, SqliteSink, connect, migrate
+    from ravend.db import READING_COLUMNS
+    from ravend.db.sqlite import connect, migrate
+    from ravend.sinks.sqlite import SqliteSink
 
     n = readings or (QUICK if quick else FULL)
     work = Path(tempfile.mkdtemp(prefix="ravend-bench-purge-"))

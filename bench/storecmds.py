@@ -82,7 +82,7 @@ def _ravenctl(store: yearstore.YearStore, *args: str) -> Callable[[], None]:
 
 def _status_store(store: yearstore.YearStore) -> None:
     """As ravenctl status does."""
-    from ravend.sinks.sqlite import SqliteReader
+    from ravend.store_status import SqliteReader
 
     reader = SqliteReader(store.db)
     try:
@@ -102,7 +102,7 @@ BEFORE = (
 
 
 def _status_before(store: yearstore.YearStore) -> None:
-    from ravend.sinks.sqlite import connect
+    from ravend.db.sqlite import connect
 
     conn = connect(store.db, readonly=True)
     try:

@@ -12,7 +12,6 @@ stores are opened read-only or merely connected to.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import grp
 import os
 import pwd
@@ -26,8 +25,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ravend import doctor_sinks
 from ravend.config import Config, ConfigError, DeviceConfig, load, replace
 from ravend.device import DeviceNotFound, find_port
+from ravend.doctor_check import Check, Status
 from ravend.plural import plural
 from ravend.ttyinfo import Identity, exclusive_open, holders, identify, running_ravend
 
@@ -40,29 +41,6 @@ DISK_WARN_BYTES = 100 * 10**6
 DISK_WARN_PERCENT = 5.0
 #: Longest wait for a network check, in seconds.
 TIMEOUT = 3.0
-
-
-class Status(enum.Enum):
-    OK = "ok"
-    WARN = "warn"  # worth a look; does not make doctor fail
-    FAIL = "fail"  # ravend cannot work like this
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: Status
-    message: str
-    fix: str = ""
-
-    def line(self) -> str:
-        """``FAIL  device: /dev/ttyUSB0 not found — plug in the stick or set [device] port``."""
-        text = f"{self.status.name:<5} {self.name}: {self.message}"
-        return text + (f" — {self.fix}" if self.fix and self.status is not Status.OK else "")
-
-    def as_dict(self) -> dict[str, str]:
-        return {"check": self.name, "status": self.status.value, "message": self.message,
-                "fix": self.fix}
 
 
 # --- the service user ---------------------------------------------------------------------------
@@ -346,8 +324,6 @@ class Options:
 
 
 def run(opts: Options) -> list[Check]:
-    from ravend import doctor_sinks
-
     first, config = check_config(opts.config)
     if config is None:
         # The user check needs no configuration: say it too rather than hide a second fault.

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ravend.config import ConfigError, MqttConfig, MysqlConfig
-from ravend.doctor import Check, Status
+from ravend.doctor_check import Check, Status
 
 #: Longest wait for one store, in seconds.
 TIMEOUT = 3.0
@@ -26,8 +26,7 @@ def check_sqlite(path: Path, may_write: Callable[[Path], bool] = lambda p: os.ac
     the database) and an existing file must open; read-only, so the service is not disturbed."""
     import sqlite3
 
-    from ravend.sinks.sqlite import connect, schema_version
-    from ravend.store_status import store_bytes
+    from ravend.db.sqlite import connect, schema_version, store_bytes
 
     name = "sink sqlite"
     directory = path.parent
@@ -54,8 +53,7 @@ def check_sqlite(path: Path, may_write: Callable[[Path], bool] = lambda p: os.ac
 
 
 def check_mysql(cfg: MysqlConfig, timeout: float = TIMEOUT) -> Check:
-    from ravend.retention import store_errors
-    from ravend.sinks import mysql
+    from ravend.db import mysql, store_errors
 
     name = "sink mysql"
     short = dataclasses.replace(cfg, connect_timeout=min(cfg.connect_timeout, timeout),

@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ravend.config import Config, ConfigError
+from ravend.db import mysql as mysql_db
+from ravend.db import sqlite as sqlite_db
 from ravend.plural import plural
 from ravend.protocol.model import Kind, Reading, scale
 from ravend.sinks.base import SinkUnavailable, StateItem
@@ -95,7 +97,7 @@ def row_reading(row: Sequence[Any]) -> tuple[int, Reading]:
 
 
 class SqliteSource:
-    """ravend's SQLite store, read-only (WAL: never in ravend's way)."""
+    """ravend's SQLite store, read-only (WAL: never in ravend's way), opened by ravend.db."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -108,10 +110,9 @@ class SqliteSource:
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             if not self.path.exists():
-                raise SourceUnavailable(f"{self.path}: no database yet (has ravend run?)")
+                raise SourceUnavailable(str(sqlite_db.no_database(self.path)))
             try:
-                self._conn = sqlite3.connect(f"file:{self.path.resolve()}?mode=ro", uri=True,
-                                             timeout=10, check_same_thread=False)
+                self._conn = sqlite_db.connect(self.path, readonly=True, timeout=10)
                 self._conn.execute("SELECT 1 FROM readings LIMIT 1")
             except sqlite3.Error as exc:
                 self.close()
@@ -245,28 +246,24 @@ class StoreWatch:
 
 
 class MysqlSource:
-    """The MySQL/MariaDB store of [mysql], through ravend.sinks.mysql's own connect()."""
+    """The MySQL/MariaDB store of [mysql], read through ravend.db.mysql (as the sink writes it).
+    Queries are written with ``?``, as for SQLite; the dialect gives the driver's style."""
 
     def __init__(self, cfg: Any) -> None:
-        from ravend.sinks.mysql import where
-
         self.cfg = cfg
-        self.description = where(cfg)
+        self.description = mysql_db.where(cfg)
         self._conn: Any = None
         self._state_seen: dict[tuple[str, str, str], float] = {}
         self._columns = _COLUMNS_UNSCALED  # until the store is seen to have readings.scale
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        from ravend.sinks.mysql import connect, driver, explain
-
-        db = driver()
+        db = mysql_db.driver()
         try:
             if self._conn is None:
-                self._conn = connect(self.cfg)
                 # Each query must see rows committed since the last one: no open snapshot.
-                self._conn.autocommit(True)
+                self._conn = mysql_db.connect_reader(self.cfg)
             cursor = self._conn.cursor()
-            cursor.execute(sql, tuple(params))
+            cursor.execute(mysql_db.DIALECT.sql(sql), tuple(params))
             rows = list(cursor.fetchall())
             cursor.close()
             return rows
@@ -275,7 +272,7 @@ class MysqlSource:
             raise SourceUnavailable(str(exc)) from exc
         except db.Error as exc:
             self.close()
-            raise SourceUnavailable(explain(exc, self.cfg)) from exc
+            raise SourceUnavailable(mysql_db.explain(exc, self.cfg)) from exc
 
     def fetch(self, after_id: int, limit: int) -> list[tuple[int, Reading]]:
         if self._columns is not _COLUMNS:  # looked at again until ravend has migrated the store
@@ -283,8 +280,8 @@ class MysqlSource:
                                  " table_schema = DATABASE() AND table_name = 'readings'"
                                  " AND column_name = 'scale'")[0][0]
             self._columns = _COLUMNS if scaled else _COLUMNS_UNSCALED
-        rows = self._query(f"SELECT {self._columns} FROM readings WHERE id > %s ORDER BY id"
-                           " LIMIT %s", (after_id, limit))
+        rows = self._query(f"SELECT {self._columns} FROM readings WHERE id > ? ORDER BY id"
+                           " LIMIT ?", (after_id, limit))
         return [row_reading(r) for r in rows]
 
     def newest_id(self) -> int:
@@ -325,9 +322,7 @@ def _changed_states(rows: Sequence[Sequence[Any]],
 def make_source(config: Config) -> Source:
     if config.repeater.source == "sqlite":
         return SqliteSource(config.sqlite_path)
-    from ravend.sinks.mysql import driver
-
-    driver()  # ConfigError naming the package when mysqlclient is missing
+    mysql_db.driver()  # ConfigError naming the package when mysqlclient is missing
     return MysqlSource(config.mysql)
 
 

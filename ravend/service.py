@@ -38,11 +38,11 @@ from types import FrameType
 from ravend.config import Config, ConfigError
 from ravend.control import ControlServer
 from ravend.device import DeviceSession
+from ravend.maintenance import Maintenance
 from ravend.meter_cap import MeterCap
 from ravend.plural import plural
 from ravend.protocol.decoder import readings_from
 from ravend.protocol.model import Fragment, Kind, Reading, UnknownFragment
-from ravend.retention import Maintenance
 from ravend.sinks.base import Sink, StateItem, fragment_body
 from ravend.sinks.worker import SinkWorker
 from ravend.statelock import StateLock
@@ -158,8 +158,8 @@ def build_sinks(config: Config, start_id: str = "", meters: MeterCap | None = No
 
         sinks.append(MysqlSink(config.mysql, start_id=start_id))
     if config.mqtt.enabled:
-        from ravend.retention import tariff_of
         from ravend.sinks.mqtt import MqttSink
+        from ravend.tariff import tariff_of
 
         sinks.append(MqttSink(config.mqtt, tariff=tariff_of(config),
                               meters=meters or MeterCap(config.service.max_meters)))

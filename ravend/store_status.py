@@ -1,4 +1,4 @@
-"""What ``ravenctl status`` and ``ravenctl doctor`` say about a SQLite store, from its indexes.
+"""What ``ravenctl`` reads from a SQLite store: status from its indexes, device state, readings.
 
 A year of one home's readings is about 4 million rows; counting them, or looking for the
 newest ``received_at`` (no index), reads the whole table: seconds on a laptop, tens of seconds
@@ -16,30 +16,27 @@ any size:
   as "about" (``n_exact`` false in --json): a meter reports at a steady rate, so this is close
   unless the store has long gaps (outages, purged stretches), which make it high;
 * the size: the database file and its WAL, which holds the recent commits until a checkpoint
-  (``store_bytes``, which doctor uses too, so both say the same).
+  (``ravend.db.sqlite.store_bytes``, which doctor uses too, so both say the same).
+
+``SqliteReader`` opens the store read-only through ``ravend.db.sqlite`` and holds the queries of
+``ravenctl status``, ``info``, ``tail`` and ``export``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from ravend.db import READING_COLUMNS
+from ravend.db import sqlite as sqlite_db
 
 #: Up to this many readings per meter and kind are counted exactly (an index range of this
 #: many entries costs about a millisecond); beyond, the count is an estimate.
 EXACT_LIMIT = 10_000
 #: How many of the newest rows (by id) the received time is read from.
 TAIL_ROWS = 500
-
-
-def store_bytes(path: Path) -> int:
-    """The database file plus its write-ahead log: what the store takes on disk."""
-    total = 0
-    for suffix in ("", "-wal"):
-        with contextlib.suppress(FileNotFoundError):
-            total += Path(f"{path}{suffix}").stat().st_size
-    return total
 
 
 def _pairs(conn: sqlite3.Connection) -> list[tuple[str, str]]:
@@ -120,3 +117,59 @@ def summary(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             "divisor": last[7], "scale": last[8],
         })
     return rows
+
+
+class SqliteReader:
+    """Read-side queries for ravenctl (status, info, tail, export); never writes."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise sqlite_db.no_database(self.path)
+        self.conn = sqlite_db.connect(self.path, readonly=True)
+        self.conn.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Per meter and kind: count, oldest and newest key time, latest value (from indexes:
+        ravend.store_status)."""
+        return summary(self.conn)
+
+    def newest_received(self) -> float | None:
+        return newest_received(self.conn)
+
+    def newest_id(self) -> int:
+        """The id of the newest reading stored (0: none)."""
+        return int(self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM readings").fetchone()[0])
+
+    def states(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT device_mac, meter_mac, tag, received_at, body FROM device_state"
+            " ORDER BY device_mac, meter_mac, tag"
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def readings(self, *, since: float | None = None, until: float | None = None,
+                 after_id: int = 0, limit: int | None = None) -> Iterator[sqlite3.Row]:
+        # A time range walks readings_by_time and sorts what it found; "+id" keeps SQLite from
+        # walking every row by id instead (an export of one day read the whole table).
+        ranged = since is not None or until is not None
+        sql = ("SELECT id, " + ", ".join(READING_COLUMNS) + " FROM readings WHERE "
+               + ("+id > ?" if ranged else "id > ?"))
+        params: list[Any] = [after_id]
+        if since is not None:
+            sql += " AND key_time >= ?"
+            params.append(since)
+        if until is not None:
+            sql += " AND key_time < ?"
+            params.append(until)
+        sql += " ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        yield from self.conn.execute(sql, params)
+
+    def size_bytes(self) -> int:
+        return sqlite_db.store_bytes(self.path)

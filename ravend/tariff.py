@@ -29,10 +29,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ravend.config import TariffConfig
+from typing import Protocol
 
 SOURCES = ("auto", "meter", "config")
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -258,6 +255,39 @@ def parse_periods(text: str) -> tuple[Rule, ...]:
 # --- a tariff ---------------------------------------------------------------------------------
 
 
+class TariffSettings(Protocol):
+    """What ``[tariff]`` says (``ravend.config.TariffConfig``). A protocol, not an import:
+    ``ravend.config`` parses prices and periods with this module, so this one never imports
+    it (no import circle; config imports it only where it parses, to start quickly)."""
+
+    @property
+    def source(self) -> str: ...
+    @property
+    def rate(self) -> Fraction | None: ...
+    @property
+    def periods(self) -> tuple[Rule, ...]: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def export_rate(self) -> Fraction | None: ...
+    @property
+    def time_zone(self) -> str: ...
+
+
+class _Zoned(Protocol):
+    @property
+    def time_zone(self) -> str: ...
+
+
+class Settings(Protocol):
+    """The parts of ``ravend.config.Config`` that ``tariff_of`` reads."""
+
+    @property
+    def tariff(self) -> TariffSettings: ...
+    @property
+    def retention(self) -> _Zoned: ...
+
+
 @dataclass(frozen=True)
 class Tariff:
     """What ``[tariff]`` says, ready to price any time range."""
@@ -269,7 +299,7 @@ class Tariff:
     time_zone: str = "local"  # of the periods' hours
 
     @classmethod
-    def from_config(cls, cfg: TariffConfig, fallback_zone: str) -> Tariff:
+    def from_config(cls, cfg: TariffSettings, fallback_zone: str) -> Tariff:
         plan = None
         if cfg.periods:
             plan = Plan(cfg.periods)
@@ -315,3 +345,8 @@ class Tariff:
             price = config[j][1] if j >= 0 else None
             steps.append(Step(b, price, fallback_currency if price is not None else None))
         return Timeline(steps)
+
+
+def tariff_of(config: Settings) -> Tariff:
+    """[tariff], its hours in [retention] time_zone unless it names its own zone."""
+    return Tariff.from_config(config.tariff, config.retention.time_zone)

@@ -25,14 +25,15 @@ from mqtt_helpers import validate_ha_sensor
 from mysql_helpers import mysql_config, query
 from ravend.cli import ravenctl
 from ravend.config import ConfigError, MqttConfig, TariffConfig, load
+from ravend.maintenance import update_rollups
 from ravend.protocol.model import KIND_UNITS, Kind, Reading, scale
-from ravend.retention import SqliteStore, Store, tariff_of, update_rollups
 from ravend.rollup import HOUR, DemandStats, hour_period, spread, summarize_stats
 from ravend.running_cost import RunningCost
 from ravend.sinks.mqtt import MqttSink
 from ravend.sinks.mysql import MysqlSink
 from ravend.sinks.sqlite import SqliteSink
-from ravend.tariff import Plan, PricePoint, Tariff, parse_periods
+from ravend.store import SqliteStore, Store
+from ravend.tariff import Plan, PricePoint, Tariff, parse_periods, tariff_of
 from readings import DEVICE, METER
 
 UTC = dt.UTC
@@ -219,7 +220,7 @@ class Env:
             self.sink.write(readings[i:i + 2000], [])
 
     def store(self) -> Store:
-        from ravend.retention import MysqlStore
+        from ravend.store import MysqlStore
 
         return SqliteStore(self.path) if self.kind == "sqlite" else MysqlStore(self.cfg)
 
@@ -288,8 +289,9 @@ def test_a_changed_tariff_recomputes_the_rollups(tmp_path: Path) -> None:
 
 
 def test_an_existing_database_is_upgraded_and_its_rollups_recomputed(tmp_path: Path) -> None:
-    from ravend.migrations import migrations
-    from ravend.sinks.sqlite import connect, migrate, reading_row
+    from ravend.db.migrations import migrations
+    from ravend.db.sqlite import connect, migrate
+    from ravend.sinks.sqlite import reading_row
 
     path = tmp_path / "old.db"
     conn = connect(path)

@@ -22,13 +22,14 @@ import pytest
 
 from mqtt_helpers import Subscriber, reading_messages
 from ravend.config import ConfigError, load
+from ravend.maintenance import update_rollups
 from ravend.protocol import model as m
 from ravend.protocol.decoder import readings_from
 from ravend.protocol.model import Kind, scale
-from ravend.retention import SqliteStore, update_rollups
 from ravend.simulator import MeterSimulator
 from ravend.sinks.base import reading_from_dict, reading_to_dict
 from ravend.sinks.mqtt_payload import parse_reading, reading_dict
+from ravend.store import SqliteStore
 from ravend_process import ROOT, RavendProcess, wait_for, write_config
 
 METER = "0x00135003001234ab"
@@ -284,8 +285,8 @@ def test_mysql_stores_the_scale_rolls_it_up_and_the_repeater_reads_it_back(
         mariadb_server) -> None:
     from mysql_helpers import mysql_config, query
     from ravend.repeater import MysqlSource
-    from ravend.retention import MysqlStore
     from ravend.sinks.mysql import MysqlSink
+    from ravend.store import MysqlStore
 
     database = mariadb_server.new_database("meter_scale")
     cfg = mysql_config(mariadb_server, database)

@@ -11,9 +11,11 @@ import pytest
 from mysql_helpers import execute, mysql_config, query
 from ravend.cli import ravenctl
 from ravend.config import RetentionConfig
-from ravend.retention import MysqlStore, purge
+from ravend.db.mysql import connect, migrate, migrate_database, schema_version
+from ravend.maintenance import purge
 from ravend.sinks.base import SinkUnavailable
-from ravend.sinks.mysql import MysqlSink, connect, migrate, migrate_database, schema_version
+from ravend.sinks.mysql import MysqlSink
+from ravend.store import MysqlStore
 from readings import T0, demands
 
 # The tables as the CalPlug scripts had them on an old MySQL server, where the first TIMESTAMP

@@ -22,13 +22,14 @@ from types import SimpleNamespace
 import pytest
 
 from mqtt_helpers import Subscriber, reading_messages, save_broker_state, validate_ha_sensor
-from ravend import retention
+from ravend import maintenance
 from ravend.config import RetentionConfig, load
 from ravend.protocol.model import METER_EPOCH_OFFSET, Kind, Reading, scale
 from ravend.repeater import SqliteSource, StoreWatch, Watermark
 from ravend.sinks.base import StateItem
 from ravend.sinks.mqtt_payload import parse_reading
 from ravend.sinks.sqlite import SqliteSink
+from ravend.store import SqliteStore
 from readings import DEVICE, METER, T0
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -420,8 +421,9 @@ def test_sqlite_source_reads_rows_and_states(tmp_path: Path) -> None:
 def test_mysql_source_reads_what_the_mysql_sink_stored(mariadb_server) -> None:
     """The MySQL path: rows written by ravend's MySQL sink, read back through its connect()."""
     from mysql_helpers import mysql_config
+    from ravend.db.mysql import migrate_database
     from ravend.repeater import MysqlSource
-    from ravend.sinks.mysql import MysqlSink, migrate_database
+    from ravend.sinks.mysql import MysqlSink
 
     cfg = mysql_config(mariadb_server, mariadb_server.new_database("repeater_src"))
     migrate_database(cfg)
@@ -487,7 +489,7 @@ def test_rows_after_a_purge_of_the_highest_ids_are_published_and_rolled_up(
     try:
         assert wait_for(lambda: watermark(tmp_path) == 250, 20), proc.log()
         settings = RetentionConfig(raw_days=5 * 365, time_zone="UTC")  # 2000 goes, 2023 stays
-        report = retention.run_once(lambda: retention.SqliteStore(db), settings)
+        report = maintenance.run_once(lambda: SqliteStore(db), settings)
         assert report.purged == 50
         store(db, new)
         with sqlite3.connect(db) as conn:
@@ -499,7 +501,7 @@ def test_rows_after_a_purge_of_the_highest_ids_are_published_and_rolled_up(
         assert proc.stop() == 0, proc.log()
         sub.stop()
     check_received(sub, old + reset + new)
-    retention.run_once(lambda: retention.SqliteStore(db), RetentionConfig(time_zone="UTC"),
+    maintenance.run_once(lambda: SqliteStore(db), RetentionConfig(time_zone="UTC"),
                        purges=False)
     assert demand_samples(db) == sum(r.kind is Kind.DEMAND for r in old + new)
 
@@ -507,8 +509,9 @@ def test_rows_after_a_purge_of_the_highest_ids_are_published_and_rolled_up(
 def version_4_store(db: Path, readings: list[Reading]) -> sqlite3.Connection:
     """A store as ravend wrote it before sql/sqlite/005 (ids without AUTOINCREMENT), and the
     connection that made it (the caller closes it)."""
-    from ravend.migrations import migrations
-    from ravend.sinks.sqlite import connect, reading_row
+    from ravend.db.migrations import migrations
+    from ravend.db.sqlite import connect
+    from ravend.sinks.sqlite import reading_row
 
     conn = connect(db)
     conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"

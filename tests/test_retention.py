@@ -19,10 +19,11 @@ import pytest
 from mysql_helpers import mysql_config, query
 from ravend.cli import ravenctl
 from ravend.config import RetentionConfig
+from ravend.maintenance import purge, update_rollups
 from ravend.protocol.model import KIND_UNITS, METER_EPOCH_OFFSET, Kind, Reading, scale
-from ravend.retention import MysqlStore, SqliteStore, Store, purge, update_rollups
 from ravend.sinks.mysql import MysqlSink
 from ravend.sinks.sqlite import SqliteSink
+from ravend.store import MysqlStore, SqliteStore, Store
 from readings import DEVICE, METER
 
 DAY = 86400
@@ -306,7 +307,7 @@ def test_maintenance_thread_rolls_up_then_purges_each_store(tmp_path: Path, mari
     import logging
 
     from ravend.config import load
-    from ravend.retention import Maintenance
+    from ravend.maintenance import Maintenance
 
     state = tmp_path / "state"
     state.mkdir()
@@ -362,7 +363,7 @@ def test_maintenance_keeps_one_connection_open_between_cycles(tmp_path: Path) ->
     import os
 
     from ravend.config import load
-    from ravend.retention import Maintenance
+    from ravend.maintenance import Maintenance
 
     def fds() -> int:
         return len(os.listdir("/proc/self/fd"))
@@ -413,8 +414,8 @@ def test_the_monotonic_id_migration_is_all_or_nothing(tmp_path: Path) -> None:
     """sql/sqlite/005 rebuilds readings in one transaction: failing at any statement (here the
     DROP of the old table, refused) leaves the store at schema 4 with every row as it was; the
     next start migrates it whole."""
-    from ravend.migrations import migrations
-    from ravend.sinks.sqlite import migrate, schema_version
+    from ravend.db.migrations import migrations
+    from ravend.db.sqlite import migrate, schema_version
     from test_repeater import version_4_store
 
     conn = version_4_store(tmp_path / "old.db", history(D0, 2 * HOUR))

@@ -15,9 +15,10 @@ import pytest
 
 from mysql_helpers import conf_keys, mysql_config, query
 from ravend.config import ConfigError, load
+from ravend.db.mysql import connect, migrate, schema_version
 from ravend.protocol.model import Kind, Reading, scale
 from ravend.sinks.base import ReadingRejected, SinkUnavailable, StateItem
-from ravend.sinks.mysql import MysqlSink, connect, migrate, schema_version
+from ravend.sinks.mysql import MysqlSink
 from ravend.sinks.worker import SinkWorker
 from ravend_process import write_config
 from readings import DEVICE, METER, T0, demand, demands, odd_clocks

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from ravend.migrations import migrations
+from ravend.db.migrations import migrations
+from ravend.db.sqlite import connect, migrate, schema_version
 from ravend.sinks.base import SinkUnavailable, StateItem
-from ravend.sinks.sqlite import SqliteReader, SqliteSink, connect, migrate, schema_version
+from ravend.sinks.sqlite import SqliteSink
+from ravend.store_status import SqliteReader
 from readings import DEVICE, METER, T0, demand, demands, odd_clocks
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from ravend.cli import ravenctl
+from ravend.db import sqlite as sqlite_db
 from ravend.doctor_sinks import check_sqlite
 from ravend.protocol.model import Kind, Reading, scale
-from ravend.sinks import sqlite as sqlite_sink
 from ravend.sinks.sqlite import SqliteSink
 from readings import DEVICE, METER, T0, demands
 from test_ravenctl import ravenctl as run_ravenctl
@@ -57,7 +57,7 @@ class Watch:
 @pytest.fixture()
 def watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[Watch]:
     seen = Watch()
-    real_connect = sqlite_sink.connect
+    real_connect = sqlite_db.connect
 
     def connect(path: Path | str, *, readonly: bool = False,
                 timeout: float = 10.0) -> sqlite3.Connection:
@@ -71,7 +71,7 @@ def watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[Watch]:
             conn.set_progress_handler(step, STEP)
         return conn
 
-    monkeypatch.setattr(sqlite_sink, "connect", connect)
+    monkeypatch.setattr(sqlite_db, "connect", connect)
     yield seen
 
 

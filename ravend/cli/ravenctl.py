@@ -210,7 +210,7 @@ def no_access(path: str | os.PathLike[str]) -> str:
 
 
 def _reader(args: argparse.Namespace, config: Config) -> Any:
-    from ravend.sinks.sqlite import SqliteReader
+    from ravend.store_status import SqliteReader
 
     path = Path(args.db or config.sqlite_path)
     # In a directory this user may not search, the file looks absent: say why instead.
@@ -341,7 +341,7 @@ def _format_row(row: Any) -> str:
 
 def cmd_tail(args: argparse.Namespace, config: Config) -> int:
     reader = _reader(args, config)
-    last_id = reader.conn.execute("SELECT COALESCE(MAX(id), 0) FROM readings").fetchone()[0]
+    last_id = reader.newest_id()
     start = max(0, last_id - args.lines)
     printed = 0
     after = start
@@ -381,7 +381,7 @@ def cmd_export(args: argparse.Namespace, config: Config) -> int:
     if args.store == "mysql":
         return store_commands.export_mysql_readings(args, config, since, until)
     reader = _reader(args, config)
-    from ravend.sinks.sqlite import READING_COLUMNS
+    from ravend.db import READING_COLUMNS
 
     out = sys.stdout
     writer = None

@@ -155,7 +155,7 @@ def check_start(config: Config) -> None:
             raise ConfigError("[mqtt] enabled = yes, but python3-paho-mqtt is not installed"
                               " (apt install python3-paho-mqtt)") from None
     if config.mysql.enabled:
-        from ravend.sinks.mysql import driver
+        from ravend.db.mysql import driver
 
         driver()  # ConfigError naming python3-mysqldb
     if config.metrics.listen:

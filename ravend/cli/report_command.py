@@ -98,16 +98,11 @@ def day_range(args: argparse.Namespace, tz: dt.tzinfo, now: float) -> list[ru.Pe
 
 
 def _open(args: argparse.Namespace, config: Config) -> Any:
-    from ravend import retention
+    from ravend.store import MysqlStore, SqliteStore
 
     if args.store == "mysql":
-        return retention.MysqlStore(config.mysql)
-    from ravend.sinks.sqlite import connect
-
-    path = args.db or config.sqlite_path
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no database yet (has ravend run?)")
-    return retention.Store(connect(path, readonly=True))
+        return MysqlStore(config.mysql)
+    return SqliteStore(args.db or config.sqlite_path, readonly=True)
 
 
 def _dec(value: Any) -> Decimal | None:
@@ -135,7 +130,7 @@ def fetch(store: Any, periods: list[ru.Period], meter: str | None
 
 
 def run(args: argparse.Namespace, config: Config, now: float | None = None) -> int:
-    from ravend.retention import store_errors
+    from ravend.db import store_errors
 
     now = time.time() if now is None else now
     tz = ru.zone(config.retention.time_zone)

@@ -1,6 +1,7 @@
 """``ravenctl db migrate``, ``ravenctl purge`` and ``ravenctl export --rollup``: the SQL stores.
 
-Thin: argument parsing and printing; the work is in ``ravend.sinks.*`` and ``ravend.retention``.
+Thin: argument parsing and printing; the work is in ``ravend.db`` (connections, migrations),
+``ravend.maintenance`` and ``ravend.store``.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def _chosen(args: argparse.Namespace, config: Config) -> list[str]:
 
 
 def _errors() -> tuple[type[BaseException], ...]:
-    from ravend.retention import store_errors
+    from ravend.db import store_errors
 
     return store_errors()  # ConfigError included: a password file that cannot be used
 
@@ -96,7 +97,7 @@ def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
     for name in _chosen(args, config):
         try:
             if name == "sqlite":
-                from ravend.sinks.sqlite import connect, migrate, schema_version
+                from ravend.db.sqlite import connect, migrate, schema_version
 
                 path = _sqlite_path(args, config)
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,7 +109,7 @@ def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
                     conn.close()
                 label = f"sqlite {path}"
             else:
-                from ravend.sinks import mysql
+                from ravend.db import mysql
 
                 cfg = config.mysql
                 applied = mysql.migrate_database(cfg)
@@ -130,23 +131,26 @@ def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_purge(args: argparse.Namespace, config: Config) -> int:
-    from ravend import retention
+    from ravend import maintenance
+    from ravend.db.sqlite import no_database
+    from ravend.store import MysqlStore, SqliteStore, Store
+    from ravend.tariff import tariff_of
 
     status = 0
     for name in _chosen(args, config):
         if name == "sqlite":
             path = _sqlite_path(args, config)
 
-            def opener(path: Path = path) -> retention.Store:
+            def opener(path: Path = path) -> Store:
                 if not path.exists():
-                    raise FileNotFoundError(f"{path}: no database yet (has ravend run?)")
-                return retention.SqliteStore(path)
+                    raise no_database(path)
+                return SqliteStore(path)
         else:
-            def opener() -> retention.Store:
-                return retention.MysqlStore(config.mysql)
+            def opener() -> Store:
+                return MysqlStore(config.mysql)
         try:
-            report = retention.run_once(opener, config.retention, dry_run=args.dry_run,
-                                        tariff=retention.tariff_of(config))
+            report = maintenance.run_once(opener, config.retention, dry_run=args.dry_run,
+                                          tariff=tariff_of(config))
         except FileNotFoundError as exc:
             print(f"ravenctl: {exc}", file=sys.stderr)
             status = status or 2
@@ -189,17 +193,14 @@ def export_rollups(args: argparse.Namespace, config: Config, since: float | None
            + " ORDER BY period_start, meter_mac")
     try:
         if args.store == "mysql":
-            from ravend.sinks import mysql
+            from ravend.db import mysql
 
             conn = mysql.connect(config.mysql)
-            sql = sql.replace("?", "%s")
+            sql = mysql.DIALECT.sql(sql)
         else:
-            from ravend.sinks.sqlite import connect
+            from ravend.db.sqlite import connect_existing
 
-            path = _sqlite_path(args, config)
-            if not path.exists():
-                raise FileNotFoundError(f"{path}: no database yet (has ravend run?)")
-            conn = connect(path, readonly=True)
+            conn = connect_existing(_sqlite_path(args, config), readonly=True)
         cur = conn.cursor()
         cur.execute(sql, params)
     except FileNotFoundError:
@@ -233,21 +234,20 @@ def export_mysql_readings(args: argparse.Namespace, config: Config, since: float
                           until: float | None) -> int:
     """``export --store mysql`` of raw readings: the same columns, in the same order and
     types as from SQLite (DECIMAL value as the float SQLite holds)."""
-    from ravend.sinks import mysql
-    from ravend.sinks.sqlite import READING_COLUMNS
+    from ravend.db import READING_COLUMNS, mysql
 
     where, params = ["id > 0"], []
     if since is not None:
-        where.append("key_time >= %s")
+        where.append("key_time >= ?")
         params.append(since)
     if until is not None:
-        where.append("key_time < %s")
+        where.append("key_time < ?")
         params.append(until)
     if args.kind:
-        where.append(f"kind IN ({', '.join(['%s'] * len(args.kind))})")
+        where.append(f"kind IN ({', '.join(['?'] * len(args.kind))})")
         params.extend(args.kind)
-    sql = (f"SELECT {', '.join(READING_COLUMNS)} FROM readings WHERE {' AND '.join(where)}"
-           " ORDER BY id")
+    sql = mysql.DIALECT.sql(f"SELECT {', '.join(READING_COLUMNS)} FROM readings WHERE"
+                            f" {' AND '.join(where)} ORDER BY id")
     try:
         conn = mysql.connect(config.mysql)
         cur = conn.cursor()

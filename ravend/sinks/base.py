@@ -16,15 +16,11 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
+# The error kinds live under every layer (ravend.db raises them too); re-exported here, where
+# the sink contract names them.
+from ravend.errors import ReadingRejected as ReadingRejected
+from ravend.errors import SinkUnavailable as SinkUnavailable
 from ravend.protocol.model import Kind, Reading
-
-
-class SinkUnavailable(Exception):
-    """The sink cannot take writes right now (server down, disk full); retry with backoff."""
-
-
-class ReadingRejected(Exception):
-    """The sink refuses this data for good (a constraint, a value out of range)."""
 
 
 @dataclass(frozen=True, slots=True)

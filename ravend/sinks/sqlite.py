@@ -1,11 +1,10 @@
-"""The default store: one SQLite file in WAL mode under the state directory.
+"""The default store: one SQLite file in WAL mode under the state directory, opened, tuned and
+migrated by ``ravend.db.sqlite``.
 
-WAL lets ``ravenctl`` read while the service writes; ``synchronous=NORMAL`` in WAL mode keeps
-every committed transaction safe from a process crash and costs one fsync per checkpoint, not
-per commit (an SD card lives longer). ``INSERT OR IGNORE`` on the reading identity makes every
-rewrite after a retry harmless and keeps the first value of a key (``ravend.sinks.conflicts``);
-only when a batch inserted fewer rows than it holds are the stored rows of its keys looked up
-(one indexed query), so that a different value is counted and logged, not silently dropped.
+``INSERT OR IGNORE`` on the reading identity makes every rewrite after a retry harmless and
+keeps the first value of a key (``ravend.sinks.conflicts``); only when a batch inserted fewer
+rows than it holds are the stored rows of its keys looked up (one indexed query), so that a
+different value is counted and logged, not silently dropped.
 
 The file is checked before each batch (one ``stat``: its device and inode against the ones
 opened): a ``ravend.db`` deleted or replaced by another file (a restore) while ravend runs is
@@ -17,98 +16,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sqlite3
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ravend.migrations import migrations
+from ravend.db import READING_COLUMNS
+from ravend.db.sqlite import DIALECT, connect, file_identity, migrate
 from ravend.protocol.model import Reading
-from ravend.sinks.base import ReadingRejected, Sink, SinkUnavailable, StateItem, dumps
+from ravend.sinks.base import Sink, SinkUnavailable, StateItem, dumps
 from ravend.sinks.conflicts import Key, KeyConflicts, Value, value_of
-from ravend.store_status import newest_received, store_bytes, summary
 
 log = logging.getLogger("ravend.sinks")
 
-_INSERT = (
-    "INSERT OR IGNORE INTO readings (meter_mac, kind, key_time, meter_time, received_at,"
-    " device_mac, raw, multiplier, divisor, value, unit, scale)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
-)
-_UPSERT_STATE = (
-    "INSERT INTO device_state (device_mac, meter_mac, tag, received_at, body) VALUES (?,?,?,?,?)"
-    " ON CONFLICT (device_mac, meter_mac, tag) DO UPDATE SET"
-    " received_at = excluded.received_at, body = excluded.body"
-)
-
-READING_COLUMNS = (
-    "meter_mac", "kind", "key_time", "meter_time", "received_at", "device_mac", "raw",
-    "multiplier", "divisor", "value", "unit", "scale",
-)
-
-
-#: Page cache per connection. ravend appends and reads short index ranges, and the kernel
-#: caches the file anyway; SQLite's default (2 MiB) only made each long-lived connection's
-#: memory creep up over the first few hundred thousand readings (measured: RSS +3 MiB from
-#: 100,000 to 300,000 readings, then flat; with 512 KiB +0.7 MiB, same throughput).
-CACHE_KIB = 512
-
-
-def connect(path: Path | str, *, readonly: bool = False,
-            timeout: float = 10.0) -> sqlite3.Connection:
-    """A connection with ravend's pragmas; read-only opens never create or migrate the file."""
-    if readonly:
-        uri = f"file:{Path(path).resolve()}?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
-    else:
-        conn = sqlite3.connect(str(path), timeout=timeout, check_same_thread=False,
-                               isolation_level=None)
-        # Must precede the first table so that purges can give pages back to the filesystem.
-        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-    conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-    return conn
-
-
-def schema_version(conn: sqlite3.Connection) -> int:
-    row = conn.execute(
-        "SELECT name FROM sqlite_master WHERE type='table' AND name='schema_version'"
-    ).fetchone()
-    if row is None:
-        return 0
-    return int(conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0])
-
-
-def migrate(conn: sqlite3.Connection) -> list[int]:
-    """Apply pending migrations; returns the versions applied."""
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY,"
-        " name TEXT NOT NULL, applied_at REAL NOT NULL)"
-    )
-    current = schema_version(conn)
-    applied = []
-    for migration in migrations("sqlite"):
-        if migration.version <= current:
-            continue
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in migration.sql.split(";\n"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(
-                "INSERT INTO schema_version VALUES (?, ?, ?)",
-                (migration.version, migration.name, time.time()),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        applied.append(migration.version)
-    return applied
+_INSERT = DIALECT.insert_ignore("readings", READING_COLUMNS)
+_UPSERT_STATE = DIALECT.upsert(
+    "device_state", ("device_mac", "meter_mac", "tag", "received_at", "body"),
+    ("device_mac", "meter_mac", "tag"))
 
 
 #: Keys per look-up of stored values (3 parameters each; SQLite before 3.32 allows 999).
@@ -131,15 +55,6 @@ def stored_values(conn: sqlite3.Connection, keys: Sequence[Key]) -> dict[Key, Va
         for meter, kind, when, raw, mult, div in conn.execute(sql, params):
             out[(meter, kind, int(when))] = (int(raw), int(mult), int(div))
     return out
-
-
-def file_identity(path: Path) -> tuple[int, int] | None:
-    """(st_dev, st_ino) of the file at ``path`` now, None when there is none."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return st.st_dev, st.st_ino
 
 
 def reading_row(r: Reading) -> tuple[Any, ...]:
@@ -205,9 +120,8 @@ class SqliteSink(Sink):
         try:
             conn.execute("BEGIN")
             if readings:
-                before = conn.total_changes
-                conn.executemany(_INSERT, [reading_row(r) for r in readings])
-                if conn.total_changes - before < len(readings):
+                inserted = DIALECT.executemany(conn, _INSERT, [reading_row(r) for r in readings])
+                if inserted < len(readings):
                     conflicts = self._conflicts(conn, readings)
             if states:
                 conn.executemany(_UPSERT_STATE, [
@@ -218,9 +132,7 @@ class SqliteSink(Sink):
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.IntegrityError):  # a constraint, a trigger's RAISE
-                raise ReadingRejected(f"{self.path}: {exc}") from exc
-            raise SinkUnavailable(f"{self.path}: {exc}") from exc
+            raise DIALECT.failure(exc, f"{self.path}: {exc}") from exc
         for key, kept, refused in conflicts:  # counted once committed: a retry counts once
             self.conflicts.refuse(key, kept, refused)
         self.conflicts.batch_done(len(conflicts))
@@ -238,55 +150,3 @@ class SqliteSink(Sink):
             with contextlib.suppress(sqlite3.Error):
                 self._conn.close()
             self._conn = None
-
-
-class SqliteReader:
-    """Read-side queries for ravenctl and the repeater; never writes."""
-
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        if not self.path.exists():
-            raise FileNotFoundError(f"{self.path}: no database yet (has ravend run?)")
-        self.conn = connect(self.path, readonly=True)
-        self.conn.row_factory = sqlite3.Row
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def summary(self) -> list[dict[str, Any]]:
-        """Per meter and kind: count, oldest and newest key time, latest value (from indexes:
-        ravend.store_status)."""
-        return summary(self.conn)
-
-    def newest_received(self) -> float | None:
-        return newest_received(self.conn)
-
-    def states(self) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            "SELECT device_mac, meter_mac, tag, received_at, body FROM device_state"
-            " ORDER BY device_mac, meter_mac, tag"
-        ).fetchall()
-        return [dict(r) for r in rows]
-
-    def readings(self, *, since: float | None = None, until: float | None = None,
-                 after_id: int = 0, limit: int | None = None) -> Iterator[sqlite3.Row]:
-        # A time range walks readings_by_time and sorts what it found; "+id" keeps SQLite from
-        # walking every row by id instead (an export of one day read the whole table).
-        ranged = since is not None or until is not None
-        sql = ("SELECT id, " + ", ".join(READING_COLUMNS) + " FROM readings WHERE "
-               + ("+id > ?" if ranged else "id > ?"))
-        params: list[Any] = [after_id]
-        if since is not None:
-            sql += " AND key_time >= ?"
-            params.append(since)
-        if until is not None:
-            sql += " AND key_time < ?"
-            params.append(until)
-        sql += " ORDER BY id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        yield from self.conn.execute(sql, params)
-
-    def size_bytes(self) -> int:
-        return store_bytes(self.path)

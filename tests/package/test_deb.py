@@ -299,7 +299,7 @@ def test_installed_programs_run_from_the_installed_package(installed, builds):
         version = run([program, "--version"]).stdout.strip()
         assert version == f"{Path(program).name} {builds.version}"
     # The migrations load from the installed package (ravend.sql), not from a source tree.
-    code = ("import ravend, ravend.migrations as m; print(ravend.__file__);"
+    code = ("import ravend, ravend.db.migrations as m; print(ravend.__file__);"
             " print(len(m.migrations('sqlite')))")
     out = run(["/usr/bin/python3", "-c", code], cwd="/").stdout.split()
     assert out[0] == "/usr/lib/python3/dist-packages/ravend/__init__.py"

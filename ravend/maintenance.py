@@ -1,5 +1,7 @@
 """Maintenance of the SQL stores: roll-ups, then purges, in a thread of their own.
 
+The queries are ``ravend.store``'s, the engines' ways ``ravend.db``'s.
+
 Each cycle opens its own connections (never the sinks'), brings the hourly and daily roll-ups
 up to date, and, when a purge is due, deletes what the [retention] settings say may go:
 
@@ -50,70 +52,32 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ravend import rollup as ru
-from ravend.config import Config, ConfigError, RetentionConfig
+from ravend.config import Config, RetentionConfig
+from ravend.db import store_errors
+from ravend.db.pacer import Pacer
+from ravend.db.sqlite import no_database
 from ravend.memory import release_freed_memory
 from ravend.plural import plural
 from ravend.protocol.model import Kind
-from ravend.sinks.base import SinkUnavailable
-from ravend.tariff import PricePoint, Tariff, currency_of_unit
+from ravend.store import ROLLUP_TABLES, MysqlStore, SqliteStore, Store
+from ravend.tariff import Tariff, tariff_of
 from ravend.timetext import iso_utc
 
+# The name it has always logged under (journal filters and the tests use it).
 log = logging.getLogger("ravend.retention")
 
 DAY = 86400
 SUMMATIONS = (Kind.SUMMATION_DELIVERED.value, Kind.SUMMATION_RECEIVED.value)
-ROLLUP_TABLES = ("rollup_hourly", "rollup_daily")
-#: The column and index that purges walk, per table.
-TIME_INDEX = {
-    "readings": ("key_time", "readings_by_time"),
-    "instantaneous_demand": ("key_time", "instantaneous_demand_by_key_time"),
-    "rollup_hourly": ("period_start", "rollup_hourly_by_start"),
-    "rollup_daily": ("period_start", "rollup_daily_by_start"),
-}
-ROLLUP_COLUMNS = (
-    "meter_mac", "period_start", "period_end", "demand_samples", "demand_avg_kw",
-    "demand_min_kw", "demand_max_kw", "delivered_kwh", "received_kwh", "energy_seconds",
-    "counter_resets", "updated_at", "cost", "export_credit", "currency",
-)
-DAILY_EXTRA = ("day", "time_zone")
 
 #: New readings taken per roll-up step; their periods are recomputed before the next step.
 ROLLUP_BATCH = 4_000
-#: Counter readings fetched per query while a roll-up walks them.
-SAMPLE_PAGE = 5_000
 #: At most this many consecutive hours are recomputed from one fetch of raw readings.
 HOURS_PER_FETCH = 168
-#: How long one purge or vacuum step may hold the write lock. Steps are sized to it as they
-#: go: the cost of a row or a page varies a hundredfold with the size of the database and the
-#: machine (moving a page to shrink a 750 MB SQLite file costs ~0.6 ms on a PC, more on a Pi),
-#: and a writer that waits on SQLite's lock polls every 25-100 ms, so it must find the lock
-#: free between two steps.
-STEP_TARGET = 0.05
-#: Pages of the first incremental_vacuum step (then sized to STEP_TARGET), and the bounds.
-VACUUM_PAGES = (128, 8, 4096)
 #: The first cycle waits this long after the start (the service settles first).
 FIRST_DELAY = 30.0
-#: Readings whose key time roll-ups can use (see the module docstring; the clock_flag column:
-#: sql/sqlite/003_clock_flag.sql).
-PLAUSIBLE = "(clock_flag IS NULL OR clock_flag IN ('unset', 'behind'))"
-
-
-class Pacer:
-    """The size of the next step, halved or doubled so that a step takes about STEP_TARGET."""
-
-    def __init__(self, size: int, low: int, high: int, target: float = STEP_TARGET) -> None:
-        self.low, self.high, self.target = low, max(low, high), target
-        self.size = min(max(size, self.low), self.high)
-
-    def took(self, seconds: float) -> None:
-        if seconds > self.target * 1.5:
-            self.size = max(self.low, self.size // 2)
-        elif seconds < self.target / 3:
-            self.size = min(self.high, self.size * 2)
 
 
 @dataclass
@@ -170,294 +134,6 @@ def mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-# --- stores -----------------------------------------------------------------------------------
-
-
-class Store:
-    """The queries maintenance needs, written once with ``?`` placeholders."""
-
-    name = "store"
-    now: Callable[[], float] = staticmethod(time.time)
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-
-    # engine specifics
-    def _sql(self, sql: str) -> str:
-        return sql
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        cur = self.conn.cursor()
-        cur.execute(self._sql(sql), tuple(params))
-        return cur
-
-    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return list(self.execute(sql, params).fetchall())
-
-    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        row = self.execute(sql, params).fetchone()
-        return row[0] if row else None
-
-    def many(self, sql: str, params: list[tuple[Any, ...]]) -> None:
-        raise NotImplementedError
-
-    def delete_chunk(self, table: str, where: str, params: Sequence[Any], limit: int) -> int:
-        """Delete up to ``limit`` rows matching ``where``, oldest first along the time index."""
-        raise NotImplementedError
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.conn.close()
-
-    def release_memory(self) -> None:
-        """Drop caches between cycles: the service keeps this connection open for hours."""
-
-    def schema_ready(self) -> bool:
-        raise NotImplementedError
-
-    def upsert_sql(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
-        raise NotImplementedError
-
-    def decimal(self, value: Any) -> Any:
-        return value
-
-    # shared queries
-    def state(self, name: str) -> int | None:
-        value = self.scalar("SELECT value FROM maintenance_state WHERE name = ?", (name,))
-        return None if value is None else int(value)
-
-    def set_state(self, name: str, value: int) -> None:
-        self.many(self.upsert_sql("maintenance_state", ("name", "value"), ("name",)),
-                  [(name, int(value))])
-
-    def max_id(self) -> int:
-        return int(self.scalar("SELECT COALESCE(MAX(id), 0) FROM readings"))
-
-    def new_rows(self, after_id: int, limit: int) -> Iterator[tuple[int, str, str, int, bool]]:
-        """(id, meter, kind, key time, plausible) of the rows after after_id.
-
-        From a cursor, not a list: a step's thousands of rows are only counted into hours.
-        Closed however the caller stops, so no read snapshot stays open (and pins the WAL)."""
-        cur = self.execute(f"SELECT id, meter_mac, kind, key_time, {PLAUSIBLE} FROM readings"
-                           " WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
-        try:
-            yield from cur
-        finally:
-            cur.close()
-
-    def times(self, meter: str, kind: str, lo: int, hi: int) -> list[int]:
-        return [r[0] for r in self.rows(
-            "SELECT key_time FROM readings WHERE meter_mac = ? AND kind = ? AND key_time >= ?"
-            f" AND key_time <= ? AND {PLAUSIBLE} ORDER BY key_time", (meter, kind, lo, hi))]
-
-    def before(self, meter: str, kind: str, t: int) -> int | None:
-        return self.scalar(
-            "SELECT key_time FROM readings WHERE meter_mac = ? AND kind = ? AND key_time < ?"
-            f" AND {PLAUSIBLE} ORDER BY key_time DESC LIMIT 1", (meter, kind, t))
-
-    def after(self, meter: str, kind: str, t: int) -> int | None:
-        return self.scalar(
-            "SELECT key_time FROM readings WHERE meter_mac = ? AND kind = ? AND key_time >= ?"
-            f" AND {PLAUSIBLE} ORDER BY key_time LIMIT 1", (meter, kind, t))
-
-    def samples(self, meter: str, kind: str, lo: int, hi: int) -> Iterator[ru.Sample]:
-        """Exact values with lo <= key_time <= hi, by time, fetched a page at a time.
-
-        A stream, not a list: a week of one-second counter readings would otherwise be held
-        whole (and the memory kept by the allocator afterwards).
-        """
-        after = lo - 1
-        while True:
-            page = self.rows(
-                "SELECT key_time, raw, multiplier, divisor, scale FROM readings WHERE meter_mac = ?"
-                f" AND kind = ? AND key_time > ? AND key_time <= ? AND {PLAUSIBLE}"
-                " ORDER BY key_time LIMIT ?",
-                (meter, kind, after, hi, SAMPLE_PAGE))
-            for t, raw, mult, div, factor in page:
-                yield t, ru.exact(raw, mult, div, factor)
-            if len(page) < SAMPLE_PAGE:
-                return
-            after = page[-1][0]
-
-    def demand_stats(self, meter: str, period: ru.Period) -> ru.DemandStats:
-        """The period's demand aggregated by the database (one row per scale in use)."""
-        stats = ru.DemandStats()
-        for mult, div, factor, n, total, low, high in self.rows(
-            "SELECT multiplier, divisor, scale, COUNT(*), SUM(raw), MIN(raw), MAX(raw) FROM"
-            " readings WHERE meter_mac = ? AND kind = ? AND key_time >= ? AND key_time < ?"
-            f" AND {PLAUSIBLE} GROUP BY multiplier, divisor, scale",
-            (meter, Kind.DEMAND.value, period.start, period.end)):
-            stats.add_group(int(n), int(total), int(low), int(high), int(mult), int(div),
-                            factor)
-        return stats
-
-    def upsert_rollups(self, table: str, rows: Sequence[ru.Rollup], tz: str) -> None:
-        daily = table == "rollup_daily"
-        columns = ROLLUP_COLUMNS + (DAILY_EXTRA if daily else ())
-        now = self.now()
-        params = []
-        for r in rows:
-            values: tuple[Any, ...] = (
-                r.meter_mac, r.period.start, r.period.end, r.demand_samples,
-                *(self.decimal(v) for v in (r.demand_avg_kw, r.demand_min_kw, r.demand_max_kw,
-                                            r.delivered_kwh, r.received_kwh)),
-                r.energy_seconds, r.counter_resets, now,
-                *(self.decimal(v) for v in (r.cost, r.export_credit)), r.currency,
-            )
-            if daily:
-                values += (r.period.day, tz)
-            params.append(values)
-        if params:
-            self.many(self.upsert_sql(table, columns, ("meter_mac", "period_start")), params)
-
-    def prices(self, meter: str, lo: int, hi: int) -> list[PricePoint]:
-        """The meter's prices in [lo, hi) and the last one before lo (still in effect at lo)."""
-        sql = ("SELECT key_time, raw, multiplier, divisor, unit FROM readings WHERE meter_mac = ?"
-               f" AND kind = ? AND {PLAUSIBLE} AND key_time {{}} ORDER BY key_time {{}}")
-        kind = Kind.PRICE.value
-        rows = self.rows(sql.format("< ?", "DESC LIMIT 1"), (meter, kind, lo))
-        rows += self.rows(sql.format(">= ? AND key_time < ?", ""), (meter, kind, lo, hi))
-        return [PricePoint(t, ru.exact(raw, mult, div), currency_of_unit(unit))
-                for t, raw, mult, div, unit in rows]
-
-    def last_rollup_hour(self, meter: str) -> int | None:
-        return self.scalar("SELECT MAX(period_start) FROM rollup_hourly WHERE meter_mac = ?",
-                           (meter,))
-
-    def count(self, table: str, where: str, params: Sequence[Any]) -> int:
-        return int(self.scalar(f"SELECT COUNT(*) FROM {table} WHERE {where}", params))
-
-    def oldest_time(self) -> int | None:
-        return self.scalar("SELECT MIN(key_time) FROM readings")
-
-
-class SqliteStore(Store):
-    name = "sqlite"
-
-    def __init__(self, path: Path, *, busy_timeout: float = 10.0) -> None:
-        from ravend.sinks.sqlite import connect
-
-        self.path = Path(path)
-        super().__init__(connect(self.path, timeout=busy_timeout))
-
-    def schema_ready(self) -> bool:
-        from ravend.sinks.sqlite import schema_version
-
-        return schema_version(self.conn) >= 5  # 005: monotonic ids, plausible roll-ups
-
-    def many(self, sql: str, params: list[tuple[Any, ...]]) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            self.conn.executemany(sql, params)
-            self.conn.execute("COMMIT")
-        except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise
-
-    def upsert_sql(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
-        sets = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
-        return (f"INSERT INTO {table} ({', '.join(columns)})"
-                f" VALUES ({', '.join('?' * len(columns))})"
-                f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}")
-
-    def decimal(self, value: Any) -> Any:
-        return None if value is None else format(value, "f")  # exact text, never 1E-9
-
-    def delete_chunk(self, table: str, where: str, params: Sequence[Any], limit: int) -> int:
-        # The subquery walks the time index (INDEXED BY: never the rowid range that `id <= ?`
-        # might tempt the planner with, which would scan and sort) and hands over rowids.
-        order, index = TIME_INDEX[table]
-        cur = self.conn.execute(
-            f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} INDEXED BY {index}"
-            f" WHERE {where} ORDER BY {order} LIMIT ?)", (*params, limit))
-        return cur.rowcount
-
-    def live_bytes(self) -> int:
-        pages = self.scalar("PRAGMA page_count") - self.scalar("PRAGMA freelist_count")
-        return int(pages * self.scalar("PRAGMA page_size"))
-
-    def file_bytes(self) -> int:
-        return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal"))
-                   if p.exists())
-
-    def release_memory(self) -> None:
-        # Its page cache (up to 2 MiB) would otherwise stay filled between cycles.
-        with contextlib.suppress(sqlite3.Error):
-            self.conn.execute("PRAGMA shrink_memory").fetchall()
-
-    def checkpoint(self, mode: str = "PASSIVE") -> None:
-        self.conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
-
-    def vacuum(self, stop: threading.Event, pause: float) -> int:
-        """Give free pages back to the file system in small steps; returns pages freed."""
-        freed = 0
-        pacer = Pacer(*VACUUM_PAGES)
-        while not stop.is_set():
-            free = self.scalar("PRAGMA freelist_count")
-            if not free:
-                break
-            started = time.monotonic()
-            # executescript steps the pragma to the end; execute() would free a single page.
-            self.conn.executescript(f"PRAGMA incremental_vacuum({pacer.size});")
-            pacer.took(time.monotonic() - started)
-            left = self.scalar("PRAGMA freelist_count")
-            if left >= free:
-                break  # nothing more can be given back now
-            freed += free - left
-            self.checkpoint()
-            stop.wait(pause)
-        return freed
-
-
-class MysqlStore(Store):
-    name = "mysql"
-
-    def __init__(self, cfg: Any) -> None:
-        from ravend.sinks import mysql
-
-        conn = mysql.connect(cfg)
-        conn.autocommit(True)
-        # Purges lock only the rows they delete, not the gaps around them.
-        conn.cursor().execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-        super().__init__(conn)
-        self.cfg = cfg
-
-    def _sql(self, sql: str) -> str:
-        return sql.replace("?", "%s")
-
-    def schema_ready(self) -> bool:
-        from ravend.sinks.mysql import schema_version
-
-        return schema_version(self.conn) >= 6  # 006: plausible roll-ups
-
-    def many(self, sql: str, params: list[tuple[Any, ...]]) -> None:
-        self.conn.cursor().executemany(self._sql(sql), params)
-
-    def upsert_sql(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
-        sets = ", ".join(f"{c} = VALUES({c})" for c in columns if c not in key)
-        return (f"INSERT INTO {table} ({', '.join(columns)})"
-                f" VALUES ({', '.join('?' * len(columns))}) ON DUPLICATE KEY UPDATE {sets}")
-
-    def delete_chunk(self, table: str, where: str, params: Sequence[Any], limit: int) -> int:
-        order, index = TIME_INDEX[table]
-        if table in ROLLUP_TABLES:  # small tables keyed by period: delete directly
-            cur = self.execute(f"DELETE FROM {table} WHERE {where} ORDER BY {order} LIMIT ?",
-                               (*params, limit))
-            return int(cur.rowcount)
-        # Pick the ids along the time index with a plain (non-locking) read, then delete them
-        # by primary key: the delete locks exactly the rows it removes, whatever plan the
-        # optimizer would have chosen for a DELETE ... ORDER BY ... LIMIT.
-        ids = [r[0] for r in self.rows(
-            f"SELECT id FROM {table} FORCE INDEX ({index}) WHERE {where} ORDER BY {order}"
-            f" LIMIT ?", (*params, limit))]
-        if not ids:
-            return 0
-        cur = self.execute(f"DELETE FROM {table} WHERE id IN ({', '.join('?' * len(ids))})",
-                           ids)
-        return int(cur.rowcount)
-
-
 # --- roll-ups ---------------------------------------------------------------------------------
 
 
@@ -472,11 +148,6 @@ class Pricing:
     def of(cls, tariff: Tariff | None, tz_name: str) -> Pricing:
         tariff = tariff or Tariff(time_zone=tz_name)
         return cls(tariff, ru.zone(tariff.time_zone))
-
-
-def tariff_of(config: Config) -> Tariff:
-    """[tariff], its hours in [retention] time_zone unless it names its own zone."""
-    return Tariff.from_config(config.tariff, config.retention.time_zone)
 
 
 def update_rollups(store: Store, tz_name: str, stop: threading.Event | None = None,
@@ -760,7 +431,7 @@ def stores(config: Config, *, create: bool = False) -> list[Callable[[], Store]]
 
         def open_sqlite() -> Store:
             if not create and not path.exists():
-                raise FileNotFoundError(f"{path}: no database yet (has ravend run?)")
+                raise no_database(path)
             return SqliteStore(path)
 
         openers.append(open_sqlite)
@@ -795,18 +466,6 @@ def run_on(store: Store, settings: RetentionConfig, *, rollups: bool = True,
     if purges:
         purge(store, settings, stop, dry_run=dry_run, report=report)
     return report
-
-
-def store_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean 'this store, this time' rather than a bug."""
-    errors: list[type[BaseException]] = [sqlite3.Error, SinkUnavailable, ConfigError, OSError]
-    try:
-        import MySQLdb
-
-        errors.append(MySQLdb.Error)
-    except ImportError:
-        pass
-    return tuple(errors)
 
 
 class Maintenance:

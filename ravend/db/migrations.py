@@ -22,7 +22,7 @@ class Migration:
 
 
 def _folder(engine: str) -> Path:
-    source_tree = Path(__file__).resolve().parent.parent / "sql" / engine
+    source_tree = Path(__file__).resolve().parents[2] / "sql" / engine
     if source_tree.is_dir():
         return source_tree
     return Path(str(resources.files("ravend.sql") / engine))
