@@ -23,8 +23,8 @@ import pytest
 from mqtt_helpers import Subscriber, reading_messages
 from ravend.config import ConfigError, load
 from ravend.protocol import model as m
-from ravend.protocol.decoder import readings_from
 from ravend.protocol.model import Kind, scale
+from ravend.protocol.readings import readings_from
 from ravend.retention import SqliteStore, update_rollups
 from ravend.simulator import MeterSimulator
 from ravend.sinks.base import reading_from_dict, reading_to_dict
