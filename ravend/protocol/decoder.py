@@ -98,7 +98,7 @@ class StreamDecoder:
     way (the tests compare the two).
     """
 
-    __slots__ = ("_events", "_last", "_shortcuts", "framer")
+    __slots__ = ("_last", "_shortcuts", "framer")
 
     def __init__(self, *, fast: bool = True) -> None:
         self.framer = Framer()
@@ -106,7 +106,6 @@ class StreamDecoder:
         # Fragments come in runs of one kind (demand after demand): between fragments, try the
         # last shortcut that worked before the framer searches for a start tag at all.
         self._last: Shortcut | None = None
-        self._events: list[Event] = []  # what one framer step completes
 
     def reset(self) -> None:
         self.framer.reset()
@@ -119,7 +118,7 @@ class StreamDecoder:
         framer.push(data)
         buf = framer.buffer
         out: list[Decoded] = []
-        events = self._events
+        events: list[Event] = []  # what a framer step completes
         shortcuts = self._shortcuts
         last = self._last
         # A fragment left incomplete by the last feed had its shortcut tried when it began: the

@@ -50,13 +50,13 @@ def _too_wide(text: str, most: int) -> bool:
 
 
 #: "Not set" markers devices send in time and duration fields (all bits of the field set).
-UNSET_TIMES = frozenset({0xFFFFFFFF, 0xFFFFFF})
+_UNSET_TIMES = frozenset({0xFFFFFFFF, 0xFFFFFF})
 _UNSET_VALUES = frozenset({0xFFFFFFFF, 0xFFFFFF, 0xFFFF})
 
 
 def unix_time(seconds: int) -> int | None:
     """Meter seconds (since 2000-01-01 UTC) → Unix seconds; an all-F marker means not set."""
-    return None if seconds in UNSET_TIMES else seconds + METER_EPOCH_OFFSET
+    return None if seconds in _UNSET_TIMES else seconds + METER_EPOCH_OFFSET
 
 
 def twos_complement(width: Width) -> Callable[[int], int]:
