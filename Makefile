@@ -2,7 +2,7 @@
 #
 #   make check        the whole suite, as CI runs it: deps, lint, test-debian, test-pypi, check-ha, check-deb
 #   make deps         install what the build and the tests need (idempotent; stamps in .cache/)
-#   make lint         ruff (newest, from .venv-pypi) over ravend tests bench
+#   make lint         ruff (newest, from .venv-pypi) over ravend tests bench, and mypy (mypy.ini)
 #   make test-debian  the tests on Debian's /usr/bin/python3 and its python3-* packages
 #   make test-pypi    the tests on the newest PyPI releases, in .venv-pypi
 #   make demo | bench | bench-quick | deb   run tools/demo.sh, bench/run.py, tools/package-build.sh
@@ -38,6 +38,9 @@ TESTS ?= tests
 # tests/package installs and purges the .deb as root: only `make check-deb` (mk/deb.mk) runs it.
 TEST_IGNORE := --ignore=tests/package
 LINT_PATHS := $(wildcard ravend tests bench)
+# What mypy checks (settings in mypy.ini: strict on ravend.protocol). Only the protocol core for
+# now; the rest of ravend joins once its modules carry their types.
+MYPY_PATHS := ravend/protocol
 
 # The package comes from the source tree (PYTHONPATH, and pythonpath in pytest.ini); nothing of
 # the caller's interpreter (pyenv's python3 is first on PATH here) may leak into either run.
@@ -88,6 +91,7 @@ deps-clean:
 
 lint: $(STAMP_PYPI)
 	$(VENV_PYPI)/bin/ruff check $(LINT_PATHS)
+	$(PYPI_ENV) $(VENV_PYPI)/bin/mypy $(MYPY_PATHS)
 
 test: test-debian test-pypi
 

@@ -507,7 +507,7 @@ def currency_code(value: str) -> str:
     """USD, EUR ... or an ISO 4217 number (840 → USD); empty: the meter's."""
     v = value.strip().upper()
     if v.isdigit() and 0 < int(v) < 1000:
-        from ravend.protocol.decoder import currency_name
+        from ravend.protocol.readings import currency_name
 
         return currency_name(int(v))
     if v and not re.fullmatch(r"[A-Z]{3}", v):

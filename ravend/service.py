@@ -41,8 +41,8 @@ from ravend.device import DeviceSession
 from ravend.maintenance import Maintenance
 from ravend.meter_cap import MeterCap
 from ravend.plural import plural
-from ravend.protocol.decoder import readings_from
 from ravend.protocol.model import Fragment, Kind, Reading, UnknownFragment
+from ravend.protocol.readings import readings_from
 from ravend.sinks.base import Sink, StateItem, fragment_body
 from ravend.sinks.worker import SinkWorker
 from ravend.statelock import StateLock

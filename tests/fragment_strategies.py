@@ -1,6 +1,6 @@
 """Hypothesis strategies for whole device fragments, derived from the decoder's own table.
 
-Every root tag of ``ravend.protocol.decoder.TABLE`` and every child it knows is covered, so a tag
+Every root tag of ``ravend.protocol.table.TABLE`` and every child it knows is covered, so a tag
 or field added to the table is generated without touching this module. A child's converter says
 what kind of text it takes (MAC id, Y/N flag, free text, one of an enum's values); everything
 else is a number, written as hex of any width: 0 to 40 digits, with or without 0x, upper or
@@ -22,8 +22,9 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from ravend.protocol import decoder
+from ravend.protocol import fields
 from ravend.protocol.model import METER_EPOCH_OFFSET
+from ravend.protocol.table import TABLE
 
 DEVICE_MACS = ("0xd8d5b90000aa0001", "0xd8d5b90000aa0002")
 METER_MACS = ("0x00aabb0000000001", "0x00aabb0000000002", "0x00aabb0000000003")
@@ -38,11 +39,11 @@ UNSET_TIME = 0xFFFFFFFF
 def _kind_of(convert: Callable[[str], Any]) -> str | type[Enum]:
     """What text a child takes, read from its converter: 'mac', 'flag', 'text', an Enum class,
     or 'number' for everything else (new numeric converters are covered by default)."""
-    if convert is decoder.mac:
+    if convert is fields.mac:
         return "mac"
-    if convert is decoder.yes_no:
+    if convert is fields.yes_no:
         return "flag"
-    if convert is decoder.text_field:
+    if convert is fields.text_field:
         return "text"
     for cell in getattr(convert, "__closure__", None) or ():
         contents = cell.cell_contents
@@ -69,7 +70,7 @@ REALISTIC: dict[str, tuple[int, int, int]] = {
     "Tier": (2, 0, 5), "Duration": (4, 0, 0xFFFF), "CurrentDuration": (4, 0, 0xFFFF),
     "Frequency": (8, 0, 0xFFFF), "IntervalData": (6, 0, 0xFFFF),
 }
-#: Children that are decimal on the wire (decoder.decimal_int): (low, high).
+#: Children that are decimal on the wire (fields.decimal_int): (low, high).
 DECIMAL = {"Channel": (11, 26), "ProfileIntervalPeriod": (0, 7)}
 _TIME_TAGS = frozenset(t for t, spec in REALISTIC.items() if spec == _TIME)
 
@@ -123,12 +124,12 @@ def child_text(tag: str, kind: str | type[Enum], wild: bool) -> st.SearchStrateg
     return wild_number() if wild else realistic_number(tag)
 
 
-TAGS = tuple(decoder.TABLE)
+TAGS = tuple(TABLE)
 #: Tag -> [(wire child tag, what text it takes, required)], in the table's order.
 CHILDREN: dict[str, list[tuple[str, str | type[Enum], bool]]] = {
     tag: [(wire, _kind_of(convert), name in spec.required)
           for wire, (name, convert) in spec.fields.items()]
-    for tag, spec in decoder.TABLE.items()
+    for tag, spec in TABLE.items()
 }
 NUMERIC_CHILDREN = {(tag, wire) for tag, rows in CHILDREN.items()
                     for wire, kind, _ in rows if kind == "number"}
@@ -155,7 +156,7 @@ def fragment(draw: st.DrawFn, tag: str | None = None) -> bytes:
             continue
         wild = mode == "all wild" or (mode == "one wild" and i == wild_child)
         children.append((wire, draw(child_text(wire, kind, wild))))
-        repeats = decoder.TABLE[tag].repeated
+        repeats = TABLE[tag].repeated
         if wire in repeats:
             for _ in range(draw(st.integers(0, 4))):
                 children.append((wire, draw(child_text(wire, kind, wild))))

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from ravend.protocol import model as m
-from ravend.protocol.decoder import StreamDecoder, decode, readings_from
+from ravend.protocol.decoder import StreamDecoder, decode
 from ravend.protocol.framer import RawFragment
 from ravend.protocol.model import METER_EPOCH_OFFSET, DecodeError, Discarded, Kind
+from ravend.protocol.readings import readings_from
 
 EPOCH = METER_EPOCH_OFFSET  # 946684800: 2000-01-01 00:00:00 UTC in Unix seconds
 RECEIVED = 1_700_000_000.75  # host receive time handed to readings_from

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from ravend.protocol import model as m
-from ravend.protocol.decoder import StreamDecoder, readings_from
+from ravend.protocol.decoder import StreamDecoder
 from ravend.protocol.model import METER_EPOCH_OFFSET, Discarded, Kind
+from ravend.protocol.readings import readings_from
 
 #: The shared captures; RAVEND_FIXTURES or a tests/fixtures copy (for a package build) wins.
 _CANDIDATES = [os.environ.get("RAVEND_FIXTURES", ""), Path(__file__).parent / "fixtures",

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from ravend.protocol import model as m
 from ravend.protocol.commands import encode_command
-from ravend.protocol.decoder import StreamDecoder, readings_from
+from ravend.protocol.decoder import StreamDecoder
 from ravend.protocol.framer import (
     MAX_FRAGMENT_BYTES,
     MAX_PAD_BYTES,
@@ -33,6 +33,7 @@ from ravend.protocol.framer import (
     RawFragment,
 )
 from ravend.protocol.model import METER_EPOCH_OFFSET, DecodeError, Discarded, Kind
+from ravend.protocol.readings import readings_from
 
 EXAMPLES = int(os.environ.get("RAVEND_FUZZ_EXAMPLES", "250"))
 FUZZ = settings(

@@ -14,7 +14,6 @@ start appears first, the earlier fragment was cut off and is reported as discard
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ravend.protocol.model import Discarded
@@ -73,13 +72,6 @@ class RawFragment:
 
 Event = RawFragment | Discarded
 
-#: An optional shortcut for common fragments: given the buffer and a position where the fragment
-#: (after blanks or NULs, which are line noise) may start, return (end position, decoded value)
-#: when the complete fragment is there in its usual shape, else None (the general path frames
-#: it). The decoder supplies these; the framer only calls them, so that a well-formed demand
-#: fragment is scanned once instead of three times.
-FastPath = Callable[[bytearray, int], "tuple[int, object] | None"]
-
 
 def _is_noise(data: bytes | bytearray) -> bool:
     """Whitespace and NULs between fragments are normal line noise, not worth a log line."""
@@ -91,22 +83,18 @@ class Framer:
 
     ``feed(data)`` returns every event completed by ``data``; ``feed(b"")`` means end of stream and
     reports a half-received fragment as discarded. After ``reset()`` the framer behaves as new,
-    which the device layer does on every (re)open. With fast paths, well-formed common fragments
-    come out already decoded instead of as RawFragment.
+    which the device layer does on every (re)open.
+
+    ``feed`` is ``push``, then ``step`` until it needs more input, then ``trim``. A caller that
+    can take some fragments itself in one pass (ravend/protocol/decoder.py's StreamDecoder) runs
+    those steps on its own: between steps, where ``position`` is a fragment's start (``opened``
+    names its tag, or None between fragments), it may read the ``buffer`` from there and
+    ``skip_to`` the end of what it took; the framer carries on after it.
     """
 
-    __slots__ = ("_buf", "_close", "_fast", "_finish", "_last_fast", "_pos", "_scan_from",
-                 "_tag")
+    __slots__ = ("_buf", "_close", "_pos", "_scan_from", "_tag")
 
-    def __init__(self, fast: Mapping[str, FastPath] | None = None,
-                 finish: Callable[[RawFragment], object] | None = None) -> None:
-        self._fast: Mapping[str, FastPath] = fast or {}
-        # What becomes of a fragment framed the general way (the decoder passes `decode`, so
-        # that every event comes out in one list, in order, without a second pass).
-        self._finish = finish
-        # Fragments come in runs of one kind (demand after demand): try the last shortcut
-        # that worked before searching for a start tag at all.
-        self._last_fast: FastPath | None = None
+    def __init__(self) -> None:
         self.reset()
 
     def __repr__(self) -> str:
@@ -122,6 +110,21 @@ class Framer:
         """A fragment (or its start tag) is half received: an end of stream now would cut it."""
         return self._tag is not None or b"<" in self._buf[self._pos :]
 
+    @property
+    def buffer(self) -> bytearray:
+        """The bytes held; those before ``position`` are consumed (valid until the next feed)."""
+        return self._buf
+
+    @property
+    def position(self) -> int:
+        """Where the unconsumed bytes start: the start of the ``opened`` fragment, if any."""
+        return self._pos
+
+    @property
+    def opened(self) -> str | None:
+        """The root tag of the fragment started at ``position`` and not yet complete."""
+        return self._tag
+
     def reset(self) -> None:
         self._buf = bytearray()
         self._pos = 0  # bytes before this are consumed (cut away at the end of each feed)
@@ -130,31 +133,41 @@ class Framer:
         self._scan_from = 0  # how far the close-tag search already looked (keeps slow input linear)
 
     def feed(self, data: bytes) -> list[Event]:
-        events: list[Event] = []
         if not data:
-            rest = self._buf[self._pos :]
-            if rest and not _is_noise(rest):
-                reason = "stream ended inside a fragment" if self._tag else "stream ended in noise"
-                events.append(Discarded(reason, len(rest), bytes(rest[:PREVIEW_BYTES])))
-            self.reset()
-            return events
+            return self.finish()
+        self.push(data)
+        events: list[Event] = []
+        while self.step(events):
+            pass
+        self.trim()
+        return events
+
+    def finish(self) -> list[Event]:
+        """End of stream: report what is left unless it is blank, and start anew."""
+        events: list[Event] = []
+        rest = self._buf[self._pos :]
+        if rest and not _is_noise(rest):
+            reason = "stream ended inside a fragment" if self._tag else "stream ended in noise"
+            events.append(Discarded(reason, len(rest), bytes(rest[:PREVIEW_BYTES])))
+        self.reset()
+        return events
+
+    def push(self, data: bytes) -> None:
+        """Take more input (``step`` then finds what it completes)."""
         self._buf += data
-        while True:
-            shortcut = self._last_fast
-            if shortcut is not None and self._tag is None:
-                # The common case, a run of fragments of one kind, without the general machinery.
-                done = shortcut(self._buf, self._pos)
-                while done is not None:
-                    self._pos, value = done
-                    events.append(value)  # type: ignore[arg-type]
-                    done = shortcut(self._buf, self._pos)
-            if not self._step(events):
-                break
-        if self._pos:  # cut what was consumed once per feed, not once per fragment
+
+    def skip_to(self, end: int) -> None:
+        """The caller took the bytes from ``position`` up to ``end`` (a whole fragment that
+        starts there, the one ``opened`` names if any): the framer goes on after them."""
+        self._pos = end
+        self._tag = None
+
+    def trim(self) -> None:
+        """Drop the consumed bytes: once per feed, not once per fragment."""
+        if self._pos:
             del self._buf[: self._pos]
             self._scan_from = max(0, self._scan_from - self._pos)
             self._pos = 0
-        return events
 
     def _discard(self, events: list[Event], upto: int, reason: str) -> None:
         """Consume the buffer up to absolute position ``upto``, reporting it unless blank."""
@@ -163,8 +176,9 @@ class Framer:
             events.append(Discarded(reason, len(chunk), bytes(chunk[:PREVIEW_BYTES])))
         self._pos = upto
 
-    def _step(self, events: list[Event]) -> bool:
-        """Make one unit of progress; return False when more input is needed."""
+    def step(self, events: list[Event]) -> bool:
+        """Make one unit of progress (find a fragment's start, or its end), appending what it
+        completes to ``events``; return False when more input is needed."""
         buf = self._buf
         pos = self._pos
         if self._tag is None:
@@ -180,14 +194,6 @@ class Framer:
             tag = (m.group(1) or m.group(2)).decode("ascii")
             if start > pos:
                 self._discard(events, start, "bytes before a fragment start")
-            shortcut = self._fast.get(tag)
-            if shortcut is not None:
-                done = shortcut(buf, start)
-                if done is not None:
-                    self._pos, value = done
-                    events.append(value)  # type: ignore[arg-type]
-                    self._last_fast = shortcut
-                    return True
             self._tag = tag
             self._close = b"</" + tag.encode("ascii") + b">"
             self._scan_from = start + len(tag) + 2
@@ -213,8 +219,7 @@ class Framer:
             self._scan_from = max(self._scan_from, len(buf) - _START_SPAN)
             return False
         stop = end + len(self._close)
-        raw = RawFragment(self._tag, bytes(buf[pos:stop]))
-        events.append(raw if self._finish is None else self._finish(raw))  # type: ignore[arg-type]
+        events.append(RawFragment(self._tag, bytes(buf[pos:stop])))
         self._pos = stop
         self._tag = None
         return True

@@ -9,7 +9,8 @@ loses nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
@@ -400,7 +401,8 @@ class DecodeError:
     tag: str
     field: str | None
     reason: str
-    raw: bytes = field(repr=False, default=b"")
+    # dataclasses.field in full: to a type checker, the attribute above shadows the short name.
+    raw: bytes = dataclasses.field(repr=False, default=b"")
 
     def __str__(self) -> str:
         where = f"{self.tag}.{self.field}" if self.field else self.tag
@@ -413,7 +415,7 @@ class Discarded:
 
     reason: str
     count: int
-    preview: bytes = field(repr=False, default=b"")
+    preview: bytes = dataclasses.field(repr=False, default=b"")
 
     def __str__(self) -> str:
         return f"discarded {self.count} bytes: {self.reason}"
