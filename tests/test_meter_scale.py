@@ -26,8 +26,8 @@ from ravend.protocol import model as m
 from ravend.protocol.decoder import readings_from
 from ravend.protocol.model import Kind, scale
 from ravend.retention import SqliteStore, update_rollups
+from ravend.serialize import reading_from_dict, reading_to_dict
 from ravend.simulator import MeterSimulator
-from ravend.sinks.base import reading_from_dict, reading_to_dict
 from ravend.sinks.mqtt_payload import parse_reading, reading_dict
 from ravend_process import ROOT, RavendProcess, wait_for, write_config
 

@@ -36,7 +36,8 @@ from ravend import __version__
 from ravend.config import ConfigError, MysqlConfig, read_secret
 from ravend.migrations import migrations, split_statements
 from ravend.protocol.model import Kind, Reading
-from ravend.sinks.base import ReadingRejected, Sink, SinkUnavailable, StateItem, dumps
+from ravend.serialize import dumps
+from ravend.sinks.base import ReadingRejected, Sink, SinkUnavailable, StateItem
 from ravend.sinks.conflicts import Key, KeyConflicts, Value, value_of
 
 log = logging.getLogger("ravend.sinks")

@@ -26,7 +26,8 @@ from typing import Any
 
 from ravend.migrations import migrations
 from ravend.protocol.model import Reading
-from ravend.sinks.base import ReadingRejected, Sink, SinkUnavailable, StateItem, dumps
+from ravend.serialize import dumps
+from ravend.sinks.base import ReadingRejected, Sink, SinkUnavailable, StateItem
 from ravend.sinks.conflicts import Key, KeyConflicts, Value, value_of
 from ravend.store_status import newest_received, store_bytes, summary
 
