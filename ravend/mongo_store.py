@@ -5,12 +5,9 @@ The twin of ravend.mqtt_client: everything that knows pymongo and BSON is here, 
 at the top: the package is optional, and ``ravend-mongo-ingest`` must be able to say that it is
 missing (ravend.mongo_ingest.check) instead of failing on import.
 
-Exactly once: the collection has a unique index on the reading's identity ``(meter_mac, kind,
-key_time)`` and a batch is written with an unordered ``insert_many``; a document whose key is
-already there fails alone with a duplicate-key error (11000), which means "already stored". When
-some documents failed as duplicates, the stored documents of those keys are looked up (one
-indexed query) and one with another value (raw, multiplier, divisor) is a conflict: the first
-value of a key is the one kept (``ravend.sinks.conflicts``).
+Its part in the ingest's exactly-once delivery (see ravend.mongo_ingest): a unique index on
+``(meter_mac, kind, key_time)``, and a write whose outcome tells apart the documents it inserted,
+those stored already with the same value (duplicates) and those stored with another (conflicts).
 
 Works with pymongo 3.11 (Debian 12) and 4.x.
 """
