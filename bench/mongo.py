@@ -44,7 +44,7 @@ for _p in (ROOT, ROOT / "tests"):
         sys.path.insert(0, str(_p))
 
 import servers  # noqa: E402  (tests/servers.py: private Mosquitto and SecantusDB)
-from ravend.mongo_ingest import INDEX_KEYS, INDEX_NAME, document  # noqa: E402
+from ravend.mongo_store import INDEX_KEYS, INDEX_NAME, document  # noqa: E402
 from ravend.mqtt_client import PAHO_VERSION, Connection, Endpoint, Message  # noqa: E402
 from ravend.protocol.model import Kind, Reading, scale  # noqa: E402
 from ravend.sinks.mqtt_payload import parse_reading, reading_payload, reading_topic  # noqa: E402

@@ -30,7 +30,7 @@ from ravend.device import CommandFailed, DeviceSession
 from ravend.protocol import model as m
 from ravend.protocol.commands import SCHEDULE_EVENTS, CommandError
 from ravend.protocol.readings import CURRENCY_CODES
-from ravend.sinks.base import fragment_body
+from ravend.serialize import fragment_body
 from ravend.sinks.mqtt_payload import without_secrets
 
 log = logging.getLogger("ravend.control")

@@ -28,40 +28,31 @@ messages, store what was received, acknowledge it, disconnect.
 
 Why not a time-series collection: MongoDB cannot put a unique index on one, and the unique key
 is what makes replays, redeliveries and several ingests harmless. See ravend-mongo-ingest(8).
+
+This module is the loop (MQTT in, batches out, acknowledgements, retries and counts); MongoDB
+itself (the collection, the documents, a write's outcome) is ravend.mongo_store, and the patch
+that keeps pymongo's threads asleep is ravend.pymongo_quiet.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import datetime as dt
 import logging
 import threading
 import time
-import warnings
-from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
-from urllib.parse import parse_qsl
 
-from ravend.config import (
-    Config,
-    ConfigError,
-    MongoConfig,
-    read_secret,
-    redact_uri,
-    scrub,
-    uri_secrets,
-)
-from ravend.protocol.model import Reading
-from ravend.sinks.conflicts import Key, KeyConflicts, Value
+from ravend.config import Config, ConfigError
+from ravend.mongo_store import MongoStore, StoreUnavailable, document
+from ravend.service import Notifier, install_signals
+from ravend.sinks.conflicts import KeyConflicts
 from ravend.sinks.mqtt_payload import PayloadError, parse_reading, parse_reading_topic
+
+# ravend.mqtt_client imports paho at its top, and paho is optional: it is imported where it is
+# used, so that ``check`` can tell that it is missing instead of the import failing.
 
 log = logging.getLogger("ravend.mongo_ingest")
 
-#: Name of the unique index on the reading's identity.
-INDEX_NAME = "reading_key"
-INDEX_KEYS = [("meter_mac", 1), ("kind", 1), ("key_time", 1)]
 #: A batch is written when no message came for this long: a live stream (one message every few
 #: seconds) is stored at once, and a broker that waits for our acknowledgements (its in-flight
 #: window is full) is not kept waiting. Broker bursts arrive microseconds apart.
@@ -70,413 +61,12 @@ QUIET_GAP = 0.002
 #: connection and SIGTERM wake it at once, and the watchdog ping and an out-of-date STATUS= are
 #: timed; this is only a safety net.
 IDLE_WAIT = 60.0
-#: pymongo's kill-cursors thread runs this often here instead of every second (see
-#: ``quiet_pymongo``); the ingest leaves no cursor open for it to kill.
-KILL_CURSORS_INTERVAL = 60.0
-#: pymongo 3.x's streaming server monitor looks this often whether its check was cancelled
-#: (pymongo: every 0.5 s); pymongo 4.7+ is told to poll instead (serverMonitoringMode=poll).
-MONITOR_CANCEL_POLL = 5.0
 #: STATUS= at most this often.
 STATUS_INTERVAL = 5.0
 #: SIGTERM: how long to keep trying to store what was received before exiting.
 STOP_BUDGET = 10.0
 #: A rejected message is logged at most this often (with the count since the last line).
 REJECT_LOG_INTERVAL = 60.0
-#: Driver timeouts unless the URI sets its own: a MongoDB that is down is noticed within
-#: seconds, and a write never blocks the loop (and its watchdog pings) for long.
-DRIVER_TIMEOUTS_MS = {"serverSelectionTimeoutMS": 5000, "connectTimeoutMS": 5000,
-                      "socketTimeoutMS": 20000}
-#: Duplicate key: the reading is stored already.
-DUPLICATE_KEY = 11000
-#: Duplicates of one meter and kind spread over at most this many seconds are looked up in one
-#: range query (a redelivered backlog: contiguous times); wider, one look-up per key.
-LOOKUP_SPAN_S = 6 * 3600
-#: Write errors that no retry can fix (the collection's validator refuses the document).
-REFUSED_CODES = frozenset({121})
-_INT64 = (-(2 ** 63), 2 ** 63 - 1)
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-class StoreUnavailable(Exception):
-    """MongoDB cannot take the batch now (down, refused the login, timed out): retry later."""
-
-
-# --- documents -----------------------------------------------------------------------------------
-
-
-def bson_date(unix: float) -> dt.datetime:
-    """UTC datetime to the millisecond (a BSON date's precision), rounded, not truncated, so
-    that ``...20.512`` parsed as a float stays .512."""
-    return _EPOCH + dt.timedelta(milliseconds=round(unix * 1000))
-
-
-def document(r: Reading) -> dict[str, Any]:
-    """The MongoDB document of a reading; ValueError when BSON cannot hold it exactly."""
-    from bson.decimal128 import Decimal128, create_decimal128_context
-    from bson.int64 import Int64
-
-    for name in ("raw", "multiplier", "divisor"):
-        number = getattr(r, name)
-        if not _INT64[0] <= number <= _INT64[1]:
-            raise ValueError(f"{name}: {number} does not fit a 64-bit integer")
-    for text in (r.meter_mac, r.device_mac, r.unit):
-        text.encode("utf-8")  # a lone surrogate from JSON cannot be BSON: UnicodeEncodeError
-    exact = r.value
-    if len(exact.as_tuple().digits) > 34:  # decimal128 holds 34 significant digits
-        exact = create_decimal128_context().create_decimal(exact)
-    return {
-        "meter_mac": r.meter_mac,
-        "device_mac": r.device_mac or None,
-        "kind": r.kind.value,
-        "key_time": bson_date(r.key_time),
-        "meter_time": None if r.meter_time is None else bson_date(r.meter_time),
-        "received_at": bson_date(r.received_at),
-        "value": float(r.value),
-        "value_exact": Decimal128(exact),
-        "unit": r.unit,
-        "raw": Int64(r.raw),
-        "multiplier": r.multiplier,
-        "divisor": r.divisor,
-        "scale": Decimal128(r.scale),
-        "clock_flag": r.clock_flag,
-    }
-
-
-def reading_of(doc: dict[str, Any]) -> tuple[str, str, int]:
-    """The key (meter_mac, kind, key_time in Unix seconds) of a stored document."""
-    when = doc["key_time"]
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return doc["meter_mac"], doc["kind"], int((when - _EPOCH).total_seconds())
-
-
-def decimal_of(value: Any) -> Decimal:
-    """A stored value_exact as a Decimal."""
-    return value.to_decimal() if hasattr(value, "to_decimal") else Decimal(str(value))
-
-
-# --- the store -----------------------------------------------------------------------------------
-
-
-def uri_options(uri: str) -> set[str]:
-    """Lower-case names of the options a MongoDB URI sets."""
-    return {k.lower() for k, _ in parse_qsl(uri.partition("?")[2], keep_blank_values=True)}
-
-
-
-def _short(exc: BaseException) -> str:
-    """pymongo's messages carry the whole topology description: keep the first part."""
-    text = str(exc) or type(exc).__name__
-    for cut in (", Timeout:", " (configured timeouts", ", full error:"):
-        text = text.split(cut)[0]
-    return text[:300]
-
-
-def _has_option(name: str) -> bool:
-    """Whether this pymongo knows a MongoClient option (serverMonitoringMode: 4.7+)."""
-    from pymongo import common
-
-    return name.lower() in getattr(common, "VALIDATORS", {})
-
-
-def quiet_pymongo() -> bool:
-    """Make pymongo's background threads block between their runs instead of polling.
-
-    pymongo (3.11 to 4.x) runs its server monitor, RTT monitor and kill-cursors task (and an
-    events thread with listeners) on ``periodic_executor.PeriodicExecutor`` threads, which sleep
-    in steps of 0.5 s to notice ``wake()`` and ``close()``: two wake-ups a second per thread,
-    six in all, while nothing happens. From now on this process's new executors wait on an
-    Event that ``wake()`` and ``close()`` set, so they run when their interval is up (the
-    monitors every heartbeatFrequencyMS, 10 s), when pymongo asks for an early check (no sooner
-    than min_interval after the last run, as before), or stop at once when closed. The
-    kill-cursors task (closing cursors the application dropped, pool upkeep; every second
-    otherwise) runs every KILL_CURSORS_INTERVAL: the ingest leaves no cursor open.
-
-    pymongo 3.x (Debian 12) also streams the server monitor's hellos from MongoDB 4.4 on and
-    waits for each in 0.5 s steps, to notice a cancelled check: MONITOR_CANCEL_POLL here
-    (pymongo cancels the check after an application error; the ingest then closes the client
-    and opens a new one anyway). pymongo 4.7+ polls instead (``client_options``).
-
-    Applied once, before the first MongoClient; returns False (pymongo left as it is) if its
-    executor does not look as expected.
-    """
-    from pymongo import periodic_executor
-
-    with contextlib.suppress(ImportError):
-        from pymongo import network  # pymongo 3.x; 4.x has network_layer and the option
-
-        if isinstance(getattr(network, "_POLL_TIMEOUT", None), float):
-            network._POLL_TIMEOUT = max(network._POLL_TIMEOUT, MONITOR_CANCEL_POLL)
-
-    base = periodic_executor.PeriodicExecutor
-    if getattr(base, "_ravend_event_driven", False):
-        return True
-    should_stop = next((n for n in ("_should_stop", "_PeriodicExecutor__should_stop")
-                        if hasattr(base, n)), None)
-    probe = base(1.0, 0.5, lambda: True, "probe")
-    if should_stop is None or not all(hasattr(probe, a) for a in (
-            "_run", "wake", "close", "_event", "_interval", "_min_interval", "_stopped",
-            "_skip_sleep", "_target", "_lock", "_thread_will_exit", "_name")):
-        log.debug("pymongo's PeriodicExecutor is not as expected: left polling")
-        return False
-
-    class EventDrivenExecutor(base):  # type: ignore[misc,valid-type]
-        _ravend_event_driven = True
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._doorbell = threading.Event()
-            if self._name == "pymongo_kill_cursors_thread":
-                self._interval = max(self._interval, KILL_CURSORS_INTERVAL)
-
-        def wake(self) -> None:
-            super().wake()
-            self._doorbell.set()
-
-        def close(self, dummy: Any = None) -> None:
-            super().close(dummy)
-            self._doorbell.set()
-
-        def _run(self) -> None:
-            stop = getattr(self, should_stop)
-            while not stop():
-                try:
-                    if not self._target():
-                        self._stopped = True
-                        break
-                except BaseException:
-                    with self._lock:
-                        self._stopped = True
-                        self._thread_will_exit = True
-                    raise
-                if self._skip_sleep:
-                    self._skip_sleep = False
-                else:
-                    ran = time.monotonic()
-                    deadline = ran + self._interval
-                    # The flags are the truth; the Event only ends the wait early.
-                    while not self._stopped and not self._event:
-                        left = deadline - time.monotonic()
-                        if left <= 0:
-                            break
-                        self._doorbell.wait(left)
-                        self._doorbell.clear()
-                    rest = ran + self._min_interval - time.monotonic()
-                    if self._event and not self._stopped and rest > 0:
-                        time.sleep(rest)  # an early run, but not sooner than before
-                self._event = False
-
-    periodic_executor.PeriodicExecutor = EventDrivenExecutor
-    return True
-
-
-@dataclasses.dataclass
-class WriteOutcome:
-    inserted: int = 0
-    duplicates: int = 0  # stored already with the same value
-    refused: list[tuple[int, str]] = dataclasses.field(default_factory=list)  # (index, why)
-    #: stored already with another value: (key, kept, refused)
-    conflicts: list[tuple[Key, Value, Value]] = dataclasses.field(default_factory=list)
-
-
-def value_of_doc(doc: dict[str, Any]) -> Value:
-    return int(doc["raw"]), int(doc["multiplier"]), int(doc["divisor"])
-
-
-class MongoStore:
-    """One collection with the unique reading index; pymongo 3.11 (Debian 12) and 4.x."""
-
-    def __init__(self, cfg: MongoConfig, *, uri: str | None = None) -> None:
-        self.cfg = cfg
-        self._uri = uri
-        self._client: Any = None
-        self._collection: Any = None
-        self.description = self._describe(uri or (f"{cfg.uri_file}:" if cfg.uri_file
-                                                  else cfg.uri))
-
-    def _describe(self, uri: str) -> str:
-        return f"{redact_uri(uri).rstrip('/')}/{self.cfg.database}.{self.cfg.collection}"
-
-    def __repr__(self) -> str:
-        return f"<MongoStore {self.description} {'open' if self.is_open else 'closed'}>"
-
-    def uri(self) -> str:
-        """The URI: [mongo] uri, or the first line of uri_file, read now (ConfigError)."""
-        if self._uri is not None:
-            return self._uri
-        if self.cfg.uri_file:
-            from ravend.config import mongo_uri
-
-            text = read_secret(self.cfg.uri_file, "[mongo] uri_file")
-            try:
-                uri = mongo_uri(text)
-            except ValueError as exc:
-                raise ConfigError(f"[mongo] uri_file {self.cfg.uri_file}: expected {exc}"
-                                  ) from None
-            self.description = self._describe(uri)
-            return uri
-        return self.cfg.uri
-
-    def client_options(self, uri: str) -> dict[str, Any]:
-        given = uri_options(uri)
-        opts: dict[str, Any] = {"appname": "ravend-mongo-ingest"}
-        opts.update({k: v for k, v in DRIVER_TIMEOUTS_MS.items() if k.lower() not in given})
-        if "servermonitoringmode" not in given and _has_option("serverMonitoringMode"):
-            # A streaming monitor (MongoDB 4.4+) waits for the server's next hello in 0.5 s
-            # steps; polling asks every heartbeatFrequencyMS (10 s) and blocks in between.
-            opts["serverMonitoringMode"] = "poll"
-        return opts
-
-    def check(self) -> None:
-        """Refuse a URI the driver cannot use (ConfigError), without connecting. SRV URIs need
-        DNS to be checked, which may be down at boot: the service checks those when it
-        connects."""
-        import pymongo
-        from pymongo.errors import ConfigurationError
-
-        uri = self.uri()
-        if uri.startswith("mongodb+srv://"):
-            return
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")  # pymongo 3 only warns about a bad option value
-                pymongo.MongoClient(uri, connect=False, **self.client_options(uri)).close()
-        except (ConfigurationError, ValueError, TypeError, UserWarning) as exc:
-            raise ConfigError(f"[mongo] uri {redact_uri(uri)}:"
-                              f" {scrub(_short(exc), uri_secrets(uri))}") from None
-
-    @property
-    def is_open(self) -> bool:
-        return self._collection is not None
-
-    def open(self) -> None:
-        """Connect and make sure the unique index is there; StoreUnavailable if not now."""
-        import pymongo
-        from pymongo.errors import PyMongoError
-        from pymongo.write_concern import WriteConcern
-
-        if self.is_open:
-            return
-        try:
-            uri = self.uri()
-        except ConfigError as exc:
-            raise StoreUnavailable(str(exc)) from None
-        quiet_pymongo()
-        try:
-            self._client = pymongo.MongoClient(uri, **self.client_options(uri))
-            db = self._client[self.cfg.database]
-            # Acknowledged only once journaled, unless the URI says otherwise (w=majority ...):
-            # the broker forgets a message once we acknowledge it, so the write must last.
-            given = uri_options(uri)
-            wc = None if given & {"w", "journal", "wtimeoutms"} else WriteConcern(j=True)
-            collection = db.get_collection(self.cfg.collection, write_concern=wc)
-            self._ensure_index(collection)
-        except (PyMongoError, OSError, ValueError, TypeError) as exc:
-            self.close()
-            raise StoreUnavailable(_short(exc)) from exc
-        self._collection = collection
-
-    @staticmethod
-    def _ensure_index(collection: Any) -> None:
-        """Create the unique index unless it is there. Looked up first: a createIndexes is a
-        DDL operation that may wait for the collection behind other clients' writes."""
-        for index in collection.list_indexes():
-            if index.get("name") != INDEX_NAME:
-                continue
-            keys = [(k, int(v)) for k, v in index["key"].items()]
-            if keys != INDEX_KEYS or not index.get("unique"):
-                raise ValueError(f"{collection.full_name} has an index {INDEX_NAME} that is not"
-                                 f" unique on {', '.join(k for k, _ in INDEX_KEYS)}: drop it")
-            return
-        collection.create_index(INDEX_KEYS, unique=True, name=INDEX_NAME)
-
-    def write(self, docs: Sequence[dict[str, Any]]) -> WriteOutcome:
-        """Insert every document not stored yet. The documents get an ``_id`` the first time,
-        which they keep, so writing the same batch again after a failure is harmless."""
-        from pymongo.errors import BulkWriteError, PyMongoError
-
-        if not docs:
-            return WriteOutcome()
-        self.open()
-        try:
-            result = self._collection.insert_many(docs, ordered=False)
-            return WriteOutcome(inserted=len(result.inserted_ids))
-        except BulkWriteError as exc:
-            details = exc.details or {}
-            outcome = WriteOutcome(inserted=int(details.get("nInserted", 0)))
-            retry = []
-            duplicates: list[dict[str, Any]] = []
-            for error in details.get("writeErrors", []):
-                code = error.get("code")
-                index = int(error.get("index", -1))
-                if code == DUPLICATE_KEY and 0 <= index < len(docs):
-                    duplicates.append(docs[index])
-                elif code == DUPLICATE_KEY:
-                    outcome.duplicates += 1
-                elif code in REFUSED_CODES:
-                    outcome.refused.append((int(error.get("index", -1)),
-                                            str(error.get("errmsg", code))))
-                else:
-                    retry.append(error)
-            concern = details.get("writeConcernErrors") or []
-            if retry or concern:
-                first = (retry or concern)[0]
-                self.close()
-                raise StoreUnavailable(f"write failed: {first.get('errmsg', first)}") from None
-        except (PyMongoError, OSError) as exc:
-            self.close()
-            raise StoreUnavailable(_short(exc)) from exc
-        try:
-            self._sort_duplicates(duplicates, outcome)
-        except (PyMongoError, OSError) as exc:
-            self.close()
-            raise StoreUnavailable(_short(exc)) from exc
-        return outcome
-
-    def _sort_duplicates(self, duplicates: list[dict[str, Any]], outcome: WriteOutcome) -> None:
-        """Same key and same value (a redelivery): a duplicate; another value: a conflict."""
-        if not duplicates:
-            return
-        stored = self._stored_values(duplicates)
-        for doc in duplicates:
-            key = reading_of(doc)
-            kept = stored.get(key)
-            if kept is not None and kept != value_of_doc(doc):
-                outcome.conflicts.append((key, kept, value_of_doc(doc)))
-            else:
-                outcome.duplicates += 1
-
-    def _stored_values(self, docs: list[dict[str, Any]]) -> dict[Key, Value]:
-        """The stored values of those documents' keys. Per meter and kind, one query on the
-        unique index: equality on both and a key-time range (what a redelivered backlog
-        needs), or one look-up per key when the times are far apart. ``$or`` and ``$in`` of
-        many keys would be one query too, but SecantusDB answers them by a scan."""
-        fields = {"_id": 0, "meter_mac": 1, "kind": 1, "key_time": 1, "raw": 1,
-                  "multiplier": 1, "divisor": 1}
-        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for d in docs:
-            groups.setdefault((d["meter_mac"], d["kind"]), []).append(d)
-        found: list[dict[str, Any]] = []
-        for (meter, kind), group in groups.items():
-            times = [d["key_time"] for d in group]
-            first, last = min(times), max(times)
-            if (last - first).total_seconds() <= LOOKUP_SPAN_S:
-                found += self._collection.find({"meter_mac": meter, "kind": kind,
-                                                "key_time": {"$gte": first, "$lte": last}},
-                                               fields)
-            else:
-                for when in times:
-                    one = self._collection.find_one(
-                        {"meter_mac": meter, "kind": kind, "key_time": when}, fields)
-                    if one is not None:
-                        found.append(one)
-        return {reading_of(d): value_of_doc(d) for d in found}
-
-    def close(self) -> None:
-        client, self._client, self._collection = self._client, None, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                client.close()
 
 
 # --- the service ---------------------------------------------------------------------------------
@@ -517,8 +107,7 @@ class MongoIngest:
 
     def __init__(self, config: Config, *, store: MongoStore | None = None,
                  notifier: Any = None) -> None:
-        from ravend.mqtt_client import MANUAL_ACK
-        from ravend.service import Notifier
+        from ravend.mqtt_client import MANUAL_ACK  # paho: see the note at the imports
 
         self.config = config
         self.cfg = config.mongo
@@ -562,8 +151,6 @@ class MongoIngest:
             self._cond.notify_all()
 
     def install_signals(self) -> None:
-        from ravend.service import install_signals
-
         install_signals(self.request_stop)
 
     # --- paho's network thread ----------------------------------------------------------------

@@ -43,7 +43,8 @@ from ravend.meter_cap import MeterCap
 from ravend.plural import plural
 from ravend.protocol.model import Fragment, Kind, Reading, UnknownFragment
 from ravend.protocol.readings import readings_from
-from ravend.sinks.base import Sink, StateItem, fragment_body
+from ravend.serialize import fragment_body
+from ravend.sinks.base import Sink, StateItem
 from ravend.sinks.worker import SinkWorker
 from ravend.statelock import StateLock
 from ravend.supervisor import Supervisor, fault_point

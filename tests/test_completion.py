@@ -10,7 +10,7 @@ import pytest
 
 from bash_completion import offered
 from ravend.cli.ravenctl import parser
-from ravend.simulator import _build_parser as simulator_parser
+from ravend.cli.simulate_command import build_parser as simulator_parser
 
 
 def subparsers(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -23,7 +23,7 @@ import servers
 from mqtt_helpers import Subscriber
 from mysql_helpers import conf_keys, query
 from ravend.config import MongoConfig
-from ravend.mongo_ingest import MongoStore, document
+from ravend.mongo_store import MongoStore, document
 from ravend.mqtt_client import Message
 from ravend.protocol.model import METER_EPOCH_OFFSET
 from ravend.simulator import MeterSimulator

@@ -26,8 +26,8 @@ from ravend.maintenance import update_rollups
 from ravend.protocol import model as m
 from ravend.protocol.model import Kind, scale
 from ravend.protocol.readings import readings_from
+from ravend.serialize import reading_from_dict, reading_to_dict
 from ravend.simulator import MeterSimulator
-from ravend.sinks.base import reading_from_dict, reading_to_dict
 from ravend.sinks.mqtt_payload import parse_reading, reading_dict
 from ravend.store import SqliteStore
 from ravend_process import ROOT, RavendProcess, wait_for, write_config

@@ -24,19 +24,18 @@ import pymongo
 import pytest
 
 from ravend.config import MongoConfig, load
-from ravend.mongo_ingest import (
+from ravend.mongo_ingest import MongoIngest, subscription
+from ravend.mongo_store import (
     INDEX_NAME,
-    MongoIngest,
     MongoStore,
     StoreUnavailable,
     decimal_of,
     document,
-    quiet_pymongo,
     reading_of,
-    subscription,
 )
 from ravend.mqtt_client import MANUAL_ACK, Connection, Endpoint, Message
 from ravend.protocol.model import Kind, Reading, scale
+from ravend.pymongo_quiet import quiet_pymongo
 from ravend.simulator import MeterSimulator
 from ravend.sinks.mqtt_payload import reading_payload, reading_topic
 from ravend_process import FAST_DEVICE, RavendProcess, wait_for, write_config

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from ravend.protocol.decoder import decode
 from ravend.protocol.framer import RawFragment
 from ravend.protocol.model import KIND_UNITS, Kind, Reading, scale
-from ravend.sinks.base import StateItem, fragment_body
+from ravend.serialize import fragment_body
+from ravend.sinks.base import StateItem
 from ravend.sinks.mqtt_payload import (
     PayloadError,
     exact_text,

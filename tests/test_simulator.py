@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from ravend.cli.simulate_command import main
 from ravend.protocol.model import METER_EPOCH_OFFSET, Kind
-from ravend.simulator import QUIRKS, MeterSimulator, SentReading, main
+from ravend.simulator import QUIRKS, MeterSimulator, SentReading
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"  # copies of ../shared/fixtures (real device output)

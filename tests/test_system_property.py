@@ -101,7 +101,7 @@ def sentinel() -> bytes:
 _DECODE_CHILD = """
 import json, sys
 from ravend.protocol import StreamDecoder, readings_from, DecodeError, Discarded
-from ravend.sinks.base import reading_to_dict
+from ravend.serialize import reading_to_dict
 for line in sys.stdin:
     data = json.loads(line).encode("latin-1")
     readings, error = [], None

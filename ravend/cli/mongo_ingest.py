@@ -15,6 +15,7 @@ from ravend.config import (
     load,
     replace,
 )
+from ravend.mongo_ingest import MongoIngest, check, subscription
 
 DESCRIPTION = """\
 Store the readings that ravend publishes to MQTT in a MongoDB collection, each exactly once.
@@ -59,8 +60,6 @@ def main(argv: list[str] | None = None) -> int:
         unconfigured = companion_unconfigured(config, "mongo", " (and uri or uri_file)")
         if unconfigured:
             raise ConfigError(unconfigured)
-        from ravend.mongo_ingest import check, subscription
-
         store = check(config)
     except ConfigError as exc:
         print(f"ravend-mongo-ingest: configuration error: {exc}", file=sys.stderr)
@@ -70,7 +69,6 @@ def main(argv: list[str] | None = None) -> int:
               f" on {config.mqtt.host}:{config.mqtt.port} → {store.description})")
         return 0
 
-    from ravend.mongo_ingest import MongoIngest
     from ravend.service import setup_logging
 
     setup_logging(config.service.log_level)

@@ -20,6 +20,7 @@ from ravend.cli import (
     doctor_command,
     rejected_command,
     report_command,
+    simulate_command,
     store_commands,
 )
 from ravend.config import (
@@ -146,20 +147,15 @@ def parser() -> argparse.ArgumentParser:
     report_command.add_parser(sub, _config_args)
     rejected_command.add_parser(sub, _config_args)
 
-    sim = sub.add_parser("simulate", help="run a simulated RAVEn/EMU-2 on a pty",
-                         description="Run the meter simulator; all arguments go to it"
-                         " (see 'ravenctl simulate --help').", add_help=False)
-    sim.add_argument("args", nargs=argparse.REMAINDER)
+    simulate_command.add_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command_at = _command_index(argv)
-    if command_at is not None and argv[command_at] == "simulate":
-        from ravend.simulator import main as simulate
-
-        return simulate(argv[command_at + 1:])  # all its own (the store options mean nothing)
+    if command_at is not None and argv[command_at] == simulate_command.NAME:
+        return simulate_command.main(argv[command_at + 1:])  # its own (store options mean nothing)
     args = parser().parse_args(argv)
     _merge_top_options(args)
     if args.command == doctor_command.NAME:

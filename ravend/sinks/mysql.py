@@ -32,7 +32,8 @@ from ravend.config import ConfigError, MysqlConfig
 from ravend.db import READING_COLUMNS
 from ravend.db.mysql import DIALECT, connect, driver, explain, migrate_database, where
 from ravend.protocol.model import Kind, Reading
-from ravend.sinks.base import Sink, SinkUnavailable, StateItem, dumps
+from ravend.serialize import dumps
+from ravend.sinks.base import Sink, SinkUnavailable, StateItem
 from ravend.sinks.conflicts import Key, KeyConflicts, Value, value_of
 
 log = logging.getLogger("ravend.sinks")

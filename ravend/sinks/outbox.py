@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ravend.protocol.model import Reading
-from ravend.sinks.base import StateItem, dumps, reading_from_dict, reading_to_dict
+from ravend.serialize import dumps, reading_from_dict, reading_to_dict
+from ravend.sinks.base import StateItem
 
 #: Rows dropped at once when the cap is reached: dropping in chunks keeps the cap check cheap.
 DROP_CHUNK = 1000

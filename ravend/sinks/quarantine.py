@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ravend.protocol.model import Reading
-from ravend.sinks.base import dumps, reading_to_dict
+from ravend.serialize import dumps, reading_to_dict
 from ravend.sinks.outbox import is_corrupt
 
 FILE_NAME = "rejected.db"

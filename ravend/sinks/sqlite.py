@@ -24,7 +24,8 @@ from typing import Any
 from ravend.db import READING_COLUMNS
 from ravend.db.sqlite import DIALECT, connect, file_identity, migrate
 from ravend.protocol.model import Reading
-from ravend.sinks.base import Sink, SinkUnavailable, StateItem, dumps
+from ravend.serialize import dumps
+from ravend.sinks.base import Sink, SinkUnavailable, StateItem
 from ravend.sinks.conflicts import Key, KeyConflicts, Value, value_of
 
 log = logging.getLogger("ravend.sinks")
