@@ -46,8 +46,8 @@ for p in (ROOT, ROOT / "tests"):
         sys.path.insert(0, str(p))
 
 from ravend.config import MysqlConfig, RetentionConfig  # noqa: E402
-from ravend.maintenance import purge  # noqa: E402
 from ravend.protocol.model import KIND_UNITS, Kind, Reading, scale  # noqa: E402
+from ravend.purge import purge  # noqa: E402
 from ravend.store import MysqlStore, SqliteStore  # noqa: E402
 
 FULL, QUICK = 2_000_000, 100_000

@@ -9,7 +9,7 @@ every hour (about 4.2 million readings a year), from a fixed start, so that ever
 bench (status here, the dashboard's later) looks at the same data. The readings go straight in
 with one executemany in one transaction (never through the sink: that is the throughput row's
 business), then the hourly and daily roll-ups are computed by ravend's own maintenance code
-(``ravend.maintenance.update_rollups``), as the service would have done over the year.
+(``ravend.rollup_update.update_rollups``), as the service would have done over the year.
 
 The file is cached as ``.cache/yearstore-v<VERSION>-<days>d/ravend.db`` next to a ravend.conf
 that points at it (time zone UTC, no stick): change the generator, bump ``VERSION``, and the
@@ -100,7 +100,7 @@ def _config_text(db: Path, state_dir: Path) -> str:
 def _build(where: Path, days: int, log: Callable[[str], None]) -> int:
     from ravend.db import READING_COLUMNS
     from ravend.db.sqlite import connect, migrate
-    from ravend.maintenance import update_rollups
+    from ravend.rollup_update import update_rollups
     from ravend.store import SqliteStore
 
     db = where / "ravend.db"

@@ -40,7 +40,7 @@ DAILY_EXTRA = ("day", "time_zone")
 SAMPLE_PAGE = 5_000
 #: Pages of the first incremental_vacuum step (then sized to STEP_TARGET), and the bounds.
 VACUUM_PAGES = (128, 8, 4096)
-#: Readings whose key time roll-ups can use (see ravend.maintenance; the clock_flag column:
+#: Readings whose key time roll-ups can use (see ravend.rollup_update; the clock_flag column:
 #: sql/sqlite/003_clock_flag.sql).
 PLAUSIBLE = "(clock_flag IS NULL OR clock_flag IN ('unset', 'behind'))"
 

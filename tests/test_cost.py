@@ -25,9 +25,9 @@ from mqtt_helpers import validate_ha_sensor
 from mysql_helpers import mysql_config, query
 from ravend.cli import ravenctl
 from ravend.config import ConfigError, MqttConfig, TariffConfig, load
-from ravend.maintenance import update_rollups
 from ravend.protocol.model import KIND_UNITS, Kind, Reading, scale
 from ravend.rollup import HOUR, DemandStats, hour_period, spread, summarize_stats
+from ravend.rollup_update import update_rollups
 from ravend.running_cost import RunningCost
 from ravend.sinks.mqtt import MqttSink
 from ravend.sinks.mysql import MysqlSink

@@ -22,10 +22,10 @@ import pytest
 
 from mqtt_helpers import Subscriber, reading_messages
 from ravend.config import ConfigError, load
-from ravend.maintenance import update_rollups
 from ravend.protocol import model as m
 from ravend.protocol.model import Kind, scale
 from ravend.protocol.readings import readings_from
+from ravend.rollup_update import update_rollups
 from ravend.serialize import reading_from_dict, reading_to_dict
 from ravend.simulator import MeterSimulator
 from ravend.sinks.mqtt_payload import parse_reading, reading_dict

@@ -12,7 +12,7 @@ from mysql_helpers import execute, mysql_config, query
 from ravend.cli import ravenctl
 from ravend.config import RetentionConfig
 from ravend.db.mysql import connect, migrate, migrate_database, schema_version
-from ravend.maintenance import purge
+from ravend.purge import purge
 from ravend.sinks.base import SinkUnavailable
 from ravend.sinks.mysql import MysqlSink
 from ravend.store import MysqlStore

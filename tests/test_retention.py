@@ -19,8 +19,10 @@ import pytest
 from mysql_helpers import mysql_config, query
 from ravend.cli import ravenctl
 from ravend.config import RetentionConfig
-from ravend.maintenance import purge, update_rollups
+from ravend.maintenance import Maintenance
 from ravend.protocol.model import KIND_UNITS, METER_EPOCH_OFFSET, Kind, Reading, scale
+from ravend.purge import purge
+from ravend.rollup_update import update_rollups
 from ravend.sinks.mysql import MysqlSink
 from ravend.sinks.sqlite import SqliteSink
 from ravend.store import MysqlStore, SqliteStore, Store
@@ -307,7 +309,6 @@ def test_maintenance_thread_rolls_up_then_purges_each_store(tmp_path: Path, mari
     import logging
 
     from ravend.config import load
-    from ravend.maintenance import Maintenance
 
     state = tmp_path / "state"
     state.mkdir()
@@ -363,7 +364,6 @@ def test_maintenance_keeps_one_connection_open_between_cycles(tmp_path: Path) ->
     import os
 
     from ravend.config import load
-    from ravend.maintenance import Maintenance
 
     def fds() -> int:
         return len(os.listdir("/proc/self/fd"))
