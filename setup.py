@@ -17,7 +17,8 @@ setup(
     license="GPL-3.0-or-later",
     python_requires=">=3.11",
     # The SQL migrations live in the top-level sql/ folder and ship as the package ravend.sql.
-    packages=["ravend", "ravend.protocol", "ravend.sinks", "ravend.cli", "ravend.sql"],
+    packages=["ravend", "ravend.protocol", "ravend.sinks", "ravend.cli", "ravend.runtime",
+              "ravend.sql"],
     package_dir={"ravend.sql": "sql"},
     package_data={"ravend.sql": ["sqlite/*.sql", "mysql/*.sql"], "ravend": ["py.typed"]},
     install_requires=["pyserial"],

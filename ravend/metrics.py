@@ -17,18 +17,28 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from ravend.config import ConfigError, split_listen
-from ravend.protocol.model import Kind
+from ravend.protocol.model import Kind, Reading
 
 if TYPE_CHECKING:
     from ravend.device import DeviceSession
-    from ravend.service import Dispatcher
-    from ravend.supervisor import Supervisor
+    from ravend.runtime.supervisor import Supervisor
+    from ravend.sinks.worker import SinkWorker
 
 log = logging.getLogger("ravend.metrics")
+
+
+class Dispatcher(Protocol):
+    """What the collector reads of the service's Dispatcher (ravend.service), which the service
+    hands in: named here, so that this module does not import the service that imports it."""
+
+    workers: list[SinkWorker]
+    readings: int
+    last: dict[str, Reading]
+    latest: dict[tuple[str, Kind], Reading]
 
 #: A scrape that has not sent its request within this time is dropped (its thread ends).
 REQUEST_TIMEOUT = 10.0

@@ -54,6 +54,9 @@ from ravend.config import (
     uri_secrets,
 )
 from ravend.protocol.model import Reading
+from ravend.runtime.backoff import Backoff
+from ravend.runtime.notify import Notifier
+from ravend.runtime.signals import install_signals
 from ravend.sinks.conflicts import Key, KeyConflicts, Value
 from ravend.sinks.mqtt_payload import PayloadError, parse_reading, parse_reading_topic
 
@@ -518,7 +521,6 @@ class MongoIngest:
     def __init__(self, config: Config, *, store: MongoStore | None = None,
                  notifier: Any = None) -> None:
         from ravend.mqtt_client import MANUAL_ACK
-        from ravend.service import Notifier
 
         self.config = config
         self.cfg = config.mongo
@@ -544,9 +546,9 @@ class MongoIngest:
         self._stopping = False
         self._subscribing = False
         self._had_session = False
-        self._retry_min = config.device.reconnect_min
-        self._retry_max = config.device.reconnect_max
-        self._retry = self._retry_min
+        # Retry pauses double from [mongo] retry_min to retry_max ([device]'s when unset).
+        retry = config.retry("mongo")
+        self._backoff = Backoff(retry.minimum, retry.maximum)
         self._last_error = ""
         self._reject_logged_at = -REJECT_LOG_INTERVAL
         self._rejects_unlogged = 0
@@ -562,8 +564,6 @@ class MongoIngest:
             self._cond.notify_all()
 
     def install_signals(self) -> None:
-        from ravend.service import install_signals
-
         install_signals(self.request_stop)
 
     # --- paho's network thread ----------------------------------------------------------------
@@ -654,7 +654,7 @@ class MongoIngest:
                 self._stop.wait(min(resume_at - now, wait))
             elif not self._step(wait):
                 self.notifier.notify("STATUS=" + self.status_line())
-                resume_at = time.monotonic() + self._retry
+                resume_at = time.monotonic() + self._backoff.delay
         return self._shutdown()
 
     def _client_id(self) -> str:
@@ -807,7 +807,7 @@ class MongoIngest:
                 log.info("storing again (%s)", self.store.description)
             self.stats.up = True
             self._last_error = ""
-            self._retry = self._retry_min
+            self._backoff.reset()
         return True
 
     def _ack(self, batch: list[Item]) -> None:
@@ -825,7 +825,7 @@ class MongoIngest:
         if self.stats.up or error != self._last_error:
             log.error("%s (retrying; %d received messages kept)", error, self._waiting())
         else:
-            self._retry = min(self._retry_max, self._retry * 2)
+            self._backoff.longer()  # the same failure again: wait longer
         self.stats.up = False
         self._last_error = error
         return False
@@ -856,7 +856,7 @@ class MongoIngest:
             if not self._store(batch):
                 if time.monotonic() > deadline:
                     break
-                time.sleep(min(self._retry, 1.0))
+                time.sleep(min(self._backoff.delay, 1.0))
         if self._conn is not None:
             self._close_clean()
         left = [it for it in self._pending if it.doc is not None]

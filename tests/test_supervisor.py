@@ -2,9 +2,9 @@
 counted and restarted; one that cannot stay up stops the watchdog; `ravenctl status`, `doctor`
 and the metrics show a part that is down as down. Parts are broken for real where they can be
 (a metrics port taken, a control socket directory that cannot be written); elsewhere through
-the test-only hook RAVEND_TEST_FAULT (ravend.supervisor.fault_point), which raises inside the
-part's thread: at its (re)start, in the device thread per fragment (``fragment``), in a sink
-worker after a durable write (``stored-<sink>``).
+the test-only hook RAVEND_TEST_FAULT (ravend.runtime.supervisor.fault_point), which raises
+inside the part's thread: at its (re)start, in the device thread per fragment (``fragment``), in
+a sink worker after a durable write (``stored-<sink>``).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 import servers
+from ravend.runtime.backoff import Backoff
+from ravend.runtime.supervisor import DOWN_FAILURES, Supervisor
 from ravend.simulator import MeterSimulator
-from ravend.supervisor import DOWN_FAILURES, Backoff, Supervisor
 from ravend_process import ROOT, RavendProcess, stored_rows, wait_for, write_config
 from test_metrics import scrape, value
 from test_service import notify_socket, received

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from ravend import __version__
-from ravend.config import DEFAULT_PATH, EX_CONFIG, Config, ConfigError, load, replace
+from ravend.config import DEFAULT_PATH, EX_CONFIG, Config, ConfigError
+from ravend.runtime.config_loader import load_config, refuse
+from ravend.runtime.logs import setup_logging
 
 DESCRIPTION = """\
 Read a Rainforest Automation RAVEn (RFA-Z106) or EMU-2 meter stick and store every reading it
@@ -61,15 +63,8 @@ def parser() -> argparse.ArgumentParser:
 def configure(args: argparse.Namespace) -> Config:
     """The file and the command line's overrides, validated (ConfigError): at start and for
     each SIGHUP, which re-reads the file with the same overrides."""
-    config = load(args.config)
-    overrides: dict[str, dict[str, object]] = {}
-    if args.port:
-        overrides.setdefault("device", {})["port"] = args.port
-    if args.state_dir:
-        overrides.setdefault("service", {})["state_dir"] = args.state_dir.resolve()
-    if args.log_level:
-        overrides.setdefault("service", {})["log_level"] = args.log_level
-    return replace(config, **overrides) if overrides else config
+    return load_config(args.config, port=args.port, state_dir=args.state_dir,
+                       log_level=args.log_level)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,13 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.check_config:
             check_start(config)  # what the start checks, so that OK means it will start
     except ConfigError as exc:
-        print(f"ravend: configuration error: {exc}", file=sys.stderr)
-        return EX_CONFIG
+        return refuse("ravend", exc)
     if args.check_config:
         print(f"ravend: configuration OK ({config.source})")
         return 0
-
-    from ravend.service import setup_logging
 
     setup_logging(config.service.log_level)
     try:
@@ -173,8 +165,6 @@ def _run_daemon(config: Config, pidfile: Path, reconfigure: Callable[[], Config]
         print("ravend: --daemon needs python3-daemon (apt install python3-daemon)",
               file=sys.stderr)
         return 1
-    from ravend.service import setup_logging
-
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     context = daemon.DaemonContext(pidfile=daemon.pidfile.TimeoutPIDLockFile(str(pidfile)),
                                    stderr=sys.stderr, files_preserve=[sys.stderr.fileno()])
