@@ -40,6 +40,17 @@ def test_backoff_doubles_to_its_cap_and_resets() -> None:
         Backoff(0, 1)
 
 
+def test_backoff_longer_grows_first_and_delay_repeats_the_pause() -> None:
+    """The sink workers', the repeater's and the ingest's way: a new failure waits ``delay``
+    again, the same failure once more waits ``longer()``."""
+    b = Backoff(0.5, 3.0)
+    assert b.delay == 0.5
+    assert [b.longer() for _ in range(4)] == [1.0, 2.0, 3.0, 3.0]
+    assert b.delay == 3.0
+    b.reset()
+    assert b.delay == 0.5
+
+
 def test_a_crash_is_logged_once_with_traceback_counted_and_restarted(caplog) -> None:
     runs: list[int] = []
     release = threading.Event()

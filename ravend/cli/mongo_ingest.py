@@ -8,6 +8,7 @@ import sys
 
 from ravend import __version__
 from ravend.config import DEFAULT_PATH, EX_CONFIG, ConfigError, companion_unconfigured
+from ravend.mongo_ingest import MongoIngest, check, subscription
 from ravend.runtime.config_loader import load_config, refuse
 from ravend.runtime.logs import setup_logging
 
@@ -52,8 +53,6 @@ def main(argv: list[str] | None = None) -> int:
         unconfigured = companion_unconfigured(config, "mongo", " (and uri or uri_file)")
         if unconfigured:
             raise ConfigError(unconfigured)
-        from ravend.mongo_ingest import check, subscription
-
         store = check(config)
     except ConfigError as exc:
         return refuse("ravend-mongo-ingest", exc)
@@ -61,8 +60,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ravend-mongo-ingest: configuration OK ({config.source}; {subscription(config)}"
               f" on {config.mqtt.host}:{config.mqtt.port} → {store.description})")
         return 0
-
-    from ravend.mongo_ingest import MongoIngest
 
     setup_logging(config.service.log_level)
     # pymongo 4 logs every command and connection at debug level: keep the journal readable.

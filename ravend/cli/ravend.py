@@ -13,8 +13,13 @@ from typing import NoReturn
 
 from ravend import __version__
 from ravend.config import DEFAULT_PATH, EX_CONFIG, Config, ConfigError
+from ravend.memory import limit_malloc_arenas
+from ravend.metrics import prometheus
 from ravend.runtime.config_loader import load_config, refuse
 from ravend.runtime.logs import setup_logging
+from ravend.service import Service
+from ravend.sinks.mysql import driver as mysql_driver
+from ravend.statelock import EX_LOCKED, AlreadyRunning
 
 DESCRIPTION = """\
 Read a Rainforest Automation RAVEn (RFA-Z106) or EMU-2 meter stick and store every reading it
@@ -85,8 +90,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         logging.getLogger("ravend").error("%s", exc)
         return EX_CONFIG
-    from ravend.memory import limit_malloc_arenas
-
     limit_malloc_arenas()  # before the service's threads exist
     code = (_run_daemon(config, args.pidfile, lambda: reconfigure(args)) if args.daemon
             else _serve(config, lambda: reconfigure(args)))
@@ -119,9 +122,6 @@ def _exec_again() -> NoReturn:
 def _serve(config: Config, reconfigure: Callable[[], Config]) -> int | None:
     """Run the service; a second ravend on the same state directory: one line, exit 75.
     None: stopped to apply a reloaded configuration, to be started again."""
-    from ravend.service import Service
-    from ravend.statelock import EX_LOCKED, AlreadyRunning
-
     try:
         service = Service(config, reconfigure=reconfigure)
     except AlreadyRunning as exc:
@@ -147,12 +147,8 @@ def check_start(config: Config) -> None:
             raise ConfigError("[mqtt] enabled = yes, but python3-paho-mqtt is not installed"
                               " (apt install python3-paho-mqtt)") from None
     if config.mysql.enabled:
-        from ravend.sinks.mysql import driver
-
-        driver()  # ConfigError naming python3-mysqldb
+        mysql_driver()  # ConfigError naming python3-mysqldb
     if config.metrics.listen:
-        from ravend.metrics import prometheus
-
         prometheus()  # ConfigError naming python3-prometheus-client
 
 

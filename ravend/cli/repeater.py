@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ravend import __version__
 from ravend.config import DEFAULT_PATH, EX_CONFIG, ConfigError, companion_unconfigured
+from ravend.repeater import Repeater, make_source
 from ravend.runtime.config_loader import load_config, refuse
 from ravend.runtime.logs import setup_logging
 
@@ -57,16 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             raise ConfigError("python3-paho-mqtt is not installed"
                               " (apt install python3-paho-mqtt)") from None
-        from ravend.repeater import make_source
-
         source = make_source(config)
     except ConfigError as exc:
         return refuse("ravend-repeater", exc)
     if args.check_config:
         print(f"ravend-repeater: configuration OK ({config.source}; reading {source.description})")
         return 0
-
-    from ravend.repeater import Repeater
 
     setup_logging(config.service.log_level)
     try:
