@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("ravend.metrics")
 
 
-class Dispatcher(Protocol):
+class DispatcherView(Protocol):
     """What the collector reads of the service's Dispatcher (ravend.service), which the service
     hands in: named here, so that this module does not import the service that imports it."""
 
@@ -59,7 +59,7 @@ class ServiceCollector:
     """A prometheus_client collector over the service's own objects (duck-typed: subclassing
     prometheus_client's Collector would import it whether or not metrics are on)."""
 
-    def __init__(self, dispatcher: Dispatcher, device: DeviceSession,
+    def __init__(self, dispatcher: DispatcherView, device: DeviceSession,
                  clock: Callable[[], float] = time.time,
                  supervisor: Supervisor | None = None) -> None:
         self.dispatcher = dispatcher
@@ -200,7 +200,7 @@ class MetricsServer:
     """The HTTP endpoint over a private registry. A port that cannot be had is logged once and
     readings go on being stored: metrics are never a reason to stop logging."""
 
-    def __init__(self, listen: str, dispatcher: Dispatcher, device: DeviceSession,
+    def __init__(self, listen: str, dispatcher: DispatcherView, device: DeviceSession,
                  supervisor: Supervisor | None = None) -> None:
         client = prometheus()  # ConfigError when missing, before anything starts
         self.listen = listen
