@@ -18,7 +18,7 @@ setup(
     python_requires=">=3.11",
     # The SQL migrations live in the top-level sql/ folder and ship as the package ravend.sql.
     packages=["ravend", "ravend.protocol", "ravend.simulator", "ravend.sinks", "ravend.cli",
-              "ravend.db", "ravend.sql"],
+              "ravend.db", "ravend.runtime", "ravend.sql"],
     package_dir={"ravend.sql": "sql"},
     package_data={"ravend.sql": ["sqlite/*.sql", "mysql/*.sql"], "ravend": ["py.typed"]},
     install_requires=["pyserial"],

@@ -210,6 +210,11 @@ class ServiceConfig:
     # Meters given a Home Assistant device and metric series; readings of any further meter
     # are still stored and published. A house has one meter: many MACs are noise on the wire.
     max_meters: int = opt("tracked meters", integer, 4, low=1, high=1000)
+    # After a failure, every sink retries (replaying its outbox), the MQTT commands reconnect
+    # and a part that failed restarts after retry_min, doubling up to retry_max. Unset (None):
+    # [device] reconnect_min and reconnect_max, which set this pace before these keys existed.
+    retry_min: float | None = opt("minimum retry delay", duration, None, low=0.01, high=3600)
+    retry_max: float | None = opt("maximum retry delay", duration, None, low=0.01, high=3600)
 
 
 @dataclass(frozen=True)
@@ -228,7 +233,8 @@ class DeviceConfig:
     reply_timeout: float = opt("reply timeout", duration, 10.0, low=0.1, high=300)
     # No byte at all for this long → the link is dead (a half-open TCP link says nothing).
     silence_timeout: float = opt("silence timeout", duration, 300.0, low=1, high=86400)
-    # Reopen delays double from reconnect_min up to reconnect_max.
+    # Reopen delays double from reconnect_min up to reconnect_max. They are also the retry
+    # pace of [service], [repeater] and [mongo] where those leave retry_min or retry_max unset.
     reconnect_min: float = opt("minimum reconnect delay", duration, 1.0, low=0.01, high=3600)
     reconnect_max: float = opt("maximum reconnect delay", duration, 60.0, low=0.01, high=3600)
     # `ravenctl status` exits non-zero when the newest reading is older than this.
@@ -296,6 +302,10 @@ class RepeaterConfig:
     # Without a watermark file: publish the whole store (oldest) or only new rows (newest).
     start: str = opt("start", one_of("oldest", "newest"), "oldest")
     client_id: str = opt("client id", mqtt_client_id, "ravend-repeater-%h")
+    # After a failure of the store or the broker: retry after retry_min, doubling up to
+    # retry_max. Unset (None): [device] reconnect_min and reconnect_max, as before these keys.
+    retry_min: float | None = opt("minimum retry delay", duration, None, low=0.01, high=3600)
+    retry_max: float | None = opt("maximum retry delay", duration, None, low=0.01, high=3600)
 
 
 @dataclass(frozen=True)
@@ -446,6 +456,10 @@ class MongoConfig:
     max_batch_delay: float = opt("maximum batch delay", duration, 0.25, low=0.001, high=60)
     # Stable across restarts: the broker keeps the persistent session under this id.
     client_id: str = opt("client id", mqtt_client_id, "ravend-mongo-ingest-%h")
+    # After a failure of MongoDB or the broker: retry after retry_min, doubling up to
+    # retry_max. Unset (None): [device] reconnect_min and reconnect_max, as before these keys.
+    retry_min: float | None = opt("minimum retry delay", duration, None, low=0.01, high=3600)
+    retry_max: float | None = opt("maximum retry delay", duration, None, low=0.01, high=3600)
 
 
 _LISTEN = re.compile(
@@ -568,6 +582,19 @@ class MeterConfig:
 
 
 @dataclass(frozen=True)
+class RetryPace:
+    """The pauses of a retry loop: from minimum, doubling up to maximum (ravend.runtime.backoff)."""
+
+    minimum: float
+    maximum: float
+
+
+#: The sections with a retry pace of their own (retry_min, retry_max); [device]'s
+#: reconnect_min and reconnect_max stand in for a key they leave unset.
+RETRY_SECTIONS = ("service", "repeater", "mongo")
+
+
+@dataclass(frozen=True)
 class Config:
     service: ServiceConfig = field(default_factory=ServiceConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
@@ -585,6 +612,17 @@ class Config:
     @property
     def sqlite_path(self) -> Path:
         return self.service.state_dir / self.sqlite.path
+
+    def retry(self, section: str) -> RetryPace:
+        """The retry pace of [device] (reconnect_min, reconnect_max), or of a section of
+        RETRY_SECTIONS: its retry_min and retry_max, each, while unset, [device]'s, which set
+        the pace of every retry before those keys existed."""
+        dev = self.device
+        if section == "device":
+            return RetryPace(dev.reconnect_min, dev.reconnect_max)
+        own = getattr(self, section)
+        return RetryPace(dev.reconnect_min if own.retry_min is None else own.retry_min,
+                         dev.reconnect_max if own.retry_max is None else own.retry_max)
 
     @property
     def meter_scales(self) -> dict[str, Decimal]:
@@ -739,10 +777,29 @@ def _check_across(config: Config, path: str) -> None:
             f"{_where(path, 'device', 'reconnect_min')}: must not exceed reconnect_max "
             f"({dev.reconnect_min:g} > {dev.reconnect_max:g})"
         )
+    for section in RETRY_SECTIONS:
+        _check_retry(config, section, path)
     _check_mqtt(config.mqtt, path)
     _check_mysql(config.mysql, path)
     _check_mongo(config.mongo, path)
     _check_tariff(config.tariff, path)
+
+
+def _check_retry(config: Config, section: str, path: str) -> None:
+    """retry_min must not exceed retry_max, either of them possibly [device]'s stand-in."""
+    own, pace = getattr(config, section), config.retry(section)
+    if pace.minimum <= pace.maximum or (own.retry_min is None and own.retry_max is None):
+        return  # both unset: [device]'s own check has spoken
+    if own.retry_min is None:
+        raise ConfigError(
+            f"{_where(path, section, 'retry_max')}: must not be below [device] reconnect_min,"
+            f" which applies while retry_min is unset ({pace.minimum:g} > {pace.maximum:g})")
+    if own.retry_max is None:
+        raise ConfigError(
+            f"{_where(path, section, 'retry_min')}: must not exceed [device] reconnect_max,"
+            f" which applies while retry_max is unset ({pace.minimum:g} > {pace.maximum:g})")
+    raise ConfigError(f"{_where(path, section, 'retry_min')}: must not exceed retry_max"
+                      f" ({pace.minimum:g} > {pace.maximum:g})")
 
 
 def _check_mqtt(mq: MqttConfig, path: str) -> None:

@@ -35,6 +35,7 @@ from ravend.protocol.model import (
     InstantaneousDemand,
     MeterList,
 )
+from ravend.runtime.backoff import Backoff
 
 log = logging.getLogger("ravend.device")
 
@@ -208,7 +209,7 @@ class DeviceSession:
     # --- the reader thread ---------------------------------------------------------------------
 
     def run(self) -> None:
-        backoff = self.config.reconnect_min
+        backoff = Backoff(self.config.reconnect_min, self.config.reconnect_max)
         lost_at: float | None = None
         first_failure = ""
         while not self._stop.is_set():
@@ -221,14 +222,14 @@ class DeviceSession:
                     log.warning("device unavailable: %s (retrying, backoff up to %gs)", exc,
                                 self.config.reconnect_max)
                     first_failure = str(exc)
-                self._stop.wait(backoff)
-                backoff = min(self.config.reconnect_max, backoff * 2)
+                self._stop.wait(backoff.next())
                 continue
             if lost_at is not None:
                 log.info("device back on %s after %.0fs", port, time.monotonic() - lost_at)
             else:
                 log.info("device opened on %s", port)
-            lost_at, first_failure, backoff = None, "", self.config.reconnect_min
+            lost_at, first_failure = None, ""
+            backoff.reset()
             try:
                 self._session()
             except DeviceGone as exc:

@@ -1,7 +1,7 @@
 """The running ravend's own view of its parts, for ``ravenctl status`` and ``ravenctl doctor``.
 
 The service answers the control socket's ``health`` command with its supervisor's view
-(ravend.supervisor). Whether a ravend runs at all is told by the state directory's lock
+(ravend.runtime.supervisor). Whether a ravend runs at all is told by the state directory's lock
 (ravend.statelock), so that a ravend whose control socket is down, or does not answer, is
 reported as such rather than as "not running". Nothing here changes anything.
 """

@@ -17,18 +17,28 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from ravend.config import ConfigError, split_listen
-from ravend.protocol.model import Kind
+from ravend.protocol.model import Kind, Reading
 
 if TYPE_CHECKING:
     from ravend.device import DeviceSession
-    from ravend.service import Dispatcher
-    from ravend.supervisor import Supervisor
+    from ravend.runtime.supervisor import Supervisor
+    from ravend.sinks.worker import SinkWorker
 
 log = logging.getLogger("ravend.metrics")
+
+
+class DispatcherView(Protocol):
+    """What the collector reads of the service's Dispatcher (ravend.service), which the service
+    hands in: named here, so that this module does not import the service that imports it."""
+
+    workers: list[SinkWorker]
+    readings: int
+    last: dict[str, Reading]
+    latest: dict[tuple[str, Kind], Reading]
 
 #: A scrape that has not sent its request within this time is dropped (its thread ends).
 REQUEST_TIMEOUT = 10.0
@@ -49,7 +59,7 @@ class ServiceCollector:
     """A prometheus_client collector over the service's own objects (duck-typed: subclassing
     prometheus_client's Collector would import it whether or not metrics are on)."""
 
-    def __init__(self, dispatcher: Dispatcher, device: DeviceSession,
+    def __init__(self, dispatcher: DispatcherView, device: DeviceSession,
                  clock: Callable[[], float] = time.time,
                  supervisor: Supervisor | None = None) -> None:
         self.dispatcher = dispatcher
@@ -190,7 +200,7 @@ class MetricsServer:
     """The HTTP endpoint over a private registry. A port that cannot be had is logged once and
     readings go on being stored: metrics are never a reason to stop logging."""
 
-    def __init__(self, listen: str, dispatcher: Dispatcher, device: DeviceSession,
+    def __init__(self, listen: str, dispatcher: DispatcherView, device: DeviceSession,
                  supervisor: Supervisor | None = None) -> None:
         client = prometheus()  # ConfigError when missing, before anything starts
         self.listen = listen

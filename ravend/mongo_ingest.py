@@ -44,7 +44,9 @@ from typing import Any
 
 from ravend.config import Config, ConfigError
 from ravend.mongo_store import MongoStore, StoreUnavailable, document
-from ravend.service import Notifier, install_signals
+from ravend.runtime.backoff import Backoff
+from ravend.runtime.notify import Notifier
+from ravend.runtime.signals import install_signals
 from ravend.sinks.conflicts import KeyConflicts
 from ravend.sinks.mqtt_payload import PayloadError, parse_reading, parse_reading_topic
 
@@ -133,9 +135,9 @@ class MongoIngest:
         self._stopping = False
         self._subscribing = False
         self._had_session = False
-        self._retry_min = config.device.reconnect_min
-        self._retry_max = config.device.reconnect_max
-        self._retry = self._retry_min
+        # Retry pauses double from [mongo] retry_min to retry_max ([device]'s when unset).
+        retry = config.retry("mongo")
+        self._backoff = Backoff(retry.minimum, retry.maximum)
         self._last_error = ""
         self._reject_logged_at = -REJECT_LOG_INTERVAL
         self._rejects_unlogged = 0
@@ -241,7 +243,7 @@ class MongoIngest:
                 self._stop.wait(min(resume_at - now, wait))
             elif not self._step(wait):
                 self.notifier.notify("STATUS=" + self.status_line())
-                resume_at = time.monotonic() + self._retry
+                resume_at = time.monotonic() + self._backoff.delay
         return self._shutdown()
 
     def _client_id(self) -> str:
@@ -394,7 +396,7 @@ class MongoIngest:
                 log.info("storing again (%s)", self.store.description)
             self.stats.up = True
             self._last_error = ""
-            self._retry = self._retry_min
+            self._backoff.reset()
         return True
 
     def _ack(self, batch: list[Item]) -> None:
@@ -412,7 +414,7 @@ class MongoIngest:
         if self.stats.up or error != self._last_error:
             log.error("%s (retrying; %d received messages kept)", error, self._waiting())
         else:
-            self._retry = min(self._retry_max, self._retry * 2)
+            self._backoff.longer()  # the same failure again: wait longer
         self.stats.up = False
         self._last_error = error
         return False
@@ -443,7 +445,7 @@ class MongoIngest:
             if not self._store(batch):
                 if time.monotonic() > deadline:
                     break
-                time.sleep(min(self._retry, 1.0))
+                time.sleep(min(self._backoff.delay, 1.0))
         if self._conn is not None:
             self._close_clean()
         left = [it for it in self._pending if it.doc is not None]

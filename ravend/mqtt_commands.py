@@ -21,6 +21,7 @@ from ravend.config import MqttConfig
 from ravend.control import request_json, run_command
 from ravend.device import DeviceSession
 from ravend.mqtt_client import Connection, Message, MqttError, endpoint_from_config
+from ravend.runtime.backoff import Backoff
 
 log = logging.getLogger("ravend.mqtt.commands")
 
@@ -71,7 +72,7 @@ class MqttCommands:
             self._waiting.put_nowait(None)
 
     def _listen(self) -> None:
-        backoff = self.retry_min
+        backoff = Backoff(self.retry_min, self.retry_max)
         reported = ""
         while not self._stop.is_set():
             try:
@@ -84,11 +85,11 @@ class MqttCommands:
                 if str(exc) != reported:
                     log.warning("MQTT commands: broker unavailable: %s (retrying)", exc)
                     reported = str(exc)
-                self._stop.wait(backoff)
-                backoff = min(self.retry_max, backoff * 2)
+                self._stop.wait(backoff.next())
                 continue
             log.info("MQTT commands: listening on %s", self.filter)
-            reported, backoff = "", self.retry_min
+            reported = ""
+            backoff.reset()
             why = conn.wait_lost()
             if not self._stop.is_set():
                 log.warning("MQTT commands: connection lost: %s", why)

@@ -40,6 +40,9 @@ from ravend.db import mysql as mysql_db
 from ravend.db import sqlite as sqlite_db
 from ravend.plural import plural
 from ravend.protocol.model import Kind, Reading, scale
+from ravend.runtime.backoff import Backoff
+from ravend.runtime.notify import Notifier
+from ravend.runtime.signals import install_signals
 from ravend.sinks.base import SinkUnavailable, StateItem
 
 log = logging.getLogger("ravend.repeater")
@@ -390,8 +393,7 @@ class Repeater:
 
     def __init__(self, config: Config, *, source: Source | None = None,
                  sink: Any = None, notifier: Any = None) -> None:
-        from ravend.service import Notifier
-        from ravend.sinks.mqtt import MqttSink
+        from ravend.sinks.mqtt import MqttSink  # python3-paho-mqtt, which the CLI checks
 
         self.config = config
         rc = config.repeater
@@ -406,10 +408,9 @@ class Repeater:
         self.stats = RepeaterStats()
         self._stop = threading.Event()
         self._opened = False
-        # Retry pauses double from [device] reconnect_min to reconnect_max, as ravend's sinks do.
-        self._retry_min = config.device.reconnect_min
-        self._retry_max = config.device.reconnect_max
-        self._retry = self._retry_min
+        # Retry pauses double from [repeater] retry_min to retry_max ([device]'s when unset).
+        retry = config.retry("repeater")
+        self._backoff = Backoff(retry.minimum, retry.maximum)
         self._last_error = ""
         self._pending_states: list[StateItem] = []
         self._watch: StoreWatch | None = None
@@ -422,8 +423,6 @@ class Repeater:
             watch.wake()
 
     def install_signals(self) -> None:
-        from ravend.service import install_signals
-
         install_signals(self.request_stop)
 
     # --- loop ---------------------------------------------------------------------------------
@@ -552,18 +551,19 @@ class Repeater:
                 log.info("publishing again (watermark %d)", self.stats.watermark)
             self.stats.up = True
             self._last_error = ""
-            self._retry = self._retry_min
+            self._backoff.reset()
         return True
 
     def _failed(self, error: str) -> None:
         if self.stats.up or error != self._last_error:
             log.error("%s (retrying; watermark stays at %s)", error, self.stats.watermark)
+            delay = self._backoff.delay  # a new failure: retried at the pace reached so far
         else:
-            self._retry = min(self._retry_max, self._retry * 2)
+            delay = self._backoff.longer()
         self.stats.up = False
         self._last_error = error
         self.notifier.notify("STATUS=" + self.status_line())
-        self._stop.wait(self._retry)
+        self._stop.wait(delay)
 
     def status_line(self) -> str:
         parts = [f"{self.stats.published} published", f"watermark {self.stats.watermark}"]

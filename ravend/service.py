@@ -5,9 +5,9 @@ device session runs in its own thread and hands every fragment to ``Dispatcher``
 into readings and device state and gives them to each sink's worker. READY=1 is sent once the
 configuration is valid and every sink's worker is running (a sink that is down at start spools:
 the service is still ready). Every long-lived thread is a part of the ``Supervisor``
-(ravend.supervisor), which logs, counts and restarts a part that fails; WATCHDOG=1 only while
-every part is up and none keeps failing. ``<state_dir>/ravend.lock`` keeps a second ravend off
-the same state directory (ravend.statelock).
+(ravend.runtime.supervisor), which logs, counts and restarts a part that fails; WATCHDOG=1
+only while every part is up and none keeps failing. ``<state_dir>/ravend.lock`` keeps a second
+ravend off the same state directory (ravend.statelock).
 
 SIGHUP (``systemctl reload ravend``) re-reads the configuration file and validates it with the
 checks of a start (``reconfigure``). A bad file changes nothing: one error line naming the file,
@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import sys
 import threading
 import time
 import uuid
@@ -33,21 +31,25 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
 from decimal import Decimal
 from pathlib import Path
-from types import FrameType
 
 from ravend.config import Config, ConfigError
 from ravend.control import ControlServer
 from ravend.device import DeviceSession
 from ravend.maintenance import Maintenance
 from ravend.meter_cap import MeterCap
+from ravend.metrics import MetricsServer
 from ravend.plural import plural
 from ravend.protocol.model import Fragment, Kind, Reading, UnknownFragment
 from ravend.protocol.readings import readings_from
+from ravend.runtime.notify import Notifier
+from ravend.runtime.signals import install_signals
+from ravend.runtime.supervisor import Supervisor, fault_point
 from ravend.serialize import fragment_body
 from ravend.sinks.base import Sink, StateItem
+from ravend.sinks.mysql import MysqlSink
+from ravend.sinks.sqlite import SqliteSink
 from ravend.sinks.worker import SinkWorker
 from ravend.statelock import StateLock
-from ravend.supervisor import Supervisor, fault_point
 
 log = logging.getLogger("ravend")
 
@@ -57,33 +59,6 @@ STATUS_INTERVAL = 5.0
 STOP_BUDGET = 4.0
 #: Outbox cap of a sink whose config section has no spool_max_mb of its own.
 SPOOL_MAX_MB = 100.0
-
-
-class Notifier:
-    """sd_notify when NOTIFY_SOCKET is set; silent otherwise (and without python3-sdnotify)."""
-
-    def __init__(self) -> None:
-        self._notifier = None
-        if os.environ.get("NOTIFY_SOCKET"):
-            try:
-                import sdnotify
-
-                self._notifier = sdnotify.SystemdNotifier()
-            except ImportError:
-                log.warning("NOTIFY_SOCKET is set but python3-sdnotify is missing:"
-                            " install it or use Type=simple")
-
-    def notify(self, message: str) -> None:
-        if self._notifier is not None:
-            self._notifier.notify(message)
-
-    @staticmethod
-    def watchdog_interval() -> float | None:
-        usec = os.environ.get("WATCHDOG_USEC")
-        pid = os.environ.get("WATCHDOG_PID")
-        if not usec or (pid and pid != str(os.getpid())):
-            return None
-        return int(usec) / 1e6 / 2  # ping twice per period
 
 
 class Dispatcher:
@@ -150,16 +125,12 @@ def build_sinks(config: Config, start_id: str = "", meters: MeterCap | None = No
                 ) -> list[Sink]:
     sinks: list[Sink] = []
     if config.sqlite.enabled:
-        from ravend.sinks.sqlite import SqliteSink
-
         sinks.append(SqliteSink(config.sqlite_path))
     if config.mysql.enabled:
         # ConfigError (exit 78) naming python3-mysqldb when mysqlclient is missing.
-        from ravend.sinks.mysql import MysqlSink
-
         sinks.append(MysqlSink(config.mysql, start_id=start_id))
     if config.mqtt.enabled:
-        from ravend.sinks.mqtt import MqttSink
+        from ravend.sinks.mqtt import MqttSink  # python3-paho-mqtt, a Recommends
         from ravend.tariff import tariff_of
 
         sinks.append(MqttSink(config.mqtt, tariff=tariff_of(config),
@@ -191,14 +162,15 @@ class Service:
         svc = config.service
         # First: before any outbox or store is opened (AlreadyRunning: one line, exit 75).
         self.lock = StateLock(svc.state_dir).acquire()
-        self.supervisor = Supervisor(backoff_min=config.device.reconnect_min,
-                                     backoff_max=config.device.reconnect_max)
+        # [service] retry_min/max: the pace of everything but the device's reopen.
+        retry = config.retry("service")
+        self.supervisor = Supervisor(backoff_min=retry.minimum, backoff_max=retry.maximum)
         self.meters = MeterCap(svc.max_meters)  # one set for discovery and metrics
         self.workers = [
             SinkWorker(sink, svc.state_dir / f"outbox-{sink.name}.db",
                        queue_size=svc.queue_size, batch_size=svc.batch_size,
-                       max_delay=svc.commit_interval, retry_min=config.device.reconnect_min,
-                       retry_max=config.device.reconnect_max,
+                       max_delay=svc.commit_interval, retry_min=retry.minimum,
+                       retry_max=retry.maximum,
                        spool_max_mb=spool_max_mb(config, sink))
             for sink in (build_sinks(config, self.start_id, self.meters) if sinks is None
                          else sinks)
@@ -214,17 +186,15 @@ class Service:
         self.mqtt_commands = None
         if config.mqtt.enabled:
             # Commands off: still listening, to refuse each with the setting to change.
-            from ravend.mqtt_commands import MqttCommands
+            from ravend.mqtt_commands import MqttCommands  # python3-paho-mqtt, a Recommends
 
             self.mqtt_commands = MqttCommands(config.mqtt, self.device,
-                                              retry_min=config.device.reconnect_min,
-                                              retry_max=config.device.reconnect_max,
+                                              retry_min=retry.minimum,
+                                              retry_max=retry.maximum,
                                               allowed=config.mqtt.allow_commands)
         self.metrics = None
         if config.metrics.listen:
             # ConfigError naming python3-prometheus-client when it is missing.
-            from ravend.metrics import MetricsServer
-
             self.metrics = MetricsServer(config.metrics.listen, self.dispatcher, self.device,
                                          supervisor=self.supervisor)
         self.notifier = Notifier()
@@ -233,7 +203,7 @@ class Service:
         self._add_parts()
 
     def _add_parts(self) -> None:
-        """Every long-lived thread, as a supervised part (see ravend.supervisor)."""
+        """Every long-lived thread, as a supervised part (see ravend.runtime.supervisor)."""
         sup = self.supervisor
         for worker in self.workers:
             worker.on_stored.append(_stored_fault_point)
@@ -377,35 +347,3 @@ def stop_account(worker: SinkWorker) -> str:
                                            (len(worker.outbox), "in the outbox"),
                                            (stats.dropped, "dropped")) if n]
     return f"{worker.name}={stats.stored}" + (f" ({', '.join(extra)})" if extra else "")
-
-
-def install_signals(on_stop: Callable[[], object],
-                    on_reload: Callable[[], object] | None = None) -> None:
-    """SIGTERM and SIGINT stop, SIGHUP (if handled) reloads: the same for every service."""
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        on_stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    if on_reload is not None:
-        def reload(signum: int, frame: FrameType | None) -> None:
-            on_reload()
-
-        signal.signal(signal.SIGHUP, reload)
-
-
-def setup_logging(level: str) -> None:
-    """Plain lines on stderr. Into the journal (see ravend.journal) without the time, which
-    journald adds, and with each line's syslog priority, which journald files it at."""
-    from ravend.journal import JournalFormatter, stream_is_journal
-
-    handler = logging.StreamHandler(sys.stderr)
-    if stream_is_journal(sys.stderr):
-        handler.setFormatter(JournalFormatter("%(levelname)s %(message)s"))
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
-                                               "%Y-%m-%d %H:%M:%S"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ravend.config import EX_CONFIG, ConfigError, duration, load
+from ravend.config import EX_CONFIG, RETRY_SECTIONS, ConfigError, RetryPace, duration, load
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,6 +77,14 @@ def test_values_parse(tmp_path: Path) -> None:
         ("[service]\nmax_meters = 0\n", r"max_meters = '0': expected a value from 1 to 1000"),
         ("[service]\nmax_meters = 1001\n", "expected a value from 1 to 1000"),
         ("[service]\nmax_meters = many\n", "expected a whole number"),
+        ("[service]\nretry_min = 2m\nretry_max = 1m\n",
+         r"ravend.conf:2: \[service\] retry_min: must not exceed retry_max \(120 > 60\)"),
+        ("[mongo]\nretry_min = 2m\n", r"\[mongo\] retry_min: must not exceed \[device\]"
+         r" reconnect_max, which applies while retry_max is unset \(120 > 60\)"),
+        ("[device]\nreconnect_min = 10\n[repeater]\nretry_max = 5\n",
+         r"ravend.conf:4: \[repeater\] retry_max: must not be below \[device\] reconnect_min"),
+        ("[repeater]\nretry_min = 0\n", r"retry_min = '0': expected a value from 0.01 to 3600"),
+        ("[service]\nretry_max = soon\n", "expected a duration"),
     ],
 )
 def test_bad_values_refused_in_one_line(tmp_path: Path, text: str, expected: str) -> None:
@@ -85,6 +93,38 @@ def test_bad_values_refused_in_one_line(tmp_path: Path, text: str, expected: str
         load(path)
     assert "\n" not in str(info.value)
     assert str(path) in str(info.value)
+
+
+def test_retry_pace_defaults_to_the_device_pace(tmp_path: Path) -> None:
+    """[service], [repeater] and [mongo] retry at 1 s doubling to 60 s, as the device reopens."""
+    for config in (load(tmp_path / "absent.conf"), load(write(tmp_path, "[service]\n"))):
+        assert config.retry("device") == RetryPace(1.0, 60.0)
+        for section in RETRY_SECTIONS:
+            assert config.retry(section) == RetryPace(1.0, 60.0), section
+
+
+def test_retry_keys_set_each_section_apart_from_the_device(tmp_path: Path) -> None:
+    path = write(tmp_path, "[service]\nretry_min = 2s\nretry_max = 2m\n"
+                 "[repeater]\nretry_min = 250ms\nretry_max = 5\n"
+                 "[mongo]\nretry_min = 3\nretry_max = 1h\n")
+    config = load(path)
+    assert config.retry("device") == RetryPace(1.0, 60.0)
+    assert config.retry("service") == RetryPace(2.0, 120.0)
+    assert config.retry("repeater") == RetryPace(0.25, 5.0)
+    assert config.retry("mongo") == RetryPace(3.0, 3600.0)
+
+
+def test_old_device_keys_still_pace_what_the_new_keys_leave_unset(tmp_path: Path) -> None:
+    """Before retry_min/retry_max, [device] reconnect_min/max set every retry: a file that sets
+    only them keeps that pace for the sinks and the companions; a new key overrides its half."""
+    path = write(tmp_path, "[device]\nreconnect_min = 0.1\nreconnect_max = 0.5\n"
+                 "[mongo]\nretry_max = 3\n[repeater]\nretry_min = 0.2\n")
+    config = load(path)
+    assert config.retry("device") == RetryPace(0.1, 0.5)
+    assert config.retry("service") == RetryPace(0.1, 0.5)
+    assert config.retry("mongo") == RetryPace(0.1, 3.0)
+    assert config.retry("repeater") == RetryPace(0.2, 0.5)
+    assert config.service.retry_min is None and config.mongo.retry_min is None
 
 
 def test_duration_units() -> None:

@@ -149,7 +149,7 @@ def test_elsewhere_lines_are_plain_and_timestamped(tmp_path: Path, journal_strea
 
 LEVELS_AND_TRACEBACK = """
 import logging, sys
-from ravend.service import setup_logging
+from ravend.runtime.logs import setup_logging
 setup_logging("debug")
 log = logging.getLogger("ravend")
 log.debug("a debug line")

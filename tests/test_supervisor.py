@@ -2,9 +2,9 @@
 counted and restarted; one that cannot stay up stops the watchdog; `ravenctl status`, `doctor`
 and the metrics show a part that is down as down. Parts are broken for real where they can be
 (a metrics port taken, a control socket directory that cannot be written); elsewhere through
-the test-only hook RAVEND_TEST_FAULT (ravend.supervisor.fault_point), which raises inside the
-part's thread: at its (re)start, in the device thread per fragment (``fragment``), in a sink
-worker after a durable write (``stored-<sink>``).
+the test-only hook RAVEND_TEST_FAULT (ravend.runtime.supervisor.fault_point), which raises
+inside the part's thread: at its (re)start, in the device thread per fragment (``fragment``), in
+a sink worker after a durable write (``stored-<sink>``).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 import servers
+from ravend.runtime.backoff import Backoff
+from ravend.runtime.supervisor import DOWN_FAILURES, Supervisor
 from ravend.simulator import MeterSimulator
-from ravend.supervisor import DOWN_FAILURES, Backoff, Supervisor
 from ravend_process import ROOT, RavendProcess, stored_rows, wait_for, write_config
 from test_metrics import scrape, value
 from test_service import notify_socket, received
@@ -37,6 +38,17 @@ def test_backoff_doubles_to_its_cap_and_resets() -> None:
     assert b.next() == 0.5
     with pytest.raises(ValueError):
         Backoff(0, 1)
+
+
+def test_backoff_longer_grows_first_and_delay_repeats_the_pause() -> None:
+    """The sink workers', the repeater's and the ingest's way: a new failure waits ``delay``
+    again, the same failure once more waits ``longer()``."""
+    b = Backoff(0.5, 3.0)
+    assert b.delay == 0.5
+    assert [b.longer() for _ in range(4)] == [1.0, 2.0, 3.0, 3.0]
+    assert b.delay == 3.0
+    b.reset()
+    assert b.delay == 0.5
 
 
 def test_a_crash_is_logged_once_with_traceback_counted_and_restarted(caplog) -> None:

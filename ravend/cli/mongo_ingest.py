@@ -7,15 +7,10 @@ import logging
 import sys
 
 from ravend import __version__
-from ravend.config import (
-    DEFAULT_PATH,
-    EX_CONFIG,
-    ConfigError,
-    companion_unconfigured,
-    load,
-    replace,
-)
+from ravend.config import DEFAULT_PATH, EX_CONFIG, ConfigError, companion_unconfigured
 from ravend.mongo_ingest import MongoIngest, check, subscription
+from ravend.runtime.config_loader import load_config, refuse
+from ravend.runtime.logs import setup_logging
 
 DESCRIPTION = """\
 Store the readings that ravend publishes to MQTT in a MongoDB collection, each exactly once.
@@ -54,22 +49,17 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        config = load(args.config)
-        if args.log_level:
-            config = replace(config, service={"log_level": args.log_level})
+        config = load_config(args.config, log_level=args.log_level)
         unconfigured = companion_unconfigured(config, "mongo", " (and uri or uri_file)")
         if unconfigured:
             raise ConfigError(unconfigured)
         store = check(config)
     except ConfigError as exc:
-        print(f"ravend-mongo-ingest: configuration error: {exc}", file=sys.stderr)
-        return EX_CONFIG
+        return refuse("ravend-mongo-ingest", exc)
     if args.check_config:
         print(f"ravend-mongo-ingest: configuration OK ({config.source}; {subscription(config)}"
               f" on {config.mqtt.host}:{config.mqtt.port} → {store.description})")
         return 0
-
-    from ravend.service import setup_logging
 
     setup_logging(config.service.log_level)
     # pymongo 4 logs every command and connection at debug level: keep the journal readable.

@@ -29,9 +29,8 @@ from ravend.config import (
     Config,
     ConfigError,
     ConfigUnreadable,
-    load,
-    replace,
 )
+from ravend.runtime.config_loader import load_config, refuse
 from ravend.timetext import iso_utc
 
 DESCRIPTION = """\
@@ -166,8 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         print(no_access(exc.path), file=sys.stderr)
         return EX_CONFIG
     except ConfigError as exc:
-        print(f"ravenctl: configuration error: {exc}", file=sys.stderr)
-        return EX_CONFIG
+        return refuse("ravenctl", exc)
     if args.command in device_commands.NAMES:
         return device_commands.run(args, config)
     if args.command in store_commands.NAMES:
@@ -193,10 +191,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    config = load(args.config)
-    if getattr(args, "state_dir", None):
-        config = replace(config, service={"state_dir": args.state_dir.resolve()})
-    return config
+    return load_config(args.config, state_dir=getattr(args, "state_dir", None))
 
 
 def no_access(path: str | os.PathLike[str]) -> str:

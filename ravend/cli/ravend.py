@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import NoReturn
 
 from ravend import __version__
-from ravend.config import DEFAULT_PATH, EX_CONFIG, Config, ConfigError, load, replace
+from ravend.config import DEFAULT_PATH, EX_CONFIG, Config, ConfigError
+from ravend.memory import limit_malloc_arenas
+from ravend.metrics import prometheus
+from ravend.runtime.config_loader import load_config, refuse
+from ravend.runtime.logs import setup_logging
+from ravend.service import Service
+from ravend.db.mysql import driver as mysql_driver
+from ravend.statelock import EX_LOCKED, AlreadyRunning
 
 DESCRIPTION = """\
 Read a Rainforest Automation RAVEn (RFA-Z106) or EMU-2 meter stick and store every reading it
@@ -61,15 +68,8 @@ def parser() -> argparse.ArgumentParser:
 def configure(args: argparse.Namespace) -> Config:
     """The file and the command line's overrides, validated (ConfigError): at start and for
     each SIGHUP, which re-reads the file with the same overrides."""
-    config = load(args.config)
-    overrides: dict[str, dict[str, object]] = {}
-    if args.port:
-        overrides.setdefault("device", {})["port"] = args.port
-    if args.state_dir:
-        overrides.setdefault("service", {})["state_dir"] = args.state_dir.resolve()
-    if args.log_level:
-        overrides.setdefault("service", {})["log_level"] = args.log_level
-    return replace(config, **overrides) if overrides else config
+    return load_config(args.config, port=args.port, state_dir=args.state_dir,
+                       log_level=args.log_level)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,13 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.check_config:
             check_start(config)  # what the start checks, so that OK means it will start
     except ConfigError as exc:
-        print(f"ravend: configuration error: {exc}", file=sys.stderr)
-        return EX_CONFIG
+        return refuse("ravend", exc)
     if args.check_config:
         print(f"ravend: configuration OK ({config.source})")
         return 0
-
-    from ravend.service import setup_logging
 
     setup_logging(config.service.log_level)
     try:
@@ -93,8 +90,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         logging.getLogger("ravend").error("%s", exc)
         return EX_CONFIG
-    from ravend.memory import limit_malloc_arenas
-
     limit_malloc_arenas()  # before the service's threads exist
     code = (_run_daemon(config, args.pidfile, lambda: reconfigure(args)) if args.daemon
             else _serve(config, lambda: reconfigure(args)))
@@ -127,9 +122,6 @@ def _exec_again() -> NoReturn:
 def _serve(config: Config, reconfigure: Callable[[], Config]) -> int | None:
     """Run the service; a second ravend on the same state directory: one line, exit 75.
     None: stopped to apply a reloaded configuration, to be started again."""
-    from ravend.service import Service
-    from ravend.statelock import EX_LOCKED, AlreadyRunning
-
     try:
         service = Service(config, reconfigure=reconfigure)
     except AlreadyRunning as exc:
@@ -155,12 +147,8 @@ def check_start(config: Config) -> None:
             raise ConfigError("[mqtt] enabled = yes, but python3-paho-mqtt is not installed"
                               " (apt install python3-paho-mqtt)") from None
     if config.mysql.enabled:
-        from ravend.db.mysql import driver
-
-        driver()  # ConfigError naming python3-mysqldb
+        mysql_driver()  # ConfigError naming python3-mysqldb
     if config.metrics.listen:
-        from ravend.metrics import prometheus
-
         prometheus()  # ConfigError naming python3-prometheus-client
 
 
@@ -173,8 +161,6 @@ def _run_daemon(config: Config, pidfile: Path, reconfigure: Callable[[], Config]
         print("ravend: --daemon needs python3-daemon (apt install python3-daemon)",
               file=sys.stderr)
         return 1
-    from ravend.service import setup_logging
-
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     context = daemon.DaemonContext(pidfile=daemon.pidfile.TimeoutPIDLockFile(str(pidfile)),
                                    stderr=sys.stderr, files_preserve=[sys.stderr.fileno()])

@@ -8,14 +8,10 @@ import sys
 from pathlib import Path
 
 from ravend import __version__
-from ravend.config import (
-    DEFAULT_PATH,
-    EX_CONFIG,
-    ConfigError,
-    companion_unconfigured,
-    load,
-    replace,
-)
+from ravend.config import DEFAULT_PATH, EX_CONFIG, ConfigError, companion_unconfigured
+from ravend.repeater import Repeater, make_source
+from ravend.runtime.config_loader import load_config, refuse
+from ravend.runtime.logs import setup_logging
 
 DESCRIPTION = """\
 Publish the readings that ravend stored (SQLite, or MySQL/MariaDB) to the MQTT broker of the
@@ -53,14 +49,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        config = load(args.config)
-        overrides: dict[str, dict[str, object]] = {}
-        if args.state_dir:
-            overrides["service"] = {"state_dir": args.state_dir.resolve()}
-        if args.log_level:
-            overrides.setdefault("service", {})["log_level"] = args.log_level
-        if overrides:
-            config = replace(config, **overrides)
+        config = load_config(args.config, state_dir=args.state_dir, log_level=args.log_level)
         unconfigured = companion_unconfigured(config, "repeater", " (and the broker in [mqtt])")
         if unconfigured:
             raise ConfigError(unconfigured)
@@ -69,18 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             raise ConfigError("python3-paho-mqtt is not installed"
                               " (apt install python3-paho-mqtt)") from None
-        from ravend.repeater import make_source
-
         source = make_source(config)
     except ConfigError as exc:
-        print(f"ravend-repeater: configuration error: {exc}", file=sys.stderr)
-        return EX_CONFIG
+        return refuse("ravend-repeater", exc)
     if args.check_config:
         print(f"ravend-repeater: configuration OK ({config.source}; reading {source.description})")
         return 0
-
-    from ravend.repeater import Repeater
-    from ravend.service import setup_logging
 
     setup_logging(config.service.log_level)
     try:

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from ravend.plural import plural
 from ravend.protocol.model import Reading
+from ravend.runtime.backoff import Backoff
 from ravend.sinks.base import ReadingRejected, Sink, SinkUnavailable, StateItem
 from ravend.sinks.outbox import Outbox, OutboxError, Spooled
 from ravend.sinks.quarantine import FILE_NAME as QUARANTINE_FILE
@@ -94,7 +95,7 @@ class SinkWorker:
         self._ordinals = itertools.count(self.outbox.next_ordinal)
         self._opened = False
         self._retry_at = 0.0
-        self._backoff = retry_min
+        self._backoff = Backoff(retry_min, retry_max)
         self._thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
         self._outbox_failed = False
         self._stopping = False  # the worker has taken the stop request
@@ -604,11 +605,12 @@ class SinkWorker:
         if self.stats.up or error != self.stats.last_error:
             log.error("%s: unavailable: %s (spooling to %s, retrying)", self.name, error,
                       self.outbox.path)
+            delay = self._backoff.delay  # a new failure: retried at the pace reached so far
         else:
-            self._backoff = min(self.retry_max, self._backoff * 2)
+            delay = self._backoff.longer()
         self.stats.up = False
         self.stats.last_error = error
-        self._retry_at = now + self._backoff
+        self._retry_at = now + delay
 
     def _recovered(self) -> None:
         if self.stats.last_error:
@@ -618,7 +620,7 @@ class SinkWorker:
                      " unwritable" if drops else "")
         self.stats.up = True
         self.stats.last_error = ""
-        self._backoff = self.retry_min
+        self._backoff.reset()
         self._retry_at = 0.0
 
     def _take_queued(self) -> list[Item]:

@@ -5,7 +5,7 @@ MQTT commands, metrics) that runs in a thread the supervisor owns. When an unexp
 escapes the target, or the target returns while ravend is not stopping (a thread that quietly
 ends is a death too), the failure is logged once as an error with its traceback (a repeat of the
 same error: one line without it), counted, and the part restarted after a capped exponential
-backoff (``Backoff``; reset once the part has stayed up for STABLE_AFTER seconds).
+backoff (ravend.runtime.backoff; reset once the part has stayed up for STABLE_AFTER seconds).
 
 A part that fails DOWN_FAILURES times within DOWN_WINDOW seconds *cannot stay up*: it is still
 restarted, but ``healthy()`` turns False, so the service stops its WATCHDOG=1 pings and systemd
@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ravend.plural import plural
+from ravend.runtime.backoff import Backoff
 
 log = logging.getLogger("ravend.supervisor")
 
@@ -46,25 +47,6 @@ DOWN_WINDOW = 600.0
 STABLE_AFTER = 60.0
 #: The environment variable of the test-only fault hook (see the module docstring).
 FAULT_ENV = "RAVEND_TEST_FAULT"
-
-
-class Backoff:
-    """Capped exponential backoff: ``next()`` gives minimum, then twice that, ... up to maximum;
-    ``reset()`` starts again from minimum. Reusable by every retry loop."""
-
-    def __init__(self, minimum: float, maximum: float, factor: float = 2.0) -> None:
-        if minimum <= 0 or maximum < minimum or factor < 1:
-            raise ValueError(f"bad backoff {minimum}..{maximum} x{factor}")
-        self.minimum, self.maximum, self.factor = minimum, maximum, factor
-        self._next = minimum
-
-    def next(self) -> float:
-        delay = self._next
-        self._next = min(self.maximum, self._next * self.factor)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.minimum
 
 
 class InjectedFault(RuntimeError):

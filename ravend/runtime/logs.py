@@ -1,4 +1,7 @@
-"""Log lines that journald files at their own priority.
+"""Log lines on stderr, which journald files at their own priority.
+
+Every ravend program logs through ``setup_logging``: plain timestamped lines on a terminal or
+in a file; into the journal, each line prefixed with its syslog priority and without the time.
 
 A service's stderr under systemd is a stream to journald, which stores every line at the
 stream's default priority (info) unless the line starts with a syslog level prefix such as
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import IO
 
 #: Syslog priorities (syslog(3)) of the logging levels; levels in between take the next lower
@@ -54,3 +58,17 @@ class JournalFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         prefix = f"<{syslog_priority(record.levelno)}>"
         return "\n".join(prefix + line for line in super().format(record).split("\n"))
+
+
+def setup_logging(level: str) -> None:
+    """Plain lines on stderr. Into the journal without the time, which journald adds, and with
+    each line's syslog priority, which journald files it at."""
+    handler = logging.StreamHandler(sys.stderr)
+    if stream_is_journal(sys.stderr):
+        handler.setFormatter(JournalFormatter("%(levelname)s %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
+                                               "%Y-%m-%d %H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

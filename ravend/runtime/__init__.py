@@ -1,0 +1,11 @@
+"""What every ravend program runs on, whichever it is (ravend, ravend-repeater,
+ravend-mongo-ingest, ravenctl): nothing here knows meters, sinks or stores.
+
+- ``backoff``: the one capped exponential backoff of every retry loop;
+- ``supervisor``: the threads of ravend's parts, restarted when they fail;
+- ``signals``: SIGTERM/SIGINT stop, SIGHUP reloads;
+- ``notify``: sd_notify (READY=1, STATUS=, WATCHDOG=1) under systemd;
+- ``logs``: log lines on stderr, with journald's priority prefixes when stderr is the journal;
+- ``config_loader``: a command line's configuration file, its overrides, and the one line
+  that refuses it.
+"""
