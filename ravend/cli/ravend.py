@@ -13,12 +13,12 @@ from typing import NoReturn
 
 from ravend import __version__
 from ravend.config import DEFAULT_PATH, EX_CONFIG, Config, ConfigError
+from ravend.db.mysql import driver as mysql_driver
 from ravend.memory import limit_malloc_arenas
 from ravend.metrics import prometheus
 from ravend.runtime.config_loader import load_config, refuse
 from ravend.runtime.logs import setup_logging
 from ravend.service import Service
-from ravend.db.mysql import driver as mysql_driver
 from ravend.statelock import EX_LOCKED, AlreadyRunning
 
 DESCRIPTION = """\
