@@ -1,4 +1,4 @@
-"""Fixtures that start private real servers (see tests/servers.py) for the tests.
+"""Fixtures that start private real servers (see tests/helpers/servers.py) for the tests.
 
 Shared for the whole run (session scope; a test that stops or kills one gets it started again
 after it):
@@ -25,14 +25,10 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from pathlib import Path
 
 import pytest
 
-# tests/ is not a package: make `import servers` work whatever pytest's rootdir and import mode.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import servers
+from tests.helpers import servers
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ import pytest
 
 from ravend.control import BadRequest, parse_price
 from ravend.simulator import MeterSimulator
-from ravend_process import ROOT, RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers.process import ROOT, RavendProcess, stored_rows, wait_for, write_config
 
 
 def ravenctl(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

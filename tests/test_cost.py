@@ -21,8 +21,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mqtt_helpers import validate_ha_sensor
-from mysql_helpers import mysql_config, query
 from ravend.cli import ravenctl
 from ravend.config import ConfigError, MqttConfig, TariffConfig, load
 from ravend.protocol.model import KIND_UNITS, Kind, Reading, scale
@@ -33,7 +31,9 @@ from ravend.sinks.mqtt import MqttSink
 from ravend.sinks.mysql import MysqlSink
 from ravend.sinks.sqlite import SqliteSink
 from ravend.tariff import Plan, PricePoint, Tariff, parse_periods
-from readings import DEVICE, METER
+from tests.helpers.mqtt import validate_ha_sensor
+from tests.helpers.mysql import mysql_config, query
+from tests.helpers.readings import DEVICE, METER
 
 UTC = dt.UTC
 H0 = 1_700_000_000 - 1_700_000_000 % HOUR  # an hour boundary

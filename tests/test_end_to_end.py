@@ -17,7 +17,7 @@ import pytest
 
 from ravend.protocol.model import scale
 from ravend.simulator import MeterSimulator
-from ravend_process import RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers.process import RavendProcess, stored_rows, wait_for, write_config
 
 SCENARIOS = {
     "raven": ("raven", ("nul_noise", "partial_start", "duplicates", "negative_demand",

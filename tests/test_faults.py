@@ -18,7 +18,7 @@ import pytest
 
 from ravend.protocol.model import METER_EPOCH_OFFSET
 from ravend.simulator import MeterSimulator
-from ravend_process import RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers.process import RavendProcess, stored_rows, wait_for, write_config
 
 
 def rss_kib(pid: int) -> int:

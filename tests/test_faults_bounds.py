@@ -12,11 +12,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import servers
 from ravend.simulator import MeterSimulator
-from ravend_process import RavendProcess, stored_rows, wait_for, write_config
-from test_control import ravenctl
-from test_metrics import try_scrape, value
+from tests.helpers import servers
+from tests.helpers.process import RavendProcess, stored_rows, wait_for, write_config
+from tests.test_control import ravenctl
+from tests.test_metrics import try_scrape, value
 
 METER, DEVICE = "0x0013500300aabbcc", "0xd8d5b90000001234"
 

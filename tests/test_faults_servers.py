@@ -3,7 +3,7 @@ the middle of ravend's transaction, ravend killed while MariaDB is down, wrong c
 MariaDB and for Mosquitto.
 
 Real processes only: the simulator on a pty, the real ravend subprocess, the private MariaDB and
-Mosquitto of tests/servers.py. Each test ends with the reading accounting: every reading the
+Mosquitto of tests/helpers/servers.py. Each test ends with the reading accounting: every reading the
 simulator wrote complete is in every store once (SQLite, MariaDB), or reached the subscriber
 once (MQTT).
 """
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import MySQLdb
 
-from mqtt_helpers import Subscriber, reading_messages
-from mysql_helpers import conf_keys, query
 from ravend.simulator import MeterSimulator
 from ravend.sinks.mqtt_payload import parse_reading
-from ravend_process import RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers.mqtt import Subscriber, reading_messages
+from tests.helpers.mysql import conf_keys, query
+from tests.helpers.process import RavendProcess, stored_rows, wait_for, write_config
 
 
 def mysql_keys(server, db: str) -> Counter:

@@ -11,14 +11,14 @@ import sqlite3
 import time
 from pathlib import Path
 
-from mqtt_helpers import Subscriber, reading_messages
 from ravend.simulator import MeterSimulator
 from ravend.sinks.mqtt_payload import parse_reading
 from ravend.sinks.outbox import Outbox
-from ravend_process import RavendProcess, stored_rows, wait_for, write_config
-from readings import demands
-from test_faults import keys, sent_keys
-from test_ravenctl import ravenctl
+from tests.helpers.mqtt import Subscriber, reading_messages
+from tests.helpers.process import RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers.readings import demands
+from tests.test_faults import keys, sent_keys
+from tests.test_ravenctl import ravenctl
 
 
 def start(tmp_path: Path, seed: int, name: str = "ravend",

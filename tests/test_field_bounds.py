@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from ravend.protocol.decoder import FAST_PATHS, TABLE, StreamDecoder, readings_from
 from ravend.protocol.model import METER_EPOCH_OFFSET, DecodeError
 from ravend.protocol.widths import FIELD_WIDTHS, MAX_TRAILING_DIGITS, Width
-from ravend_process import ROOT
+from tests.helpers.process import ROOT
 
 EXAMPLES = int(os.environ.get("RAVEND_FUZZ_EXAMPLES", "400"))
 BOUNDS = settings(max_examples=EXAMPLES, deadline=None,

@@ -19,9 +19,6 @@ from pathlib import Path
 import pymongo
 import pytest
 
-import servers
-from mqtt_helpers import Subscriber
-from mysql_helpers import conf_keys, query
 from ravend.config import MongoConfig
 from ravend.mongo_ingest import MongoStore, document
 from ravend.mqtt_client import Message
@@ -30,11 +27,14 @@ from ravend.simulator import MeterSimulator
 from ravend.sinks.mqtt import first_values
 from ravend.sinks.mqtt_payload import parse_reading, reading_payload, reading_topic
 from ravend.sinks.sqlite import SqliteSink
-from ravend_process import RavendProcess, stored_rows, wait_for, write_config
-from readings import demand
-from test_faults import fragment
-from test_metrics import try_scrape
-from test_mongo_ingest import IngestProcess, new_db, publisher, write_ingest_config
+from tests.helpers import servers
+from tests.helpers.mqtt import Subscriber
+from tests.helpers.mysql import conf_keys, query
+from tests.helpers.process import RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers.readings import demand
+from tests.test_faults import fragment
+from tests.test_metrics import try_scrape
+from tests.test_mongo_ingest import IngestProcess, new_db, publisher, write_ingest_config
 
 METER, DEVICE = "0x0013500300aabbcc", "0xd8d5b90000001234"
 CONFLICT_LINE = "refused the other value"

@@ -18,14 +18,14 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-import servers
 from ravend.config import ConfigError, DeviceConfig, load
 from ravend.device import DeviceSession
 from ravend.metrics import MetricsServer
 from ravend.protocol.model import Kind
 from ravend.service import Dispatcher
 from ravend.simulator import MeterSimulator
-from ravend_process import ROOT, RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers import servers
+from tests.helpers.process import ROOT, RavendProcess, stored_rows, wait_for, write_config
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ravend_process import ROOT
+from tests.helpers.process import ROOT
 
 EX_CONFIG = 78
 

@@ -39,8 +39,8 @@ from ravend.mqtt_client import MANUAL_ACK, Connection, Endpoint, Message
 from ravend.protocol.model import Kind, Reading, scale
 from ravend.simulator import MeterSimulator
 from ravend.sinks.mqtt_payload import reading_payload, reading_topic
-from ravend_process import FAST_DEVICE, RavendProcess, wait_for, write_config
-from readings import DEVICE, METER, T0
+from tests.helpers.process import FAST_DEVICE, RavendProcess, wait_for, write_config
+from tests.helpers.readings import DEVICE, METER, T0
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The broker keeps every message for an ingest that is away (Mosquitto's default is 1,000).

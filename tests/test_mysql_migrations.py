@@ -8,13 +8,13 @@ from decimal import Decimal
 
 import pytest
 
-from mysql_helpers import execute, mysql_config, query
 from ravend.cli import ravenctl
 from ravend.config import RetentionConfig
 from ravend.retention import MysqlStore, purge
 from ravend.sinks.base import SinkUnavailable
 from ravend.sinks.mysql import MysqlSink, connect, migrate, migrate_database, schema_version
-from readings import T0, demands
+from tests.helpers.mysql import execute, mysql_config, query
+from tests.helpers.readings import T0, demands
 
 # The tables as the CalPlug scripts had them on an old MySQL server, where the first TIMESTAMP
 # column silently got DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP.

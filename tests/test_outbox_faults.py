@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from mqtt_helpers import Subscriber, reading_messages
 from ravend.config import MqttConfig
 from ravend.sinks import outbox as outbox_module
 from ravend.sinks.mqtt import MqttSink
@@ -23,9 +22,10 @@ from ravend.sinks.mqtt_payload import parse_reading
 from ravend.sinks.outbox import Outbox
 from ravend.sinks.sqlite import SqliteSink
 from ravend.sinks.worker import SinkWorker
-from readings import demands
-from test_faults import small_disk  # noqa: F401 - the fixture
-from test_worker import spooled_keys, stored_keys, wait_until
+from tests.helpers.mqtt import Subscriber, reading_messages
+from tests.helpers.readings import demands
+from tests.test_faults import small_disk  # noqa: F401 - the fixture
+from tests.test_worker import spooled_keys, stored_keys, wait_until
 
 
 def aside(path: Path) -> list[Path]:

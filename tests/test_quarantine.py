@@ -18,9 +18,9 @@ from ravend.sinks.base import Sink
 from ravend.sinks.outbox import Outbox, OutboxError
 from ravend.sinks.quarantine import Quarantine
 from ravend.sinks.worker import SYSTEMATIC_AFTER, SinkWorker
-from readings import demand, demands
-from test_ravenctl import ravenctl
-from test_worker import make_worker, state, stored_keys, wait_until
+from tests.helpers.readings import demand, demands
+from tests.test_ravenctl import ravenctl
+from tests.test_worker import make_worker, state, stored_keys, wait_until
 
 TOO_WIDE = 1 << 70  # no SQLite INTEGER holds it
 

@@ -16,8 +16,8 @@ import pytest
 from ravend.protocol.model import Kind, Reading, scale
 from ravend.sinks.base import StateItem
 from ravend.sinks.sqlite import SqliteSink
-from ravend_process import ROOT
-from readings import DEVICE, METER, T0, demand, demands
+from tests.helpers.process import ROOT
+from tests.helpers.readings import DEVICE, METER, T0, demand, demands
 
 
 def ravenctl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -262,8 +262,8 @@ def test_status_as_a_user_outside_the_group_says_what_to_do(db: Path) -> None:
 
 
 def test_export_store_mysql_reads_mariadb(db: Path, tmp_path: Path, mariadb_server) -> None:
-    from mysql_helpers import conf_keys, mysql_config
     from ravend.sinks.mysql import MysqlSink
+    from tests.helpers.mysql import conf_keys, mysql_config
 
     database = mariadb_server.new_database("export_raw")
     sink = MysqlSink(mysql_config(mariadb_server, database))

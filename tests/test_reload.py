@@ -16,9 +16,9 @@ import sys
 import urllib.request
 from pathlib import Path
 
-import servers
 from ravend.simulator import MeterSimulator
-from ravend_process import ROOT, RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers import servers
+from tests.helpers.process import ROOT, RavendProcess, stored_rows, wait_for, write_config
 
 UNIT = ROOT / "systemd" / "ravend.service"
 

@@ -21,7 +21,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from mqtt_helpers import Subscriber, reading_messages, save_broker_state, validate_ha_sensor
 from ravend import retention
 from ravend.config import RetentionConfig, load
 from ravend.protocol.model import METER_EPOCH_OFFSET, Kind, Reading, scale
@@ -29,7 +28,8 @@ from ravend.repeater import SqliteSource, StoreWatch, Watermark
 from ravend.sinks.base import StateItem
 from ravend.sinks.mqtt_payload import parse_reading
 from ravend.sinks.sqlite import SqliteSink
-from readings import DEVICE, METER, T0
+from tests.helpers.mqtt import Subscriber, reading_messages, save_broker_state, validate_ha_sensor
+from tests.helpers.readings import DEVICE, METER, T0
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKER_CONFIG = "max_queued_messages 1000000"
@@ -419,9 +419,9 @@ def test_sqlite_source_reads_rows_and_states(tmp_path: Path) -> None:
 
 def test_mysql_source_reads_what_the_mysql_sink_stored(mariadb_server) -> None:
     """The MySQL path: rows written by ravend's MySQL sink, read back through its connect()."""
-    from mysql_helpers import mysql_config
     from ravend.repeater import MysqlSource
     from ravend.sinks.mysql import MysqlSink, migrate_database
+    from tests.helpers.mysql import mysql_config
 
     cfg = mysql_config(mariadb_server, mariadb_server.new_database("repeater_src"))
     migrate_database(cfg)
@@ -443,9 +443,9 @@ def test_mysql_source_reads_what_the_mysql_sink_stored(mariadb_server) -> None:
 
 
 def test_unreachable_mysql_is_unavailable_not_fatal(tmp_path: Path) -> None:
-    import servers
     from ravend.config import MysqlConfig
     from ravend.repeater import MysqlSource, SourceUnavailable
+    from tests.helpers import servers
 
     source = MysqlSource(MysqlConfig(host=servers.LOOPBACK, port=servers.free_port(),
                                      connect_timeout=2))

@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 
-from mysql_helpers import mysql_config, query
 from ravend.cli import ravenctl
 from ravend.config import RetentionConfig
 from ravend.protocol.model import KIND_UNITS, METER_EPOCH_OFFSET, Kind, Reading, scale
 from ravend.retention import MysqlStore, SqliteStore, Store, purge, update_rollups
 from ravend.sinks.mysql import MysqlSink
 from ravend.sinks.sqlite import SqliteSink
-from readings import DEVICE, METER
+from tests.helpers.mysql import mysql_config, query
+from tests.helpers.readings import DEVICE, METER
 
 DAY = 86400
 HOUR = 3600
@@ -415,7 +415,7 @@ def test_the_monotonic_id_migration_is_all_or_nothing(tmp_path: Path) -> None:
     next start migrates it whole."""
     from ravend.migrations import migrations
     from ravend.sinks.sqlite import migrate, schema_version
-    from test_repeater import version_4_store
+    from tests.test_repeater import version_4_store
 
     conn = version_4_store(tmp_path / "old.db", history(D0, 2 * HOUR))
     rows = conn.execute("SELECT *, clock_flag FROM readings ORDER BY id").fetchall()

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from ravend.simulator import MeterSimulator
-from ravend_process import ROOT, RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers.process import ROOT, RavendProcess, stored_rows, wait_for, write_config
 
 
 def notify_socket(tmp_path: Path) -> socket.socket:

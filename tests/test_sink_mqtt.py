@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from mqtt_helpers import Subscriber, reading_messages, save_broker_state, validate_ha_sensor
 from ravend.config import MqttConfig
 from ravend.mqtt_client import PAHO_VERSION
 from ravend.protocol.model import Kind, Reading, scale
@@ -24,7 +23,8 @@ from ravend.sinks.base import SinkUnavailable, StateItem
 from ravend.sinks.mqtt import MqttSink
 from ravend.sinks.mqtt_payload import parse_reading
 from ravend.sinks.worker import SinkWorker
-from readings import DEVICE, METER, demands
+from tests.helpers.mqtt import Subscriber, reading_messages, save_broker_state, validate_ha_sensor
+from tests.helpers.readings import DEVICE, METER, demands
 
 STATUS = "ravend/ravend/test-ravend/status"
 

@@ -12,7 +12,7 @@ import pytest
 from ravend.migrations import migrations
 from ravend.sinks.base import SinkUnavailable, StateItem
 from ravend.sinks.sqlite import SqliteReader, SqliteSink, connect, migrate, schema_version
-from readings import DEVICE, METER, T0, demand, demands, odd_clocks
+from tests.helpers.readings import DEVICE, METER, T0, demand, demands, odd_clocks
 
 
 @pytest.fixture()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ravend.protocol.model import METER_EPOCH_OFFSET
 from ravend.simulator import MeterSimulator
-from ravend_process import RavendProcess, wait_for, write_config
+from tests.helpers.process import RavendProcess, wait_for, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 LAST_METER_SECOND = 0xFFFFFFFE  # 0xFFFFFFFF means "not set": this is 2136-02-07 06:28:14 UTC

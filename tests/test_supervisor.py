@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-import servers
 from ravend.simulator import MeterSimulator
 from ravend.supervisor import DOWN_FAILURES, Backoff, Supervisor
-from ravend_process import ROOT, RavendProcess, stored_rows, wait_for, write_config
-from test_metrics import scrape, value
-from test_service import notify_socket, received
+from tests.helpers import servers
+from tests.helpers.process import ROOT, RavendProcess, stored_rows, wait_for, write_config
+from tests.test_metrics import scrape, value
+from tests.test_service import notify_socket, received
 
 # --- the supervisor alone (real threads) ------------------------------------------------------
 

@@ -18,7 +18,7 @@ from ravend.sinks.base import ReadingRejected, Sink, SinkUnavailable, StateItem
 from ravend.sinks.outbox import Outbox, OutboxError
 from ravend.sinks.sqlite import SqliteSink
 from ravend.sinks.worker import SinkWorker
-from readings import DEVICE, demand, demands
+from tests.helpers.readings import DEVICE, demand, demands
 
 
 def stored_keys(path: Path) -> list[int]:
