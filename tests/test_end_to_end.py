@@ -17,7 +17,8 @@ import pytest
 
 from ravend.protocol.model import scale
 from ravend.simulator import MeterSimulator
-from tests.helpers.process import RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers.process import RavendProcess, stored_rows, write_config
+from tests.helpers.wait import wait_for
 
 SCENARIOS = {
     "raven": ("raven", ("nul_noise", "partial_start", "duplicates", "negative_demand",

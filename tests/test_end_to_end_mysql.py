@@ -15,7 +15,8 @@ from pathlib import Path
 from ravend.protocol.model import scale
 from ravend.simulator import MeterSimulator
 from tests.helpers.mysql import conf_keys, query
-from tests.helpers.process import RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers.process import RavendProcess, stored_rows, write_config
+from tests.helpers.wait import wait_for
 
 ROLLUP = ("SELECT meter_mac, period_start, period_end, demand_samples, demand_avg_kw,"
           " demand_min_kw, demand_max_kw, delivered_kwh, received_kwh, energy_seconds,"

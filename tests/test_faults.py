@@ -18,7 +18,8 @@ import pytest
 
 from ravend.protocol.model import METER_EPOCH_OFFSET
 from ravend.simulator import MeterSimulator
-from tests.helpers.process import RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers.process import RavendProcess, stored_rows, write_config
+from tests.helpers.wait import wait_for
 
 
 def rss_kib(pid: int) -> int:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ravend.simulator import MeterSimulator
 from tests.helpers import servers
-from tests.helpers.process import RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers.process import RavendProcess, stored_rows, write_config
+from tests.helpers.wait import wait_for
 from tests.test_control import ravenctl
 from tests.test_metrics import try_scrape, value
 

@@ -16,7 +16,8 @@ import pytest
 
 from ravend.device import DEV_DIR_ENV
 from ravend.simulator import MeterSimulator
-from tests.helpers.process import RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers.process import RavendProcess, stored_rows, write_config
+from tests.helpers.wait import wait_for
 
 #: ravend's own reconnect backoff, as shipped ([device] reconnect_min, reconnect_max).
 RECONNECT_MIN, RECONNECT_MAX = 1.0, 60.0

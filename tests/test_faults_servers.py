@@ -22,7 +22,8 @@ from ravend.simulator import MeterSimulator
 from ravend.sinks.mqtt_payload import parse_reading
 from tests.helpers.mqtt import Subscriber, reading_messages
 from tests.helpers.mysql import conf_keys, query
-from tests.helpers.process import RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers.process import RavendProcess, stored_rows, write_config
+from tests.helpers.wait import wait_for
 
 
 def mysql_keys(server, db: str) -> Counter:

@@ -15,8 +15,9 @@ from ravend.simulator import MeterSimulator
 from ravend.sinks.mqtt_payload import parse_reading
 from ravend.sinks.outbox import Outbox
 from tests.helpers.mqtt import Subscriber, reading_messages
-from tests.helpers.process import RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers.process import RavendProcess, stored_rows, write_config
 from tests.helpers.readings import demands
+from tests.helpers.wait import wait_for
 from tests.test_faults import keys, sent_keys
 from tests.test_ravenctl import ravenctl
 

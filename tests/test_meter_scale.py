@@ -29,7 +29,8 @@ from ravend.simulator import MeterSimulator
 from ravend.sinks.base import reading_from_dict, reading_to_dict
 from ravend.sinks.mqtt_payload import parse_reading, reading_dict
 from tests.helpers.mqtt import Subscriber, reading_messages
-from tests.helpers.process import ROOT, RavendProcess, wait_for, write_config
+from tests.helpers.process import ROOT, RavendProcess, write_config
+from tests.helpers.wait import wait_for
 
 METER = "0x00135003001234ab"
 OTHER = "0x00135003001234cd"

@@ -25,7 +25,8 @@ from ravend.protocol.model import Kind
 from ravend.service import Dispatcher
 from ravend.simulator import MeterSimulator
 from tests.helpers import servers
-from tests.helpers.process import ROOT, RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers.process import ROOT, RavendProcess, stored_rows, write_config
+from tests.helpers.wait import wait_for
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from ravend.mqtt_client import Connection, Endpoint, Message
 from ravend.simulator import MeterSimulator
 from tests.helpers.mqtt import Subscriber
-from tests.helpers.process import RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers.process import RavendProcess, stored_rows, write_config
+from tests.helpers.wait import wait_for
 
 
 def publish(broker, topic: str, payload: dict) -> None:

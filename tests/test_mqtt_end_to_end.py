@@ -14,7 +14,8 @@ from pathlib import Path
 from ravend.simulator import MeterSimulator
 from ravend.sinks.mqtt_payload import parse_reading
 from tests.helpers.mqtt import Subscriber, reading_messages, save_broker_state, validate_ha_sensor
-from tests.helpers.process import RavendProcess, wait_for, write_config
+from tests.helpers.process import RavendProcess, write_config
+from tests.helpers.wait import wait_for
 
 
 def test_every_reading_reaches_the_subscriber_across_a_broker_crash(tmp_path: Path,

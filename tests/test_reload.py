@@ -18,7 +18,8 @@ from pathlib import Path
 
 from ravend.simulator import MeterSimulator
 from tests.helpers import servers
-from tests.helpers.process import ROOT, RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers.process import ROOT, RavendProcess, stored_rows, write_config
+from tests.helpers.wait import wait_for
 
 UNIT = ROOT / "systemd" / "ravend.service"
 

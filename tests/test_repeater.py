@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -29,9 +26,10 @@ from ravend.sinks.base import StateItem
 from ravend.sinks.mqtt_payload import parse_reading
 from ravend.sinks.sqlite import SqliteSink
 from tests.helpers.mqtt import Subscriber, reading_messages, save_broker_state, validate_ha_sensor
+from tests.helpers.process import RepeaterProcess
 from tests.helpers.readings import DEVICE, METER, T0
+from tests.helpers.wait import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
 BROKER_CONFIG = "max_queued_messages 1000000"
 
 
@@ -57,32 +55,6 @@ def store(db: Path, readings: list[Reading]) -> None:
     sink.close()
 
 
-class RepeaterProcess:
-    def __init__(self, config: Path, log: Path) -> None:
-        self.log_path = log
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ravend.cli.repeater", "--config", str(config)],
-                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-
 def write_config(tmp_path: Path, broker, **repeater: str) -> Path:
     state = tmp_path / "state"
     state.mkdir(exist_ok=True)
@@ -101,15 +73,6 @@ def watermark(tmp_path: Path) -> int:
         return json.loads((tmp_path / "state" / "repeater.watermark").read_text())["last_id"]
     except (FileNotFoundError, ValueError):
         return -1
-
-
-def wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
 
 
 def check_received(sub: Subscriber, readings: list[Reading], max_repeats: int = 0, *,
@@ -138,7 +101,7 @@ def drain(tmp_path: Path, broker, n: int, timeout: float, **repeater: str) -> No
         assert wait_for(lambda: watermark(tmp_path) == n, timeout), proc.log()
         assert sub.wait_for(lambda: len(reading_messages(sub)) >= n, 20)
     finally:
-        assert proc.stop() == 0, proc.log()
+        assert proc.stop().code == 0, proc.log()
         sub.stop()
     check_received(sub, readings)
     assert "Traceback" not in proc.log()
@@ -167,7 +130,7 @@ def test_kill_9_mid_drain_then_restart_leaves_no_gap(tmp_path: Path, make_mosqui
         assert sub.wait_for(lambda: len({parse_reading(m.payload).key
                                          for m in reading_messages(sub)}) >= n, 20)
     finally:
-        assert second.stop() == 0, second.log()
+        assert second.stop().code == 0, second.log()
         sub.stop()
     # At most the batch in flight at the kill (acknowledged or not) is published again.
     check_received(sub, readings, max_repeats=500)
@@ -204,7 +167,7 @@ def test_broker_outage_mid_drain(tmp_path: Path, make_mosquitto) -> None:
         assert sub.wait_for(lambda: not missing(), 30), (at_kill, missing()[:10],
                                                          len(missing()), sub.connects)
     finally:
-        assert proc.stop() == 0, proc.log()
+        assert proc.stop().code == 0, proc.log()
         sub.stop()
     # What the broker had acknowledged before it was killed is the broker's to keep: Mosquitto
     # holds it in memory and a SIGKILL loses what the subscriber had not yet taken. Everything
@@ -237,7 +200,7 @@ def test_follows_new_rows_without_busy_waiting(tmp_path: Path, mosquitto_server)
         assert wait_for(lambda: watermark(tmp_path) == 15, 5), proc.log()
         latency = time.monotonic() - started
     finally:
-        assert proc.stop() == 0
+        assert proc.stop().code == 0
         sub.stop()
     assert idle_cpu < 0.3, f"{idle_cpu:.2f} s CPU in 3 s idle"
     assert latency < 1.6, f"new rows took {latency:.2f} s"
@@ -261,7 +224,7 @@ def test_new_rows_wake_it_without_polling(tmp_path: Path, mosquitto_server) -> N
         assert wait_for(lambda: watermark(tmp_path) == 15, 5), proc.log()
         latency = time.monotonic() - started
     finally:
-        assert proc.stop() == 0
+        assert proc.stop().code == 0
     assert idle_wakeups <= 3, f"{idle_wakeups} wake-ups in 3 s idle"
     assert latency < 1.0, f"new rows took {latency:.2f} s"
 
@@ -316,7 +279,7 @@ def test_start_newest_skips_the_existing_store(tmp_path: Path, mosquitto_server)
         store(db, backlog(5, start=50))
         assert wait_for(lambda: watermark(tmp_path) == 55, 10), proc.log()
     finally:
-        assert proc.stop() == 0
+        assert proc.stop().code == 0
         sub.stop()
     check_received(sub, backlog(5, start=50))
 
@@ -339,7 +302,7 @@ def test_device_state_and_discovery_come_from_the_store(tmp_path: Path,
         assert wait_for(lambda: watermark(tmp_path) == 4, 20), proc.log()
         assert sub.wait_for(lambda: len(sub.on("homeassistant/.*")) >= 5, 5)
     finally:
-        assert proc.stop() == 0
+        assert proc.stop().code == 0
         time.sleep(0.2)
         sub.stop()
     configs = {m.topic: m.json() for m in sub.on("homeassistant/.*")}
@@ -364,7 +327,7 @@ def test_waits_for_the_store_to_appear(tmp_path: Path, mosquitto_server) -> None
         store(tmp_path / "state" / "ravend.db", backlog(3))
         assert wait_for(lambda: watermark(tmp_path) == 3, 15), proc.log()
     finally:
-        assert proc.stop() == 0
+        assert proc.stop().code == 0
     assert proc.log().count("no database yet") == 1
 
 
@@ -496,7 +459,7 @@ def test_rows_after_a_purge_of_the_highest_ids_are_published_and_rolled_up(
         assert wait_for(lambda: watermark(tmp_path) == 280, 20), proc.log()
         assert sub.wait_for(lambda: len(reading_messages(sub)) >= 280, 20)
     finally:
-        assert proc.stop() == 0, proc.log()
+        assert proc.stop().code == 0, proc.log()
         sub.stop()
     check_received(sub, old + reset + new)
     retention.run_once(lambda: retention.SqliteStore(db), RetentionConfig(time_zone="UTC"),
@@ -536,7 +499,7 @@ def test_an_existing_store_is_migrated_whole_and_the_repeater_resumes(
     try:
         assert wait_for(lambda: watermark(tmp_path) == 320, 20), proc.log()
     finally:
-        assert proc.stop() == 0, proc.log()
+        assert proc.stop().code == 0, proc.log()
     with sqlite3.connect(db) as conn:
         conn.execute("DELETE FROM readings WHERE clock_flag = 'epoch'")
         conn.execute("INSERT INTO maintenance_state VALUES ('rollup_watermark', 320)")
@@ -563,7 +526,7 @@ def test_an_existing_store_is_migrated_whole_and_the_repeater_resumes(
                             >= len(new), 20)
         time.sleep(0.5)  # a republished row would arrive with the new ones
     finally:
-        assert proc.stop() == 0, proc.log()
+        assert proc.stop().code == 0, proc.log()
         sub.stop()
     check_received(sub, new, live_only=True)
     assert "past the newest row" not in proc.log()

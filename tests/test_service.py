@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from ravend.simulator import MeterSimulator
-from tests.helpers.process import ROOT, RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers.process import ROOT, RavendProcess, stored_rows, write_config
+from tests.helpers.wait import wait_for
 
 
 def notify_socket(tmp_path: Path) -> socket.socket:

@@ -23,7 +23,8 @@ import pytest
 from ravend.simulator import MeterSimulator
 from ravend.supervisor import DOWN_FAILURES, Backoff, Supervisor
 from tests.helpers import servers
-from tests.helpers.process import ROOT, RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers.process import ROOT, RavendProcess, run_program, stored_rows, write_config
+from tests.helpers.wait import wait_for
 from tests.test_metrics import scrape, value
 from tests.test_service import notify_socket, received
 
@@ -86,8 +87,7 @@ def test_a_target_that_returns_is_a_failure_and_one_that_keeps_failing_is_down(c
 
 
 def ravenctl(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ravend.cli.ravenctl", *args, "--config",
-                           str(config)], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    return run_program("ravend.cli.ravenctl", *args, "--config", str(config))
 
 
 def parts(config: Path) -> dict[str, dict]:

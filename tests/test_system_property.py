@@ -39,7 +39,8 @@ from ravend.simulator import MeterSimulator
 from ravend.sinks.mqtt_payload import PayloadError, parse_reading
 from tests.helpers.fragment_strategies import REALISTIC, piece, render
 from tests.helpers.mqtt import Subscriber, reading_messages
-from tests.helpers.process import ROOT, RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers.process import ROOT, RavendProcess, stored_rows, write_config
+from tests.helpers.wait import wait_for
 
 Key = tuple[str, str, "int | None"]  # (meter_mac, kind, meter_time): None = host-timed
 Value = tuple[int, int, int]  # (raw, multiplier, divisor)

@@ -1,4 +1,6 @@
-"""Run the real `ravend` as a subprocess against a simulator port, as systemd would."""
+"""ravend's programs as subprocesses, as systemd runs them: ravend against a simulator port,
+the companions (repeater, mongo-ingest), and one-shot commands such as ravenctl. One wrapper
+for all, so that every test starts, stops and reads them the same way."""
 
 from __future__ import annotations
 
@@ -9,6 +11,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
+
+from tests.helpers.wait import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,38 +40,77 @@ def write_config(path: Path, state_dir: Path, port: str, **sections: dict[str, s
     return path
 
 
-class RavendProcess:
+def program_env() -> dict[str, str]:
+    """The environment every program runs in: ravend from this tree, output unbuffered."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+
+
+def run_program(module: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run one of ravend's programs (``python -m module``) to its end, output captured."""
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          env=program_env(), cwd=ROOT, timeout=timeout)
+
+
+class Stopped(NamedTuple):
+    """How a program ended on SIGTERM: its exit status and how long it took."""
+
+    code: int
+    seconds: float
+
+
+class ProgramProcess:
+    """One of ravend's long-running programs as a subprocess, as systemd runs it: ``--config``,
+    its output appended to a log file, SIGTERM to stop. The subclasses name the program."""
+
+    module = ""
+    stop_timeout = 10.0  # seconds SIGTERM is given before SIGKILL
+
     def __init__(self, config: Path, log: Path, *extra: str) -> None:
         self.config = config
         self.log_path = log
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-        self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ravend.cli.ravend", "--config", str(config), *extra],
-            stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-        )
+        with open(log, "ab") as out:  # the child holds its own copy
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", self.module, "--config", str(config), *extra],
+                stdout=out, stderr=subprocess.STDOUT, env=program_env(), cwd=ROOT,
+            )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def stop(self, timeout: float = 10.0) -> tuple[int, float]:
-        """SIGTERM; returns the exit status and how long it took."""
+    def stop(self, timeout: float | None = None) -> Stopped:
+        """SIGTERM, then SIGKILL if it has not exited within ``timeout`` (the class's bound)."""
         started = time.monotonic()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            code = self.proc.wait(timeout)
+            code = self.proc.wait(self.stop_timeout if timeout is None else timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             code = self.proc.wait()
-        self._log.close()
-        return code, time.monotonic() - started
+        return Stopped(code, time.monotonic() - started)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        self._log.close()
+
+
+class RavendProcess(ProgramProcess):
+    module = "ravend.cli.ravend"
+
+
+class RepeaterProcess(ProgramProcess):
+    module = "ravend.cli.repeater"
+
+
+class IngestProcess(ProgramProcess):
+    """The real ``ravend-mongo-ingest``."""
+
+    module = "ravend.cli.mongo_ingest"
+    stop_timeout = 20.0
+
+    def wait_subscribed(self, count: int = 1, timeout: float = 20) -> None:
+        assert wait_for(lambda: self.log().count("subscribed to") >= count, timeout), self.log()
 
 
 def stored_rows(db: Path) -> list[tuple]:
@@ -83,10 +127,3 @@ def stored_rows(db: Path) -> list[tuple]:
         conn.close()
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
