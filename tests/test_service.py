@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from ravend.simulator import MeterSimulator
-from tests.helpers.process import ROOT, RavendProcess, stored_rows, write_config
+from tests.helpers.process import ROOT, RavendProcess, running_ravend, stored_rows, write_config
 from tests.helpers.wait import wait_for
 
 
@@ -72,8 +72,8 @@ def test_sighup_reopens_the_port_without_losing_readings(tmp_path: Path) -> None
     db = tmp_path / "state" / "ravend.db"
     sim = MeterSimulator("raven", link=link, seed=4, speed=200).start()
     config = write_config(tmp_path / "ravend.conf", tmp_path / "state", link)
-    ravend = RavendProcess(config, tmp_path / "ravend.log")
-    try:
+    with running_ravend(config, tmp_path / "ravend.log",
+                        stop_within=5, then_stop=(sim.stop,)) as ravend:
         assert wait_for(lambda: len(stored_rows(db)) >= 10, 20), ravend.log()
         ravend.proc.send_signal(signal.SIGHUP)
         assert wait_for(lambda: "SIGHUP" in ravend.log(), 5)
@@ -83,10 +83,6 @@ def test_sighup_reopens_the_port_without_losing_readings(tmp_path: Path) -> None
         assert sim.drain(5)
         want = {(s.meter_mac, s.kind, s.meter_time) for s in sim.sent_readings()}
         assert wait_for(lambda: len(stored_rows(db)) >= len(want), 10)
-    finally:
-        code, took = ravend.stop()
-        sim.stop()
-    assert code == 0 and took < 5
     got = {(m, k, t) for m, k, t, *_ in stored_rows(db)}
     assert got == want
     assert ravend.proc.returncode == 0

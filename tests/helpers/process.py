@@ -4,12 +4,14 @@ for all, so that every test starts, stops and reads them the same way."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -127,3 +129,20 @@ def stored_rows(db: Path) -> list[tuple]:
         conn.close()
 
 
+@contextlib.contextmanager
+def running_ravend(config: Path, log: Path, *extra: str, stop_within: float | None = None,
+                   then_stop: Iterable[Callable[[], object]] = ()) -> Iterator[RavendProcess]:
+    """ravend for the length of a ``with`` block. At its end: SIGTERM, then ``then_stop`` (the
+    simulator, a subscriber: what fed or watched it), then the clean stop is asserted, exit
+    status 0, within ``stop_within`` seconds when given. When the block fails, everything is
+    stopped the same way and its failure is the one reported."""
+    ravend = RavendProcess(config, log, *extra)
+    try:
+        yield ravend
+    finally:
+        code, took = ravend.stop()
+        for stop in then_stop:
+            stop()
+    assert code == 0, ravend.log()
+    if stop_within is not None:
+        assert took < stop_within, f"SIGTERM took {took:.1f}s"
