@@ -1,4 +1,4 @@
-"""The fault matrix (issue 7) for the parts that need only the meter and SQLite: hostile bytes on
+"""The fault matrix for the parts that need only the meter and SQLite: hostile bytes on
 the line, a full disk under the state directory, and a meter clock that makes no sense. Each test
 ends with the reading accounting: every reading the simulator wrote complete is stored once.
 """

@@ -1,4 +1,4 @@
-"""Fault matrix, issue 16 "unbounded fields" and "costly fields", with real parts: the meter
+"""Fault matrix, the rows "unbounded fields" and "costly fields", with real parts: the meter
 simulator on a pty, the real ravend, SQLite. Fragments whose numbers are wider than the XML API
 gives them (a 16-digit TimeStamp, Demand or Multiplier, a 20-digit summation) and a PriceCluster
 with TrailingDigits 0x1000000 (a power of ten of 16 million digits) are refused at the door as

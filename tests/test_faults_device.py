@@ -1,4 +1,4 @@
-"""The fault matrix (issue 7), the stick's rows: unplugged for long, and back under another name.
+"""The fault matrix, the stick's rows: unplugged for long, and back under another name.
 
 Real processes only: the simulator on a pty behind a symlink, the real ravend subprocess, its
 SQLite store. Each test ends with the reading accounting: every reading the simulator wrote

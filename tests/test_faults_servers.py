@@ -1,4 +1,4 @@
-"""The fault matrix (issue 7), the rows with a server or ravend itself dying: MariaDB killed in
+"""The fault matrix, the rows with a server or ravend itself dying: MariaDB killed in
 the middle of ravend's transaction, ravend killed while MariaDB is down, wrong credentials for
 MariaDB and for Mosquitto.
 

@@ -1,4 +1,4 @@
-"""The real ravend with its state files under faults (issue 16): a damaged outbox at start, a
+"""The real ravend with its state files under faults: a damaged outbox at start, a
 poison row in one, and SIGTERM while a write hangs. Each ends with the reading accounting per
 sink: stored + rejected = sent, each stored once.
 """

@@ -1,4 +1,4 @@
-"""Bounds at the door (issue 16): every numeric child of every fragment in the decode table is
+"""Bounds at the door: every numeric child of every fragment in the decode table is
 read at the width the XML API gives it (ravend/protocol/widths.py), by the general path and by
 the fast paths alike. Hex of any length and any value either decodes to a value inside its
 field's width or is a decode error for that fragment; decoding never raises; nothing computed

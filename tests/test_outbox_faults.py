@@ -148,7 +148,7 @@ def fill(disk: Path) -> Path:
 
 def test_the_mqtt_worker_survives_a_full_disk_at_acknowledgement(
         tmp_path: Path, small_disk: Path, make_mosquitto) -> None:  # noqa: F811
-    """As seen in issue 16: the broker (real Mosquitto) is back, the replayed readings are
+    """The broker (real Mosquitto) is back, the replayed readings are
     published, the outbox cannot forget them (disk full). The worker lives on; once space
     returns the outbox empties and the subscriber has every reading."""
     broker = make_mosquitto()

@@ -176,7 +176,7 @@ def test_no_command_tracebacks_on_any_stored_time(db: Path) -> None:
     assert "left out of the roll-ups" in runs[6].stdout
 
 
-# --- messages and small inconsistencies (issue 17) --------------------------------------------
+# --- messages and small inconsistencies -------------------------------------------------------
 
 
 def test_options_before_the_command_are_accepted_and_the_commands_own_win(db: Path,

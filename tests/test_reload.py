@@ -1,4 +1,4 @@
-"""A changed configuration takes effect on reload (issue 17, item 3), with the real ravend.
+"""A changed configuration takes effect on reload, with the real ravend.
 
 ``systemctl reload ravend`` runs the unit's ExecReload lines in order and stops at the first
 that fails; the tests run those very lines (ravend's path and the config path swapped for the

@@ -1,4 +1,4 @@
-"""Maintenance never stalls on stored meter times (issue 16): real ravend fed by the simulator
+"""Maintenance never stalls on stored meter times: real ravend fed by the simulator
 on a real pty, real SQLite, then the real ``ravenctl`` commands on what it stored.
 
 A meter time in 2136 (the last second the meter's 2000-based uint32 clock can say) used to hold

@@ -1,4 +1,4 @@
-"""System property (issue 16): any fragment the stick may send, valid or not, costs no reading.
+"""System property: any fragment the stick may send, valid or not, costs no reading.
 
 Hypothesis generates fragments for every tag of the decoder's table, every numeric child as hex
 of any width (tests/helpers/fragment_strategies.py), mixed with noise. The meter simulator
@@ -96,8 +96,9 @@ def sentinel() -> bytes:
 
 # --- what the pure decoder accepts ----------------------------------------------------------------
 
-#: Run in a child process: a field that makes a reading costly to compute (issue 16, "costly
-#: fields") would hang this test otherwise; stderr names the piece being turned into readings.
+#: Run in a child process: a field that makes a reading costly to compute (the fault
+#: matrix's "costly fields") would hang this test otherwise; stderr names the piece being
+#: turned into readings.
 #: A piece the decoder raises on is reported as such (decode() promises never to raise).
 _DECODE_CHILD = """
 import json, sys
