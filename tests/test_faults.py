@@ -8,17 +8,17 @@ from __future__ import annotations
 import os
 import random
 import sqlite3
-import subprocess
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from ravend.protocol.model import METER_EPOCH_OFFSET
 from ravend.simulator import MeterSimulator
+from tests.helpers.accounting import keys, sent_keys
 from tests.helpers.process import RavendProcess, running_ravend, stored_rows, write_config
+from tests.helpers.readings import fragment
 from tests.helpers.wait import wait_for
 
 
@@ -27,14 +27,6 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
-
-
-def keys(rows: list[tuple]) -> Counter:
-    return Counter((m, k, t) for m, k, t, *_ in rows)
-
-
-def sent_keys(sim: MeterSimulator) -> set[tuple]:
-    return {(s.meter_mac, s.kind, s.meter_time) for s in sim.sent_readings()}
 
 
 def garbage(rng: random.Random) -> list[bytes]:
@@ -82,22 +74,6 @@ def test_garbage_on_the_line_is_survived_and_logged_per_burst(tmp_path: Path) ->
     assert 1 <= log.count("skipped") <= len(garbage(rng)) + 2, log
     assert "Traceback" not in log
     assert grown < 20 * 1024, f"RSS grew by {grown} KiB"
-
-
-@pytest.fixture()
-def small_disk(tmp_path: Path):
-    """A 16 MB tmpfs as the state directory: a disk that fills up (needs root). Not smaller:
-    while it is full, the WAL cannot be checkpointed (that needs room too), so once space
-    returns the writes replayed meanwhile grow it by a few MB before its next checkpoint."""
-    mount = tmp_path / "state"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.fail(f"cannot mount a small tmpfs for the disk-full test: {done.stderr.strip()}"
-                    " (run the suite as root, as make check does)")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_full_disk_is_reported_and_recovers(tmp_path: Path, small_disk: Path) -> None:
@@ -204,13 +180,6 @@ def test_full_disk_and_a_full_queue_drop_the_oldest_counted(tmp_path: Path,
     assert 0 < dropped == len(sent) - len(stored), (dropped, len(sent), len(stored))
     newest = max(sent, key=lambda key: key[2])
     assert newest in stored
-
-
-def fragment(meter: str, device: str, stamp: int, demand: int) -> bytes:
-    return (f"<InstantaneousDemand>\r\n  <DeviceMacId>{device}</DeviceMacId>\r\n"
-            f"  <MeterMacId>{meter}</MeterMacId>\r\n  <TimeStamp>0x{stamp:08x}</TimeStamp>\r\n"
-            f"  <Demand>0x{demand:06x}</Demand>\r\n  <Multiplier>0x00000001</Multiplier>\r\n"
-            "  <Divisor>0x000003e8</Divisor>\r\n</InstantaneousDemand>\r\n").encode()
 
 
 def clock_flags(db: Path) -> dict[tuple, str | None]:

@@ -14,10 +14,9 @@ from pathlib import Path
 
 from ravend.simulator import MeterSimulator
 from tests.helpers import servers
-from tests.helpers.process import running_ravend, stored_rows, write_config
+from tests.helpers.metrics import try_scrape, value
+from tests.helpers.process import ravenctl, running_ravend, stored_rows, write_config
 from tests.helpers.wait import wait_for
-from tests.test_control import ravenctl
-from tests.test_metrics import try_scrape, value
 
 METER, DEVICE = "0x0013500300aabbcc", "0xd8d5b90000001234"
 
@@ -87,7 +86,7 @@ def test_wide_and_costly_fields_are_refused_and_everything_around_them_is_stored
             sim.send_readings(20, ("demand", "summation_delivered", "price"))
         assert sim.drain(30)
         # The device thread still answers a command after the bursts (no frozen GIL, no death).
-        refresh = ravenctl(config, "refresh")
+        refresh = ravenctl("refresh", "--config", str(config), timeout=60)
         assert refresh.returncode == 0, refresh.stderr + ravend.log()
         assert sim.drain(10)
         want = {(s.meter_mac, s.kind, s.meter_time) for s in sim.sent_readings()} | kept

@@ -14,12 +14,11 @@ from pathlib import Path
 from ravend.simulator import MeterSimulator
 from ravend.sinks.mqtt_payload import parse_reading
 from ravend.sinks.outbox import Outbox
+from tests.helpers.accounting import keys, sent_keys
 from tests.helpers.mqtt import Subscriber, reading_messages
-from tests.helpers.process import RavendProcess, running_ravend, stored_rows, write_config
+from tests.helpers.process import RavendProcess, ravenctl, running_ravend, stored_rows, write_config
 from tests.helpers.readings import demands
 from tests.helpers.wait import wait_for
-from tests.test_faults import keys, sent_keys
-from tests.test_ravenctl import ravenctl
 
 
 def start_meter(tmp_path: Path, seed: int, **sections: dict[str, str]

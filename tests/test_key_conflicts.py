@@ -28,13 +28,12 @@ from ravend.sinks.mqtt import first_values
 from ravend.sinks.mqtt_payload import parse_reading, reading_payload, reading_topic
 from ravend.sinks.sqlite import SqliteSink
 from tests.helpers import servers
+from tests.helpers.metrics import try_scrape
 from tests.helpers.mqtt import Subscriber
 from tests.helpers.mysql import conf_keys, query
 from tests.helpers.process import IngestProcess, RavendProcess, stored_rows, write_config
-from tests.helpers.readings import demand
+from tests.helpers.readings import demand, fragment
 from tests.helpers.wait import wait_for
-from tests.test_faults import fragment
-from tests.test_metrics import try_scrape
 from tests.test_mongo_ingest import new_db, publisher, write_ingest_config
 
 METER, DEVICE = "0x0013500300aabbcc", "0xd8d5b90000001234"

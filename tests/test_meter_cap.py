@@ -9,10 +9,10 @@ from pathlib import Path
 
 from ravend.simulator import MeterSimulator
 from tests.helpers import servers
+from tests.helpers.metrics import scrape
 from tests.helpers.mqtt import Subscriber
 from tests.helpers.process import RavendProcess, stored_rows, write_config
 from tests.helpers.wait import wait_for
-from tests.test_metrics import scrape
 
 #: Meters on the wire besides the simulator's own.
 STRANGERS = 3000

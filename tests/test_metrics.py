@@ -10,13 +10,10 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from ravend.config import ConfigError, DeviceConfig, load
 from ravend.device import DeviceSession
@@ -25,36 +22,9 @@ from ravend.protocol.model import Kind
 from ravend.service import Dispatcher
 from ravend.simulator import MeterSimulator
 from tests.helpers import servers
+from tests.helpers.metrics import scrape, try_scrape, value
 from tests.helpers.process import ROOT, RavendProcess, running_ravend, stored_rows, write_config
 from tests.helpers.wait import wait_for
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(url: str) -> Samples:
-    """One scrape, as Prometheus does it: GET, the text format, every sample by name and labels."""
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        assert resp.status == 200
-        assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        text = resp.read().decode("utf-8")
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples[(s.name, frozenset(s.labels.items()))] = s.value
-    return samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    key = (name, frozenset(labels.items()))
-    assert key in samples, f"{name}{labels} not scraped; have {sorted(k[0] for k in samples)}"
-    return samples[key]
-
-
-def try_scrape(url: str) -> Samples | None:
-    try:
-        return scrape(url)
-    except (urllib.error.URLError, ConnectionError):
-        return None
 
 
 def last_values(db: Path, kind: str) -> dict[str, float]:

@@ -25,8 +25,7 @@ from ravend.sinks.worker import SinkWorker
 from tests.helpers.mqtt import Subscriber, reading_messages
 from tests.helpers.readings import demands
 from tests.helpers.wait import wait_for
-from tests.test_faults import small_disk  # noqa: F401 - the fixture
-from tests.test_worker import spooled_keys, stored_keys
+from tests.helpers.worker import spooled_keys, stored_keys
 
 
 def aside(path: Path) -> list[Path]:
@@ -95,7 +94,7 @@ def test_an_outbox_damaged_while_open_is_replaced_at_the_next_read(
 
 
 def test_a_full_disk_at_acknowledgement_does_not_kill_the_worker(
-        tmp_path: Path, small_disk: Path,  # noqa: F811 - the fixture
+        tmp_path: Path, small_disk: Path,
         caplog: pytest.LogCaptureFixture) -> None:
     """The store (elsewhere) is locked, so readings spool to the outbox on the small disk;
     the disk fills; the store is back, the replay's write succeeds and its ack cannot be
@@ -147,7 +146,7 @@ def fill(disk: Path) -> Path:
 
 
 def test_the_mqtt_worker_survives_a_full_disk_at_acknowledgement(
-        tmp_path: Path, small_disk: Path, make_mosquitto) -> None:  # noqa: F811
+        tmp_path: Path, small_disk: Path, make_mosquitto) -> None:
     """The broker (real Mosquitto) is back, the replayed readings are
     published, the outbox cannot forget them (disk full). The worker lives on; once space
     returns the outbox empties and the subscriber has every reading."""

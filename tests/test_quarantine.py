@@ -18,10 +18,10 @@ from ravend.sinks.base import Sink
 from ravend.sinks.outbox import Outbox, OutboxError
 from ravend.sinks.quarantine import Quarantine
 from ravend.sinks.worker import SYSTEMATIC_AFTER, SinkWorker
+from tests.helpers.process import ravenctl
 from tests.helpers.readings import demand, demands
 from tests.helpers.wait import wait_for
-from tests.test_ravenctl import ravenctl
-from tests.test_worker import make_worker, state, stored_keys
+from tests.helpers.worker import make_worker, state, stored_keys
 
 TOO_WIDE = 1 << 70  # no SQLite INTEGER holds it
 

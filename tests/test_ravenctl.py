@@ -16,12 +16,8 @@ import pytest
 from ravend.protocol.model import Kind, Reading, scale
 from ravend.sinks.base import StateItem
 from ravend.sinks.sqlite import SqliteSink
-from tests.helpers.process import ROOT, run_program
+from tests.helpers.process import ROOT, ravenctl
 from tests.helpers.readings import DEVICE, METER, T0, demand, demands
-
-
-def ravenctl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return run_program("ravend.cli.ravenctl", *args, timeout=timeout)
 
 
 @pytest.fixture()

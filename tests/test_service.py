@@ -4,33 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from ravend.simulator import MeterSimulator
+from tests.helpers.notify import notify_socket, received
 from tests.helpers.process import ROOT, RavendProcess, running_ravend, stored_rows, write_config
 from tests.helpers.wait import wait_for
-
-
-def notify_socket(tmp_path: Path) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(tmp_path / "notify"))
-    sock.settimeout(0.2)
-    return sock
-
-
-def received(sock: socket.socket, seconds: float) -> list[str]:
-    out: list[str] = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            out.extend(sock.recv(4096).decode().splitlines())
-        except TimeoutError:
-            continue
-    return out
 
 
 def test_ready_status_and_watchdog_are_sent(tmp_path: Path, monkeypatch) -> None:

@@ -23,6 +23,8 @@ import pytest
 from ravend.simulator import MeterSimulator
 from ravend.supervisor import DOWN_FAILURES, Backoff, Supervisor
 from tests.helpers import servers
+from tests.helpers.metrics import scrape, value
+from tests.helpers.notify import notify_socket, received
 from tests.helpers.process import (
     ROOT,
     RavendProcess,
@@ -32,8 +34,6 @@ from tests.helpers.process import (
     write_config,
 )
 from tests.helpers.wait import wait_for
-from tests.test_metrics import scrape, value
-from tests.test_service import notify_socket, received
 
 # --- the supervisor alone (real threads) ------------------------------------------------------
 

@@ -14,29 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from ravend.sinks.base import ReadingRejected, Sink, SinkUnavailable, StateItem
+from ravend.sinks.base import ReadingRejected, Sink, SinkUnavailable
 from ravend.sinks.outbox import Outbox, OutboxError
 from ravend.sinks.sqlite import SqliteSink
 from ravend.sinks.worker import SinkWorker
-from tests.helpers.readings import DEVICE, demand, demands
+from tests.helpers.readings import demand, demands
 from tests.helpers.wait import wait_for
-
-
-def stored_keys(path: Path) -> list[int]:
-    with sqlite3.connect(path) as conn:
-        return [r[0] for r in conn.execute("SELECT key_time FROM readings ORDER BY id")]
-
-
-def make_worker(tmp_path: Path, **kw) -> tuple[SinkWorker, Path]:
-    db = tmp_path / "ravend.db"
-    worker = SinkWorker(SqliteSink(db, busy_timeout=0.05), tmp_path / "outbox-sqlite.db",
-                        retry_min=0.05, retry_max=0.2, **kw)
-    return worker, db
-
-
-def spooled_keys(box: Outbox) -> list[int]:
-    """The key times in the outbox, in the order it would replay them."""
-    return [r.key_time for b in box.peek(1_000_000) for r in b.readings]
+from tests.helpers.worker import make_worker, spooled_keys, state, stored_keys
 
 
 def spill_past_a_waiting_write(tmp_path: Path, busy_timeout: float
@@ -260,10 +244,6 @@ class ScriptedSink(Sink):
 
     def close(self) -> None:
         pass
-
-
-def state(tag: str) -> StateItem:
-    return StateItem(DEVICE, "", tag, 1.0, {"tag": tag})
 
 
 def test_a_sink_that_goes_down_while_bad_readings_are_sorted_out_loses_nothing(

@@ -53,6 +53,11 @@ def run_program(module: str, *args: str, timeout: float = 60) -> subprocess.Comp
                           env=program_env(), cwd=ROOT, timeout=timeout)
 
 
+def ravenctl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """``ravenctl`` as a user runs it, to its end."""
+    return run_program("ravend.cli.ravenctl", *args, timeout=timeout)
+
+
 class Stopped(NamedTuple):
     """How a program ended on SIGTERM: its exit status and how long it took."""
 
