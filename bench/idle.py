@@ -9,9 +9,9 @@ The whole chain runs as it would at home: the meter simulator on a pty at speed 
 defaults: a demand every 8 s, a price every 90 s, a message every 120 s, a summation every
 240 s), ravend on it with its default SQLite store and a control socket, ravend-repeater
 publishing that store to a private Mosquitto, and ravend-mongo-ingest storing what it publishes
-in a private SecantusDB (tests/servers.py). Every process runs on Debian's interpreter, as the
-package runs them. After a settling time (start-up commands, first connections, the first
-readings through to MongoDB) the bench reads, for each process and each of its threads:
+in a private SecantusDB (tests/helpers/servers.py). Every process runs on Debian's
+interpreter, as the package runs them. After a settling time (start-up commands, first connections,
+the first readings through to MongoDB) the bench reads, for each process and each of its threads:
 
 - CPU time: utime + stime from /proc/PID/stat (all threads, clock ticks);
 - wake-ups: voluntary context switches (a thread blocked and was woken: a timeout, a read, a
@@ -49,15 +49,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 if __name__ == "__main__" and sys.path[0] == str(Path(__file__).resolve().parent):
     sys.path[0] = str(ROOT)  # run as a script: import bench/ and ravend as packages
-for _p in (ROOT, ROOT / "tests"):
+for _p in (ROOT,):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-import servers  # noqa: E402  (tests/servers.py: private Mosquitto and SecantusDB)
 from bench.core import DEBIAN_PYTHON  # noqa: E402
 from bench.processes import debian_env, wait_until  # noqa: E402
 from ravend.protocol.model import Kind  # noqa: E402
 from ravend.simulator import MeterSimulator  # noqa: E402
+from tests.helpers import servers  # noqa: E402  (private Mosquitto and SecantusDB)
 
 CPU_TARGET = 0.2  # % of one core, per process
 WAKE_TARGET = 2.0  # voluntary context switches a second, per process

@@ -5,8 +5,8 @@
     bench/mongo.py --quick    9,000 readings
 
 ``bench_mongo_ingest(quick)`` starts a private Mosquitto and a private SecantusDB (from
-tests/servers.py) and returns rows ``{"name", "value", "unit", "target", "ok"}``; ``target`` is a
-string such as ``">= 80"`` or None for a figure given for information.
+tests/helpers/servers.py) and returns rows ``{"name", "value", "unit", "target", "ok"}``;
+``target`` is a string such as ``">= 80"`` or None for a figure given for information.
 
 Ingest: ``ravend-mongo-ingest`` runs once to make its persistent session, and stops. Then, in
 each round, a fifth (quick: a third) of the readings is published to the broker at QoS 1
@@ -39,15 +39,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 if __name__ == "__main__" and sys.path[0] == str(Path(__file__).resolve().parent):
     sys.path[0] = str(ROOT)  # run as a script: import bench/ and ravend as packages
-for _p in (ROOT, ROOT / "tests"):
+for _p in (ROOT,):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-import servers  # noqa: E402  (tests/servers.py: private Mosquitto and SecantusDB)
 from ravend.mongo_store import INDEX_KEYS, INDEX_NAME, document  # noqa: E402
 from ravend.mqtt_client import PAHO_VERSION, Connection, Endpoint, Message  # noqa: E402
 from ravend.protocol.model import Kind, Reading, scale  # noqa: E402
 from ravend.sinks.mqtt_payload import parse_reading, reading_payload, reading_topic  # noqa: E402
+from tests.helpers import servers  # noqa: E402  (private Mosquitto and SecantusDB)
 
 RATIO_TARGET = 80.0  # % of insert_many
 BATCH = 200  # [mongo] batch_size default

@@ -4,10 +4,10 @@
     bench/mqtt.py            full sizes (a 100,000-row backlog; 120 readings at 1/s)
     bench/mqtt.py --quick    10,000 rows; 100 readings at 10/s (each still meets an idle ravend)
 
-Each function starts what it needs (a private Mosquitto from tests/servers.py, with its default
-test configuration; the meter simulator on a pty; ravend or ravend-repeater as processes) and
-returns rows ``{"name", "value", "unit", "target", "ok"}``; ``target`` is a string such as
-``">= 5000"`` or None for a figure given for information.
+Each function starts what it needs (a private Mosquitto from tests/helpers/servers.py, with
+its default test configuration; the meter simulator on a pty; ravend or ravend-repeater as
+processes) and returns rows ``{"name", "value", "unit", "target", "ok"}``; ``target`` is a string
+such as ``">= 5000"`` or None for a figure given for information.
 
 Drain: a SQLite store holding the backlog (demand, summation and price rows), ``ravend-repeater``
 started on it, a ``mosquitto_sub`` subscribed to everything at QoS 1 as a real consumer would be;
@@ -41,16 +41,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 if __name__ == "__main__" and sys.path[0] == str(Path(__file__).resolve().parent):
     sys.path[0] = str(ROOT)  # run as a script: import bench/ and ravend as packages
-for _p in (ROOT, ROOT / "tests"):
+for _p in (ROOT,):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-import servers  # noqa: E402  (tests/servers.py: private Mosquitto)
 from ravend.mqtt_client import PAHO_VERSION, Connection, Endpoint  # noqa: E402
 from ravend.protocol.model import Kind, Reading, scale  # noqa: E402
 from ravend.simulator import MeterSimulator, SentReading  # noqa: E402
 from ravend.sinks.mqtt_payload import parse_reading  # noqa: E402
 from ravend.sinks.sqlite import SqliteSink  # noqa: E402
+from tests.helpers import servers  # noqa: E402  (private Mosquitto)
 
 DRAIN_TARGET = 5000.0  # msg/s acknowledged at QoS 1
 LATENCY_P99_TARGET_MS = 50.0

@@ -10,13 +10,13 @@
 Each run bulk-loads the readings straight into the store (LOAD DATA on MariaDB, one big
 executemany on SQLite: never through the sink), starts a writer thread that stores 10 readings
 a second through the real sink (MysqlSink / SqliteSink, one write each, as the service's worker
-does under light load), and purges with ``ravend.retention.purge`` and the default [retention]
+does under light load), and purges with ``ravend.purge.purge`` and the default [retention]
 chunk and pause. Figures: the writer's worst and 99th-percentile write time during the purge
 (target: worst <= 200 ms), purge rows/s (pauses included), and the size before and after
 (MariaDB: data+index of the readings table from the server's statistics, and the .ibd file;
 SQLite: the database file plus its WAL).
 
-MariaDB is a private server (tests/servers.py) with Debian's default InnoDB buffer pool
+MariaDB is a private server (tests/helpers/servers.py) with Debian's default InnoDB buffer pool
 (128 MB) and redo log (96 MB), not the test suite's smaller ones. Roll-ups are switched off
 here (``rollups = no``): the purge may then take every row older than the cutoff, which is what
 is measured.
@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-for p in (ROOT, ROOT / "tests"):
+for p in (ROOT,):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
@@ -239,9 +239,9 @@ def _mariadb_sizes(server: Any, db: str) -> tuple[int, int]:
 
 
 def bench_purge_mariadb(quick: bool, readings: int | None = None) -> list[dict[str, Any]]:
-    import servers
     from ravend.db.mysql import migrate_database
     from ravend.sinks.mysql import MysqlSink
+    from tests.helpers import servers
 
     n = readings or (QUICK if quick else FULL)
     work = Path(tempfile.mkdtemp(prefix="ravend-bench-purge-"))

@@ -1,4 +1,4 @@
-"""Fixtures that start private real servers (see tests/servers.py) for the tests.
+"""Fixtures that start private real servers (see tests/helpers/servers.py) for the tests.
 
 Shared for the whole run (session scope; a test that stops or kills one gets it started again
 after it):
@@ -17,6 +17,9 @@ Factories for servers with options of their own, all killed when the test ends:
                           start() waits for every listener, extra_config's too)
     make_mongo(**kw)      -> SecantusServer  (kw: sync_on_commit, extra_args)
 
+Not a server: small_disk, a 16 MB tmpfs as a test's state directory (a disk that fills up;
+needs root).
+
 A server that cannot start fails the test loudly with the reason and the fix; nothing skips.
 """
 
@@ -24,15 +27,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-# tests/ is not a package: make `import servers` work whatever pytest's rootdir and import mode.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import servers
+from tests.helpers import servers
 
 
 @contextlib.contextmanager
@@ -127,6 +128,25 @@ def mosquitto_server(make_mosquitto):
 
 
 # ---------------------------------------------------------------------------------------------
+# a disk that fills up
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path):
+    """A 16 MB tmpfs as the state directory: a disk that fills up (needs root). Not smaller:
+    while it is full, the WAL cannot be checkpointed (that needs room too), so once space
+    returns the writes replayed meanwhile grow it by a few MB before its next checkpoint."""
+    mount = tmp_path / "state"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"cannot mount a small tmpfs for the disk-full test: {done.stderr.strip()}"
+                    " (run the suite as root, as make check does)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+# ---------------------------------------------------------------------------------------------
 # hooks
 
 
@@ -138,3 +158,4 @@ def pytest_report_header(config):
 def pytest_sessionfinish(session, exitstatus):
     # Also reached after Ctrl-C; whatever a fixture could not tear down dies here.
     servers.kill_all()
+

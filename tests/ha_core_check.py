@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import servers
-from ha_discovery import EVERY_ENTITY, INTENDED, ROOT, start_announcing_everything
-from mqtt_helpers import Subscriber
 from ravend.sinks import mqtt_discovery
-from ravend_process import wait_for
+from tests.helpers import servers
+from tests.helpers.ha_discovery import EVERY_ENTITY, INTENDED, ROOT, start_announcing_everything
+from tests.helpers.mqtt import Subscriber
+from tests.helpers.wait import wait_for
 
 HASS = ROOT / ".venv-ha" / "bin" / "hass"
 PROBE = Path(__file__).resolve().parent / "ha_probe" / "ravend_probe"

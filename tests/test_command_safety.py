@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mqtt_helpers import Subscriber
 from ravend.control import call
 from ravend.mqtt_client import Connection, Endpoint, Message
 from ravend.simulator import MeterSimulator
-from ravend_process import ROOT, RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers.mqtt import Subscriber
+from tests.helpers.process import ROOT, RavendProcess, stored_rows, write_config
+from tests.helpers.wait import wait_for
 
 #: Values no argument of any command may take (as JSON: Python's json writes NaN/Infinity too).
 BAD_VALUES: list[Any] = [

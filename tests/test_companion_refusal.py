@@ -9,22 +9,19 @@ before ``enabled`` existed, which configured the companion through its other key
 from __future__ import annotations
 
 import configparser
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers.process import ROOT, run_program
+
 PROGRAMS = {"repeater": "ravend.cli.repeater", "mongo": "ravend.cli.mongo_ingest"}
 UNITS = {"repeater": "ravend-repeater.service", "mongo": "ravend-mongo-ingest.service"}
 
 
 def run(section: str, conf: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", PROGRAMS[section], "--config", str(conf), *args],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    return run_program(PROGRAMS[section], "--config", str(conf), *args)
 
 
 def shipped_config(tmp_path: Path) -> Path:

@@ -8,9 +8,9 @@ import argparse
 
 import pytest
 
-from bash_completion import offered
 from ravend.cli.ravenctl import parser
 from ravend.cli.simulate_command import build_parser as simulator_parser
+from tests.helpers.bash_completion import offered
 
 
 def subparsers(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -18,12 +18,12 @@ import pytest
 
 from ravend.control import BadRequest, parse_price
 from ravend.simulator import MeterSimulator
-from ravend_process import ROOT, RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers.process import ROOT, RavendProcess, run_program, stored_rows, write_config
+from tests.helpers.wait import wait_for
 
 
 def ravenctl(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ravend.cli.ravenctl", *args, "--config",
-                           str(config)], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    return run_program("ravend.cli.ravenctl", *args, "--config", str(config))
 
 
 @pytest.fixture()

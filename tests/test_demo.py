@@ -8,7 +8,7 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
-from ravend_process import ROOT
+from tests.helpers.process import ROOT
 
 
 def test_demo_stores_readings_and_shows_them(tmp_path: Path) -> None:

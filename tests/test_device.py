@@ -15,6 +15,7 @@ from ravend.device import CommandFailed, DeviceNotFound, DeviceSession, find_por
 from ravend.protocol.commands import CommandError
 from ravend.protocol.model import DeviceInfo, Fragment, InstantaneousDemand, PriceCluster
 from ravend.simulator import MeterSimulator
+from tests.helpers.wait import wait_for
 
 FAST = {"command_spacing": 0.05, "reply_timeout": 3.0, "reconnect_min": 0.05,
         "reconnect_max": 0.2}
@@ -54,12 +55,7 @@ class Session:
         self.thread.start()
 
     def wait(self, predicate, timeout: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.02)
-        return False
+        return wait_for(predicate, timeout)
 
     def stop(self) -> None:
         self.session.stop()

@@ -20,13 +20,14 @@ from types import SimpleNamespace
 
 import pytest
 
-import servers
-from mysql_helpers import conf_keys
 from ravend.doctor import Account, Accounts, Status, check_disk, check_user
 from ravend.simulator import MeterSimulator
 from ravend.sinks.outbox import Outbox
-from ravend_process import ROOT, RavendProcess, stored_rows, wait_for, write_config
-from readings import demands
+from tests.helpers import servers
+from tests.helpers.mysql import conf_keys
+from tests.helpers.process import ROOT, RavendProcess, stored_rows, write_config
+from tests.helpers.readings import demands
+from tests.helpers.wait import wait_for
 
 ME = pwd.getpwuid(os.getuid()).pw_name
 HELD = ("import serial, sys, time; s = serial.Serial(sys.argv[1], exclusive=True);"

@@ -1,9 +1,9 @@
-"""The fault matrix (issue 7), the rows with a server or ravend itself dying: MariaDB killed in
+"""The fault matrix, the rows with a server or ravend itself dying: MariaDB killed in
 the middle of ravend's transaction, ravend killed while MariaDB is down, wrong credentials for
 MariaDB and for Mosquitto.
 
 Real processes only: the simulator on a pty, the real ravend subprocess, the private MariaDB and
-Mosquitto of tests/servers.py. Each test ends with the reading accounting: every reading the
+Mosquitto of tests/helpers/servers.py. Each test ends with the reading accounting: every reading the
 simulator wrote complete is in every store once (SQLite, MariaDB), or reached the subscriber
 once (MQTT).
 """
@@ -18,11 +18,12 @@ from pathlib import Path
 
 import MySQLdb
 
-from mqtt_helpers import Subscriber, reading_messages
-from mysql_helpers import conf_keys, query
 from ravend.simulator import MeterSimulator
 from ravend.sinks.mqtt_payload import parse_reading
-from ravend_process import RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers.mqtt import Subscriber, reading_messages
+from tests.helpers.mysql import conf_keys, query
+from tests.helpers.process import RavendProcess, running_ravend, stored_rows, write_config
+from tests.helpers.wait import wait_for
 
 
 def mysql_keys(server, db: str) -> Counter:
@@ -226,9 +227,8 @@ def test_wrong_mariadb_password_is_said_once_spooled_and_recovers_when_fixed(
     mysql = conf_keys(mariadb_server, db, password_file=str(secret))
     del mysql["password"]
     sim = MeterSimulator("raven", link=link, seed=43, pushes=False, reply_delay=0.01).start()
-    ravend = RavendProcess(write_config(tmp_path / "ravend.conf", state, link, mysql=mysql),
-                           tmp_path / "ravend.log")
-    try:
+    config = write_config(tmp_path / "ravend.conf", state, link, mysql=mysql)
+    with running_ravend(config, tmp_path / "ravend.log", then_stop=(sim.stop,)) as ravend:
         assert wait_for(lambda: "the credentials are wrong" in ravend.log(), 20), ravend.log()
         sim.send_readings(500, ("demand", "summation_delivered"))
         assert sim.drain(20)
@@ -244,11 +244,7 @@ def test_wrong_mariadb_password_is_said_once_spooled_and_recovers_when_fixed(
         want = sent_keys(sim)
         assert wait_for(lambda: set(mysql_keys(mariadb_server, db)) >= want
                         and set(sqlite_keys(sqlite_db)) >= want, 20), ravend.log()
-    finally:
-        code, _ = ravend.stop()
-        sim.stop()
     log = ravend.log()
-    assert code == 0, log
     assert "Traceback" not in log
     assert log.count("the credentials are wrong") == 1, log
     assert f"password_file {secret}" in log

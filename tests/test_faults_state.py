@@ -1,4 +1,4 @@
-"""The real ravend with its state files under faults (issue 16): a damaged outbox at start, a
+"""The real ravend with its state files under faults: a damaged outbox at start, a
 poison row in one, and SIGTERM while a write hangs. Each ends with the reading accounting per
 sink: stored + rejected = sent, each stored once.
 """
@@ -11,22 +11,29 @@ import sqlite3
 import time
 from pathlib import Path
 
-from mqtt_helpers import Subscriber, reading_messages
 from ravend.simulator import MeterSimulator
 from ravend.sinks.mqtt_payload import parse_reading
 from ravend.sinks.outbox import Outbox
-from ravend_process import RavendProcess, stored_rows, wait_for, write_config
-from readings import demands
-from test_faults import keys, sent_keys
-from test_ravenctl import ravenctl
+from tests.helpers.accounting import keys, sent_keys
+from tests.helpers.mqtt import Subscriber, reading_messages
+from tests.helpers.process import RavendProcess, ravenctl, running_ravend, stored_rows, write_config
+from tests.helpers.readings import demands
+from tests.helpers.wait import wait_for
 
 
-def start(tmp_path: Path, seed: int, name: str = "ravend",
-          **sections: dict[str, str]) -> tuple[MeterSimulator, RavendProcess]:
+def start_meter(tmp_path: Path, seed: int, **sections: dict[str, str]
+                ) -> tuple[MeterSimulator, Path]:
+    """A quiet simulated meter and the config of a ravend that reads it."""
     link = str(tmp_path / "stick")
     sim = MeterSimulator("raven", link=link, seed=seed, pushes=False, reply_delay=0.01).start()
     config = write_config(tmp_path / "ravend.conf", tmp_path / "state", link,
                           service={"control_socket": ""}, **sections)
+    return sim, config
+
+
+def start(tmp_path: Path, seed: int, name: str = "ravend",
+          **sections: dict[str, str]) -> tuple[MeterSimulator, RavendProcess]:
+    sim, config = start_meter(tmp_path, seed, **sections)
     return sim, RavendProcess(config, tmp_path / f"{name}.log")
 
 
@@ -40,13 +47,14 @@ def test_a_damaged_outbox_at_start_is_moved_aside_and_ravend_stores(
     outbox.write_bytes(b"SQLite format 3\x00" + b"\xff" * 3000)  # a header, then nonsense
     broker = mosquitto_server
     sub = Subscriber(broker.host, broker.port, ["ravend/#"]).start()
-    sim, ravend = start(tmp_path, seed=31, mqtt={
+    sim, config = start_meter(tmp_path, seed=31, mqtt={
         "enabled": "yes", "host": broker.host, "port": str(broker.port)})
 
     def published() -> set[tuple]:
         return {parse_reading(m.payload).key for m in reading_messages(sub)}
 
-    try:
+    with running_ravend(config, tmp_path / "ravend.log",
+                        then_stop=(sim.stop, sub.stop)) as ravend:
         assert wait_for(lambda: "device opened" in ravend.log() or ravend.proc.poll() is not None,
                         20), ravend.log()
         assert ravend.proc.poll() is None, ravend.log()
@@ -56,12 +64,7 @@ def test_a_damaged_outbox_at_start_is_moved_aside_and_ravend_stores(
         assert wait_for(lambda: set(keys(stored_rows(state / "ravend.db"))) == want, 20), \
             ravend.log()
         assert wait_for(lambda: published() >= want, 20), ravend.log()
-    finally:
-        code, _ = ravend.stop()
-        sim.stop()
-        sub.stop()
     log = ravend.log()
-    assert code == 0, log
     moved = sorted(state.glob("outbox-*.corrupt-*"))
     assert [m.name.split(".db.")[0] for m in moved] == ["outbox-sqlite"]
     lines = [line for line in log.splitlines() if "is damaged" in line]
@@ -80,19 +83,15 @@ def test_a_poison_outbox_row_at_start_is_rejected_and_replay_goes_on(tmp_path: P
     box.close()
     with sqlite3.connect(state / "outbox-sqlite.db") as conn:
         conn.execute("INSERT INTO outbox (n, body, ord) VALUES (1, '{\"r\": [{\"kind\": 1}]', 0)")
-    sim, ravend = start(tmp_path, seed=32)
+    sim, config = start_meter(tmp_path, seed=32)
     db = state / "ravend.db"
-    try:
+    with running_ravend(config, tmp_path / "ravend.log", then_stop=(sim.stop,)) as ravend:
         assert wait_for(lambda: "device opened" in ravend.log(), 20), ravend.log()
         sim.send_readings(30, ("demand",))
         assert sim.drain(10)
         want = sent_keys(sim) | {r.key for r in demands(2)}
         assert wait_for(lambda: set(keys(stored_rows(db))) == want, 20), ravend.log()
-    finally:
-        code, _ = ravend.stop()
-        sim.stop()
     log = ravend.log()
-    assert code == 0, log
     assert "Traceback" not in log
     assert max(keys(stored_rows(db)).values()) == 1
     # The stop line owns up to what a sink did not store.

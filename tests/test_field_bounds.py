@@ -1,4 +1,4 @@
-"""Bounds at the door (issue 16): every numeric child of every fragment in the decode table is
+"""Bounds at the door: every numeric child of every fragment in the decode table is
 read at the width the XML API gives it (ravend/protocol/widths.py), by the general path and by
 the fast paths alike. Hex of any length and any value either decodes to a value inside its
 field's width or is a decode error for that fragment; decoding never raises; nothing computed
@@ -27,7 +27,7 @@ from ravend.protocol.readings import readings_from
 from ravend.protocol.shortcuts import SHORTCUTS
 from ravend.protocol.table import TABLE
 from ravend.protocol.widths import FIELD_WIDTHS, MAX_TRAILING_DIGITS, Width
-from ravend_process import ROOT
+from tests.helpers.process import ROOT
 
 EXAMPLES = int(os.environ.get("RAVEND_FUZZ_EXAMPLES", "400"))
 BOUNDS = settings(max_examples=EXAMPLES, deadline=None,

@@ -1,6 +1,6 @@
 """Home Assistant accepts every entity ravend announces: each discovery message a real ravend
 publishes to a real Mosquitto goes through Home Assistant 2024.3.3's own discovery code and its
-platform's DISCOVERY_SCHEMA (tests/ha_validate.py, run in .venv-ha), and none is refused.
+platform's DISCOVERY_SCHEMA (tests/helpers/ha_validate.py, run in .venv-ha), and none is refused.
 
 A config Home Assistant refuses is dropped whole, with one log line in HA that a user rarely
 reads: the entity is simply missing (as the "Set price" number was, with its step of 0.0001).
@@ -11,16 +11,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ha_discovery import (
+from ravend.protocol.model import Kind
+from ravend.sinks import mqtt_discovery
+from tests.helpers.ha_discovery import (
     EVERY_ENTITY,
     INTENDED,
     ha_verdicts,
     refused,
     start_announcing_everything,
 )
-from mqtt_helpers import Subscriber
-from ravend.protocol.model import Kind
-from ravend.sinks import mqtt_discovery
+from tests.helpers.mqtt import Subscriber
 
 CONFIG_TOPIC = r"homeassistant/[a-z_]+/ravend_[0-9a-f]+/[a-z_]+/config"
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from ravend.sinks.sqlite import SqliteSink
-from ravend_process import ROOT
-from servers import free_port
+from tests.helpers.process import ROOT
+from tests.helpers.servers import free_port
 
 #: What journald files a line at: its ``<N>`` prefix, and the level name our format then shows.
 PRIORITY_OF_LEVEL = {"CRITICAL": 2, "ERROR": 3, "WARNING": 4, "INFO": 6, "DEBUG": 7}

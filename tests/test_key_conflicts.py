@@ -19,9 +19,6 @@ from pathlib import Path
 import pymongo
 import pytest
 
-import servers
-from mqtt_helpers import Subscriber
-from mysql_helpers import conf_keys, query
 from ravend.config import MongoConfig
 from ravend.mongo_store import MongoStore, document
 from ravend.mqtt_client import Message
@@ -30,11 +27,14 @@ from ravend.simulator import MeterSimulator
 from ravend.sinks.mqtt import first_values
 from ravend.sinks.mqtt_payload import parse_reading, reading_payload, reading_topic
 from ravend.sinks.sqlite import SqliteSink
-from ravend_process import RavendProcess, stored_rows, wait_for, write_config
-from readings import demand
-from test_faults import fragment
-from test_metrics import try_scrape
-from test_mongo_ingest import IngestProcess, new_db, publisher, write_ingest_config
+from tests.helpers import servers
+from tests.helpers.metrics import try_scrape
+from tests.helpers.mqtt import Subscriber
+from tests.helpers.mysql import conf_keys, query
+from tests.helpers.process import IngestProcess, RavendProcess, stored_rows, write_config
+from tests.helpers.readings import demand, fragment
+from tests.helpers.wait import wait_for
+from tests.test_mongo_ingest import new_db, publisher, write_ingest_config
 
 METER, DEVICE = "0x0013500300aabbcc", "0xd8d5b90000001234"
 CONFLICT_LINE = "refused the other value"
@@ -155,7 +155,7 @@ def test_a_frozen_meter_clock_keeps_the_first_value_in_every_store(
     finally:
         code, _ = ravend.stop()
         sim.stop()
-        assert ingest.stop() == 0
+        assert ingest.stop().code == 0
     log = ravend.log()
     assert code == 0 and "Traceback" not in log, log
     t1, t2 = frozen + METER_EPOCH_OFFSET, later + METER_EPOCH_OFFSET

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import servers
-from mqtt_helpers import Subscriber
 from ravend.simulator import MeterSimulator
-from ravend_process import RavendProcess, stored_rows, wait_for, write_config
-from test_metrics import scrape
+from tests.helpers import servers
+from tests.helpers.metrics import scrape
+from tests.helpers.mqtt import Subscriber
+from tests.helpers.process import RavendProcess, stored_rows, write_config
+from tests.helpers.wait import wait_for
 
 #: Meters on the wire besides the simulator's own.
 STRANGERS = 3000

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from mqtt_helpers import Subscriber, reading_messages
 from ravend.config import ConfigError, load
 from ravend.protocol import model as m
 from ravend.protocol.model import Kind, scale
@@ -30,7 +29,9 @@ from ravend.serialize import reading_from_dict, reading_to_dict
 from ravend.simulator import MeterSimulator
 from ravend.sinks.mqtt_payload import parse_reading, reading_dict
 from ravend.store import SqliteStore
-from ravend_process import ROOT, RavendProcess, wait_for, write_config
+from tests.helpers.mqtt import Subscriber, reading_messages
+from tests.helpers.process import ROOT, RavendProcess, write_config
+from tests.helpers.wait import wait_for
 
 METER = "0x00135003001234ab"
 OTHER = "0x00135003001234cd"
@@ -283,10 +284,10 @@ def test_a_scaled_meter_is_stored_published_and_rolled_up_scaled_end_to_end(
 
 def test_mysql_stores_the_scale_rolls_it_up_and_the_repeater_reads_it_back(
         mariadb_server) -> None:
-    from mysql_helpers import mysql_config, query
     from ravend.repeater import MysqlSource
     from ravend.sinks.mysql import MysqlSink
     from ravend.store import MysqlStore
+    from tests.helpers.mysql import mysql_config, query
 
     database = mariadb_server.new_database("meter_scale")
     cfg = mysql_config(mariadb_server, database)

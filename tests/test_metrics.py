@@ -10,50 +10,21 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-import servers
 from ravend.config import ConfigError, DeviceConfig, load
 from ravend.device import DeviceSession
 from ravend.metrics import MetricsServer
 from ravend.protocol.model import Kind
 from ravend.service import Dispatcher
 from ravend.simulator import MeterSimulator
-from ravend_process import ROOT, RavendProcess, stored_rows, wait_for, write_config
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(url: str) -> Samples:
-    """One scrape, as Prometheus does it: GET, the text format, every sample by name and labels."""
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        assert resp.status == 200
-        assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        text = resp.read().decode("utf-8")
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples[(s.name, frozenset(s.labels.items()))] = s.value
-    return samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    key = (name, frozenset(labels.items()))
-    assert key in samples, f"{name}{labels} not scraped; have {sorted(k[0] for k in samples)}"
-    return samples[key]
-
-
-def try_scrape(url: str) -> Samples | None:
-    try:
-        return scrape(url)
-    except (urllib.error.URLError, ConnectionError):
-        return None
+from tests.helpers import servers
+from tests.helpers.metrics import scrape, try_scrape, value
+from tests.helpers.process import ROOT, RavendProcess, running_ravend, stored_rows, write_config
+from tests.helpers.wait import wait_for
 
 
 def last_values(db: Path, kind: str) -> dict[str, float]:
@@ -79,8 +50,7 @@ def test_scraped_counts_equal_the_store(tmp_path: Path) -> None:
                          reply_delay=0.02).start()
     config = write_config(tmp_path / "ravend.conf", tmp_path / "state", link,
                           metrics={"listen": f"127.0.0.1:{port}"})
-    ravend = RavendProcess(config, tmp_path / "ravend.log")
-    try:
+    with running_ravend(config, tmp_path / "ravend.log", then_stop=(sim.stop,)) as ravend:
         assert wait_for(lambda: len(stored_rows(db)) >= 60, 30), ravend.log()
         live = try_scrape(url)  # mid-run, while readings flow
         assert live is not None, ravend.log()
@@ -103,11 +73,7 @@ def test_scraped_counts_equal_the_store(tmp_path: Path) -> None:
         demands = last_values(db, "demand")
         delivered = last_values(db, "summation_delivered")
         received = last_values(db, "summation_received")
-    finally:
-        code, _ = ravend.stop()
-        sim.stop()
     log = ravend.log()
-    assert code == 0, log
     assert "Traceback" not in log, log
     assert f"metrics on http://127.0.0.1:{port}/metrics" in log
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ravend_process import ROOT
+from tests.helpers.process import ROOT
 
 EX_CONFIG = 78
 
@@ -72,7 +72,7 @@ def test_missing_package_is_named_in_one_line_with_exit_78(
                          ids=case_ids(CHECK_CASES))
 def test_check_config_refuses_what_the_start_refuses(
         tmp_path: Path, program: str, blocked: str, config: str, package: str) -> None:
-    """"configuration OK" must mean the start will not then exit 78 (issue 17, item 5)."""
+    """"configuration OK" must mean the start will not then exit 78."""
     proc = run_without(tmp_path, blocked, program, config, "--check-config")
     assert proc.returncode == EX_CONFIG, (proc.stdout, proc.stderr)
     assert "configuration OK" not in proc.stdout

@@ -12,9 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -38,10 +36,16 @@ from ravend.protocol.model import Kind, Reading, scale
 from ravend.pymongo_quiet import quiet_pymongo
 from ravend.simulator import MeterSimulator
 from ravend.sinks.mqtt_payload import reading_payload, reading_topic
-from ravend_process import FAST_DEVICE, RavendProcess, wait_for, write_config
-from readings import DEVICE, METER, T0
+from tests.helpers.process import (
+    FAST_DEVICE,
+    IngestProcess,
+    RavendProcess,
+    run_program,
+    write_config,
+)
+from tests.helpers.readings import DEVICE, METER, T0
+from tests.helpers.wait import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
 #: The broker keeps every message for an ingest that is away (Mosquitto's default is 1,000).
 BROKER_CONFIG = "max_queued_messages 0"
 _names = itertools.count(1)
@@ -84,41 +88,6 @@ def publisher(broker: Any, client_id: str = "test-publisher") -> Connection:
     conn = Connection(Endpoint(host=broker.host, port=broker.port, client_id=client_id))
     conn.connect(5)
     return conn
-
-
-class IngestProcess:
-    """The real ``ravend-mongo-ingest`` as a subprocess (as systemd runs it)."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.log_path = log
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-        self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ravend.cli.mongo_ingest", "--config", str(config)],
-            stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_subscribed(self, count: int = 1, timeout: float = 20) -> None:
-        assert wait_for(lambda: self.log().count("subscribed to") >= count, timeout), self.log()
-
-    def stop(self, timeout: float = 20) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        self._log.close()
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
 
 
 def stored_keys(coll: Any) -> list[tuple[str, str, int]]:
@@ -220,9 +189,7 @@ def test_store_down_raises_unavailable_then_recovers(make_mongo) -> None:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "ravend.cli.mongo_ingest", *args],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    return run_program("ravend.cli.mongo_ingest", *args)
 
 
 def test_subscription_defaults_to_the_reading_topics_and_can_be_shared(tmp_path: Path) -> None:
@@ -419,7 +386,7 @@ def test_idle_ingest_blocks_until_a_message_comes(tmp_path: Path, make_mosquitto
         latency = time.monotonic() - started
         started = time.monotonic()
     finally:
-        assert ingest.stop() == 0, ingest.log()
+        assert ingest.stop().code == 0, ingest.log()
         pub.close()
     assert time.monotonic() - started < 3
     # pymongo's monitors (every 5 to 10 s), paho's keepalive timer (15 s); nothing else.
@@ -453,7 +420,7 @@ def test_sigterm_stores_and_acknowledges_what_was_received_then_exits_0(
     sender.start()
     assert wait_for(lambda: coll.count_documents({}) >= 200, 30), ingest.log()
     started = time.monotonic()
-    assert ingest.stop() == 0, ingest.log()  # in the middle of the stream
+    assert ingest.stop().code == 0, ingest.log()  # in the middle of the stream
     assert time.monotonic() - started < 5
     sender.join(60)
     first = ingest.log()
@@ -465,7 +432,7 @@ def test_sigterm_stores_and_acknowledges_what_was_received_then_exits_0(
         assert wait_for(lambda: coll.count_documents({}) >= n, 30), ingest.log()
         time.sleep(0.5)
     finally:
-        assert ingest.stop() == 0
+        assert ingest.stop().code == 0
         pub.close()
     assert " 0 already stored" in ingest.log(), ingest.log()
     keys = stored_keys(coll)
@@ -479,7 +446,7 @@ def test_readings_published_while_stopped_are_stored_when_it_returns(
     config = write_ingest_config(tmp_path / "ravend.conf", broker, mongo_server.uri, db)
     ingest = IngestProcess(config, tmp_path / "ingest.log")
     ingest.wait_subscribed()
-    assert ingest.stop() == 0
+    assert ingest.stop().code == 0
     pub = publisher(broker)
     pub.publish_all([message(reading(i)) for i in range(1500)], 20)
     ingest = IngestProcess(config, tmp_path / "ingest.log")
@@ -487,7 +454,7 @@ def test_readings_published_while_stopped_are_stored_when_it_returns(
     try:
         assert wait_for(lambda: coll.count_documents({}) >= 1500, 30), ingest.log()
     finally:
-        assert ingest.stop() == 0
+        assert ingest.stop().code == 0
         pub.close()
     assert "session resumed" in ingest.log()
     assert sorted(stored_keys(coll)) == sorted(reading(i).key for i in range(1500))
@@ -515,7 +482,7 @@ def test_kill_9_in_a_flood_loses_nothing(tmp_path: Path, make_mosquitto, mongo_s
             coll.count_documents({}), ingest.log())
         time.sleep(0.5)
     finally:
-        assert ingest.stop() == 0
+        assert ingest.stop().code == 0
         pub.close()
     keys = stored_keys(coll)
     assert len(keys) == len(set(keys)) == n
@@ -548,7 +515,7 @@ def test_mongodb_kill_9_mid_stream_loses_nothing(tmp_path: Path, make_mosquitto,
         assert wait_for(lambda: coll.count_documents({}) >= n, 60), ingest.log()
         time.sleep(0.5)
     finally:
-        assert ingest.stop() == 0
+        assert ingest.stop().code == 0
         pub.close()
     keys = stored_keys(coll)
     assert len(keys) == len(set(keys)) == n
@@ -607,7 +574,7 @@ def _acceptance(tmp_path: Path, make_mosquitto, mongo: Any, n: int) -> None:
     finally:
         ravend.stop()
         sim.stop()
-        codes = {name: proc.stop() for name, (_, proc) in ingests.items()}
+        codes = {name: proc.stop().code for name, (_, proc) in ingests.items()}
     assert codes == {"a": 0, "b": 0}, codes
     docs = list(coll.find({}, {"_id": 0}))
     keys = [reading_of(d) for d in docs]

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-import servers
-from mqtt_helpers import Subscriber
 from ravend.mqtt_client import PAHO_2, PAHO_VERSION, Connection, Endpoint, Message, MqttError
+from tests.helpers import servers
+from tests.helpers.mqtt import Subscriber
 
 
 def endpoint(server, **kw) -> Endpoint:

@@ -7,10 +7,11 @@ import json
 import time
 from pathlib import Path
 
-from mqtt_helpers import Subscriber
 from ravend.mqtt_client import Connection, Endpoint, Message
 from ravend.simulator import MeterSimulator
-from ravend_process import RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers.mqtt import Subscriber
+from tests.helpers.process import RavendProcess, stored_rows, write_config
+from tests.helpers.wait import wait_for
 
 
 def publish(broker, topic: str, payload: dict) -> None:

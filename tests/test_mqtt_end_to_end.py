@@ -11,10 +11,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from mqtt_helpers import Subscriber, reading_messages, save_broker_state, validate_ha_sensor
 from ravend.simulator import MeterSimulator
 from ravend.sinks.mqtt_payload import parse_reading
-from ravend_process import RavendProcess, wait_for, write_config
+from tests.helpers.mqtt import Subscriber, reading_messages, save_broker_state, validate_ha_sensor
+from tests.helpers.process import RavendProcess, write_config
+from tests.helpers.wait import wait_for
 
 
 def test_every_reading_reaches_the_subscriber_across_a_broker_crash(tmp_path: Path,

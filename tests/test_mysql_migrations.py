@@ -8,7 +8,6 @@ from decimal import Decimal
 
 import pytest
 
-from mysql_helpers import execute, mysql_config, query
 from ravend.cli import ravenctl
 from ravend.config import RetentionConfig
 from ravend.db.mysql import connect, migrate, migrate_database, schema_version
@@ -16,7 +15,8 @@ from ravend.purge import purge
 from ravend.sinks.base import SinkUnavailable
 from ravend.sinks.mysql import MysqlSink
 from ravend.store import MysqlStore
-from readings import T0, demands
+from tests.helpers.mysql import execute, mysql_config, query
+from tests.helpers.readings import T0, demands
 
 # The tables as the CalPlug scripts had them on an old MySQL server, where the first TIMESTAMP
 # column silently got DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP.

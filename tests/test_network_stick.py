@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-import servers
 from ravend.simulator import MeterSimulator
-from ravend_process import RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers import servers
+from tests.helpers.process import RavendProcess, stored_rows, write_config
+from tests.helpers.wait import wait_for
 
 #: How long ser2net stays down in the outage test (the issue's acceptance: 30 s).
 OUTAGE_SECONDS = 30

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from mqtt_helpers import Subscriber, reading_messages
 from ravend.config import MqttConfig
 from ravend.sinks import outbox as outbox_module
 from ravend.sinks.mqtt import MqttSink
@@ -23,9 +22,10 @@ from ravend.sinks.mqtt_payload import parse_reading
 from ravend.sinks.outbox import Outbox
 from ravend.sinks.sqlite import SqliteSink
 from ravend.sinks.worker import SinkWorker
-from readings import demands
-from test_faults import small_disk  # noqa: F401 - the fixture
-from test_worker import spooled_keys, stored_keys, wait_until
+from tests.helpers.mqtt import Subscriber, reading_messages
+from tests.helpers.readings import demands
+from tests.helpers.wait import wait_for
+from tests.helpers.worker import spooled_keys, stored_keys
 
 
 def aside(path: Path) -> list[Path]:
@@ -65,7 +65,7 @@ def test_a_truncated_outbox_is_moved_aside_and_the_worker_stores(tmp_path: Path)
                         retry_max=0.2)
     worker.start()
     worker.submit(demands(5, 10_000))
-    assert wait_until(lambda: worker.stats.stored == 5)
+    assert wait_for(lambda: worker.stats.stored == 5)
     worker.stop()
     assert len(aside(path)) == 1
     assert stored_keys(tmp_path / "ravend.db") == [r.key_time for r in demands(5, 10_000)]
@@ -94,7 +94,7 @@ def test_an_outbox_damaged_while_open_is_replaced_at_the_next_read(
 
 
 def test_a_full_disk_at_acknowledgement_does_not_kill_the_worker(
-        tmp_path: Path, small_disk: Path,  # noqa: F811 - the fixture
+        tmp_path: Path, small_disk: Path,
         caplog: pytest.LogCaptureFixture) -> None:
     """The store (elsewhere) is locked, so readings spool to the outbox on the small disk;
     the disk fills; the store is back, the replay's write succeeds and its ack cannot be
@@ -105,13 +105,13 @@ def test_a_full_disk_at_acknowledgement_does_not_kill_the_worker(
     caplog.set_level(logging.INFO, logger="ravend.sinks")
     worker.start()
     worker.submit(demands(1))
-    assert wait_until(lambda: worker.stats.stored == 1)
+    assert wait_for(lambda: worker.stats.stored == 1)
     locker = sqlite3.connect(db, isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")
     sent = demands(300, 1)
     for r in sent:
         worker.submit([r])
-    assert wait_until(lambda: len(worker.outbox) == 300)
+    assert wait_for(lambda: len(worker.outbox) == 300)
     filler = small_disk / "filler"
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
@@ -123,9 +123,9 @@ def test_a_full_disk_at_acknowledgement_does_not_kill_the_worker(
         os.close(fd)
     locker.execute("ROLLBACK")
     locker.close()
-    assert wait_until(lambda: len(stored_keys(db)) == 301), caplog.text  # the replay wrote
+    assert wait_for(lambda: len(stored_keys(db)) == 301), caplog.text  # the replay wrote
     filler.unlink()  # space returns
-    assert wait_until(lambda: not len(worker.outbox) and worker.stats.up, 20), caplog.text
+    assert wait_for(lambda: not len(worker.outbox) and worker.stats.up, 20), caplog.text
     assert worker.alive()
     worker.stop()
     assert "unavailable: outbox: cannot acknowledge" in caplog.text
@@ -146,8 +146,8 @@ def fill(disk: Path) -> Path:
 
 
 def test_the_mqtt_worker_survives_a_full_disk_at_acknowledgement(
-        tmp_path: Path, small_disk: Path, make_mosquitto) -> None:  # noqa: F811
-    """As seen in issue 16: the broker (real Mosquitto) is back, the replayed readings are
+        tmp_path: Path, small_disk: Path, make_mosquitto) -> None:
+    """The broker (real Mosquitto) is back, the replayed readings are
     published, the outbox cannot forget them (disk full). The worker lives on; once space
     returns the outbox empties and the subscriber has every reading."""
     broker = make_mosquitto()
@@ -159,11 +159,11 @@ def test_the_mqtt_worker_survives_a_full_disk_at_acknowledgement(
     worker.start()
     try:
         worker.submit(demands(1))
-        assert wait_until(lambda: worker.stats.stored == 1)
+        assert wait_for(lambda: worker.stats.stored == 1)
         broker.kill()
         for r in demands(200, 1):
             worker.submit([r])
-        assert wait_until(lambda: len(worker.outbox) == 200)
+        assert wait_for(lambda: len(worker.outbox) == 200)
         filler = fill(small_disk)
         broker.start()
         want = {r.key for r in demands(201)}
@@ -173,7 +173,7 @@ def test_the_mqtt_worker_survives_a_full_disk_at_acknowledgement(
 
         assert sub.wait_for(lambda: published() >= want, 20)  # replayed, not acknowledged
         filler.unlink()
-        assert wait_until(lambda: not len(worker.outbox) and worker.stats.up, 20), worker
+        assert wait_for(lambda: not len(worker.outbox) and worker.stats.up, 20), worker
         assert worker.alive()
     finally:
         worker.stop()
@@ -201,7 +201,7 @@ def test_an_outbox_damaged_while_open_gives_back_what_is_readable_and_counts_the
         f.write(os.urandom(size // 4))
     caplog.set_level(logging.INFO, logger="ravend.sinks")
     worker.start()
-    assert wait_until(lambda: not len(worker.outbox) and worker.stats.up), caplog.text
+    assert wait_for(lambda: not len(worker.outbox) and worker.stats.up), caplog.text
     worker.stop()
     stored = stored_keys(db)
     assert 0 < len(stored) < 3000
@@ -233,15 +233,15 @@ def test_an_outbox_that_cannot_be_opened_leaves_the_sink_storing_and_is_tried_ag
     assert str(path) in lines[0].getMessage() and "ravend" in lines[0].getMessage()
     worker.start()
     worker.submit(demands(3))
-    assert wait_until(lambda: worker.stats.stored == 3), caplog.text
+    assert wait_for(lambda: worker.stats.stored == 3), caplog.text
     path.rmdir()  # the operator fixes it
     locker = sqlite3.connect(db, isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")  # now the store is busy: the outbox takes the readings
     worker.submit(demands(2, 3))
-    assert wait_until(lambda: len(worker.outbox) == 2), caplog.text
+    assert wait_for(lambda: len(worker.outbox) == 2), caplog.text
     locker.execute("ROLLBACK")
     locker.close()
-    assert wait_until(lambda: worker.stats.stored == 5 and not len(worker.outbox)), caplog.text
+    assert wait_for(lambda: worker.stats.stored == 5 and not len(worker.outbox)), caplog.text
     worker.stop()
     assert stored_keys(db) == [r.key_time for r in demands(5)]
     assert worker.stats.dropped == 0

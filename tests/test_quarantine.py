@@ -18,9 +18,10 @@ from ravend.sinks.base import Sink
 from ravend.sinks.outbox import Outbox, OutboxError
 from ravend.sinks.quarantine import Quarantine
 from ravend.sinks.worker import SYSTEMATIC_AFTER, SinkWorker
-from readings import demand, demands
-from test_ravenctl import ravenctl
-from test_worker import make_worker, state, stored_keys, wait_until
+from tests.helpers.process import ravenctl
+from tests.helpers.readings import demand, demands
+from tests.helpers.wait import wait_for
+from tests.helpers.worker import make_worker, state, stored_keys
 
 TOO_WIDE = 1 << 70  # no SQLite INTEGER holds it
 
@@ -32,9 +33,9 @@ def test_a_value_the_store_cannot_bind_is_rejected_and_the_worker_goes_on(
     bad = demand(3, raw=TOO_WIDE)
     worker.submit([*demands(3), bad, *demands(3, 4)])  # one batch: the bad one in the middle
     worker.start()
-    assert wait_until(lambda: worker.stats.stored == 6), caplog.text
+    assert wait_for(lambda: worker.stats.stored == 6), caplog.text
     worker.submit(demands(2, 7))  # and later ones still go in
-    assert wait_until(lambda: worker.stats.stored == 8), caplog.text
+    assert wait_for(lambda: worker.stats.stored == 8), caplog.text
     assert worker.alive() and worker.stats.up
     worker.stop()
     assert stored_keys(db) == [r.key_time for r in [*demands(3), *demands(5, 4)]]
@@ -81,10 +82,10 @@ def test_poison_outbox_rows_are_rejected_and_the_replay_goes_on(tmp_path: Path) 
         conn.execute("UPDATE outbox SET body = ? WHERE ord = 1", (json.dumps(body),))
     worker, db = make_worker(tmp_path)
     worker.start()
-    assert wait_until(lambda: worker.stats.stored == 3 and not len(worker.outbox))
+    assert wait_for(lambda: worker.stats.stored == 3 and not len(worker.outbox))
     assert worker.alive()
     worker.submit(demands(1, 5))
-    assert wait_until(lambda: worker.stats.stored == 4)
+    assert wait_for(lambda: worker.stats.stored == 4)
     worker.stop()
     assert stored_keys(db) == [r.key_time for r in [demand(0), *demands(3, 3)]]
     reasons = sorted(r["reason"].split(":")[0] for r in
@@ -124,14 +125,14 @@ def test_a_sink_failing_every_write_the_same_way_is_taken_for_down(
     sent = demands(3 * SYSTEMATIC_AFTER)
     worker.submit(sent)
     worker.start()
-    assert wait_until(lambda: not worker.stats.up
+    assert wait_for(lambda: not worker.stats.up
                       and len(worker.outbox) == len(sent) - SYSTEMATIC_AFTER)
     assert worker.stats.rejected == SYSTEMATIC_AFTER
     assert worker.alive()
     assert "taken for a fault of the sink" in caplog.text
     sink.fixed = True  # before the retry, 2 s after it went down
     worker.submit(demands(1, len(sent)))
-    assert wait_until(lambda: worker.stats.stored == len(sent) - SYSTEMATIC_AFTER + 1)
+    assert wait_for(lambda: worker.stats.stored == len(sent) - SYSTEMATIC_AFTER + 1)
     worker.stop()
     assert sink.keys == [r.key_time for r in [*sent[SYSTEMATIC_AFTER:], demand(len(sent))]]
 
@@ -147,7 +148,7 @@ def test_a_reading_a_trigger_refuses_is_rejected_not_retried_for_ever(tmp_path: 
     worker.sink.close()
     worker.submit(demands(6))
     worker.start()
-    assert wait_until(lambda: worker.stats.stored == 5)
+    assert wait_for(lambda: worker.stats.stored == 5)
     assert worker.stats.up and not len(worker.outbox)
     worker.stop()
     assert stored_keys(db) == [r.key_time for r in demands(6) if r.raw != 1003]
@@ -179,7 +180,7 @@ def test_a_device_state_the_sink_chokes_on_is_logged_not_fatal(
     worker.submit(demands(2), [state("MeterInfo")])
     worker.submit(demands(2, 2), [state("DeviceInfo")])
     worker.start()
-    assert wait_until(lambda: worker.stats.stored == 4 and sink.tags == ["DeviceInfo"])
+    assert wait_for(lambda: worker.stats.stored == 4 and sink.tags == ["DeviceInfo"])
     assert worker.alive() and worker.stats.up
     worker.stop()
     assert sink.keys == [r.key_time for r in demands(4)]
@@ -209,7 +210,7 @@ def test_a_failed_ack_during_replay_neither_counts_nor_lists_a_rejection_twice(
 
     worker.outbox.ack = full_disk_twice
     worker.start()
-    assert wait_until(lambda: not failures[0] and not len(worker.outbox) and worker.stats.up)
+    assert wait_for(lambda: not failures[0] and not len(worker.outbox) and worker.stats.up)
     worker.stop()
     assert stored_keys(db) == [demand(0).key_time, demand(2).key_time]
     assert (worker.stats.stored, worker.stats.rejected) == (2, 1)

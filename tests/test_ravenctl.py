@@ -16,13 +16,8 @@ import pytest
 from ravend.protocol.model import Kind, Reading, scale
 from ravend.sinks.base import StateItem
 from ravend.sinks.sqlite import SqliteSink
-from ravend_process import ROOT
-from readings import DEVICE, METER, T0, demand, demands
-
-
-def ravenctl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ravend.cli.ravenctl", *args],
-                          capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+from tests.helpers.process import ROOT, ravenctl
+from tests.helpers.readings import DEVICE, METER, T0, demand, demands
 
 
 @pytest.fixture()
@@ -177,7 +172,7 @@ def test_no_command_tracebacks_on_any_stored_time(db: Path) -> None:
     assert "left out of the roll-ups" in runs[6].stdout
 
 
-# --- messages and small inconsistencies (issue 17) --------------------------------------------
+# --- messages and small inconsistencies -------------------------------------------------------
 
 
 def test_options_before_the_command_are_accepted_and_the_commands_own_win(db: Path,
@@ -262,8 +257,8 @@ def test_status_as_a_user_outside_the_group_says_what_to_do(db: Path) -> None:
 
 
 def test_export_store_mysql_reads_mariadb(db: Path, tmp_path: Path, mariadb_server) -> None:
-    from mysql_helpers import conf_keys, mysql_config
     from ravend.sinks.mysql import MysqlSink
+    from tests.helpers.mysql import conf_keys, mysql_config
 
     database = mariadb_server.new_database("export_raw")
     sink = MysqlSink(mysql_config(mariadb_server, database))

@@ -1,4 +1,4 @@
-"""A changed configuration takes effect on reload (issue 17, item 3), with the real ravend.
+"""A changed configuration takes effect on reload, with the real ravend.
 
 ``systemctl reload ravend`` runs the unit's ExecReload lines in order and stops at the first
 that fails; the tests run those very lines (ravend's path and the config path swapped for the
@@ -16,9 +16,10 @@ import sys
 import urllib.request
 from pathlib import Path
 
-import servers
 from ravend.simulator import MeterSimulator
-from ravend_process import ROOT, RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers import servers
+from tests.helpers.process import ROOT, RavendProcess, running_ravend, stored_rows, write_config
+from tests.helpers.wait import wait_for
 
 UNIT = ROOT / "systemd" / "ravend.service"
 
@@ -54,12 +55,13 @@ def answers_metrics(port: int) -> bool:
         return False
 
 
-def start(tmp_path: Path, metrics_port: int) -> tuple[MeterSimulator, RavendProcess, Path]:
+def start_meter(tmp_path: Path, metrics_port: int) -> tuple[MeterSimulator, Path]:
+    """A simulated meter and the config of a ravend that reads it, metrics on metrics_port."""
     link = str(tmp_path / "stick")
     sim = MeterSimulator("raven", link=link, seed=17, speed=200).start()
     config = write_config(tmp_path / "ravend.conf", tmp_path / "state", link,
                           metrics={"listen": f"{servers.LOOPBACK}:{metrics_port}"})
-    return sim, RavendProcess(config, tmp_path / "ravend.log"), config
+    return sim, config
 
 
 def with_metrics_listen(config: Path, listen: str) -> None:
@@ -76,8 +78,8 @@ def test_reload_applies_a_new_metrics_listen_without_losing_a_reading(tmp_path: 
     while new_port == old_port:
         new_port = servers.free_port()
     db = tmp_path / "state" / "ravend.db"
-    sim, ravend, config = start(tmp_path, old_port)
-    try:
+    sim, config = start_meter(tmp_path, old_port)
+    with running_ravend(config, tmp_path / "ravend.log", then_stop=(sim.stop,)) as ravend:
         assert wait_for(lambda: len(stored_rows(db)) >= 10 and answers_metrics(old_port), 20), \
             ravend.log()
         with_metrics_listen(config, f"{servers.LOOPBACK}:{new_port}")
@@ -93,10 +95,6 @@ def test_reload_applies_a_new_metrics_listen_without_losing_a_reading(tmp_path: 
         assert sim.drain(5)
         want = {(s.meter_mac, s.kind, s.meter_time) for s in sim.sent_readings()}
         assert wait_for(lambda: len(stored_rows(db)) >= len(want), 10)
-    finally:
-        code, _ = ravend.stop()
-        sim.stop()
-    assert code == 0, ravend.log()
     rows = stored_rows(db)
     assert {(m, k, t) for m, k, t, *_ in rows} == want  # stored = sent, across the reload
     assert len(rows) == len(want)
@@ -106,8 +104,9 @@ def test_reload_applies_a_new_metrics_listen_without_losing_a_reading(tmp_path: 
 def test_bad_file_on_reload_keeps_the_running_configuration(tmp_path: Path) -> None:
     port = servers.free_port()
     db = tmp_path / "state" / "ravend.db"
-    sim, ravend, config = start(tmp_path, port)
-    try:
+    sim, config = start_meter(tmp_path, port)
+    # The exit status is not the bad file's: running_ravend asserts a clean stop.
+    with running_ravend(config, tmp_path / "ravend.log", then_stop=(sim.stop,)) as ravend:
         assert wait_for(lambda: len(stored_rows(db)) >= 5 and answers_metrics(port), 20), \
             ravend.log()
         with_metrics_listen(config, "nowhere")
@@ -121,10 +120,6 @@ def test_bad_file_on_reload_keeps_the_running_configuration(tmp_path: Path) -> N
         before = len(stored_rows(db))
         assert wait_for(lambda: len(stored_rows(db)) >= before + 5, 20), ravend.log()
         assert answers_metrics(port)
-    finally:
-        code, _ = ravend.stop()
-        sim.stop()
-    assert code == 0, ravend.log()  # the exit status is not the bad file's
     log = ravend.log()
     errors = [line for line in log.splitlines() if "configuration error" in line]
     assert len(errors) == 1, log

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -21,7 +18,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from mqtt_helpers import Subscriber, reading_messages, save_broker_state, validate_ha_sensor
 from ravend import maintenance
 from ravend.config import RetentionConfig, load
 from ravend.protocol.model import METER_EPOCH_OFFSET, Kind, Reading, scale
@@ -30,9 +26,11 @@ from ravend.sinks.base import StateItem
 from ravend.sinks.mqtt_payload import parse_reading
 from ravend.sinks.sqlite import SqliteSink
 from ravend.store import SqliteStore
-from readings import DEVICE, METER, T0
+from tests.helpers.mqtt import Subscriber, reading_messages, save_broker_state, validate_ha_sensor
+from tests.helpers.process import RepeaterProcess
+from tests.helpers.readings import DEVICE, METER, T0
+from tests.helpers.wait import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
 BROKER_CONFIG = "max_queued_messages 1000000"
 
 
@@ -58,32 +56,6 @@ def store(db: Path, readings: list[Reading]) -> None:
     sink.close()
 
 
-class RepeaterProcess:
-    def __init__(self, config: Path, log: Path) -> None:
-        self.log_path = log
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ravend.cli.repeater", "--config", str(config)],
-                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-
 def write_config(tmp_path: Path, broker, **repeater: str) -> Path:
     state = tmp_path / "state"
     state.mkdir(exist_ok=True)
@@ -102,15 +74,6 @@ def watermark(tmp_path: Path) -> int:
         return json.loads((tmp_path / "state" / "repeater.watermark").read_text())["last_id"]
     except (FileNotFoundError, ValueError):
         return -1
-
-
-def wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
 
 
 def check_received(sub: Subscriber, readings: list[Reading], max_repeats: int = 0, *,
@@ -139,7 +102,7 @@ def drain(tmp_path: Path, broker, n: int, timeout: float, **repeater: str) -> No
         assert wait_for(lambda: watermark(tmp_path) == n, timeout), proc.log()
         assert sub.wait_for(lambda: len(reading_messages(sub)) >= n, 20)
     finally:
-        assert proc.stop() == 0, proc.log()
+        assert proc.stop().code == 0, proc.log()
         sub.stop()
     check_received(sub, readings)
     assert "Traceback" not in proc.log()
@@ -168,7 +131,7 @@ def test_kill_9_mid_drain_then_restart_leaves_no_gap(tmp_path: Path, make_mosqui
         assert sub.wait_for(lambda: len({parse_reading(m.payload).key
                                          for m in reading_messages(sub)}) >= n, 20)
     finally:
-        assert second.stop() == 0, second.log()
+        assert second.stop().code == 0, second.log()
         sub.stop()
     # At most the batch in flight at the kill (acknowledged or not) is published again.
     check_received(sub, readings, max_repeats=500)
@@ -205,7 +168,7 @@ def test_broker_outage_mid_drain(tmp_path: Path, make_mosquitto) -> None:
         assert sub.wait_for(lambda: not missing(), 30), (at_kill, missing()[:10],
                                                          len(missing()), sub.connects)
     finally:
-        assert proc.stop() == 0, proc.log()
+        assert proc.stop().code == 0, proc.log()
         sub.stop()
     # What the broker had acknowledged before it was killed is the broker's to keep: Mosquitto
     # holds it in memory and a SIGKILL loses what the subscriber had not yet taken. Everything
@@ -238,7 +201,7 @@ def test_follows_new_rows_without_busy_waiting(tmp_path: Path, mosquitto_server)
         assert wait_for(lambda: watermark(tmp_path) == 15, 5), proc.log()
         latency = time.monotonic() - started
     finally:
-        assert proc.stop() == 0
+        assert proc.stop().code == 0
         sub.stop()
     assert idle_cpu < 0.3, f"{idle_cpu:.2f} s CPU in 3 s idle"
     assert latency < 1.6, f"new rows took {latency:.2f} s"
@@ -262,7 +225,7 @@ def test_new_rows_wake_it_without_polling(tmp_path: Path, mosquitto_server) -> N
         assert wait_for(lambda: watermark(tmp_path) == 15, 5), proc.log()
         latency = time.monotonic() - started
     finally:
-        assert proc.stop() == 0
+        assert proc.stop().code == 0
     assert idle_wakeups <= 3, f"{idle_wakeups} wake-ups in 3 s idle"
     assert latency < 1.0, f"new rows took {latency:.2f} s"
 
@@ -317,7 +280,7 @@ def test_start_newest_skips_the_existing_store(tmp_path: Path, mosquitto_server)
         store(db, backlog(5, start=50))
         assert wait_for(lambda: watermark(tmp_path) == 55, 10), proc.log()
     finally:
-        assert proc.stop() == 0
+        assert proc.stop().code == 0
         sub.stop()
     check_received(sub, backlog(5, start=50))
 
@@ -340,7 +303,7 @@ def test_device_state_and_discovery_come_from_the_store(tmp_path: Path,
         assert wait_for(lambda: watermark(tmp_path) == 4, 20), proc.log()
         assert sub.wait_for(lambda: len(sub.on("homeassistant/.*")) >= 5, 5)
     finally:
-        assert proc.stop() == 0
+        assert proc.stop().code == 0
         time.sleep(0.2)
         sub.stop()
     configs = {m.topic: m.json() for m in sub.on("homeassistant/.*")}
@@ -365,7 +328,7 @@ def test_waits_for_the_store_to_appear(tmp_path: Path, mosquitto_server) -> None
         store(tmp_path / "state" / "ravend.db", backlog(3))
         assert wait_for(lambda: watermark(tmp_path) == 3, 15), proc.log()
     finally:
-        assert proc.stop() == 0
+        assert proc.stop().code == 0
     assert proc.log().count("no database yet") == 1
 
 
@@ -420,10 +383,10 @@ def test_sqlite_source_reads_rows_and_states(tmp_path: Path) -> None:
 
 def test_mysql_source_reads_what_the_mysql_sink_stored(mariadb_server) -> None:
     """The MySQL path: rows written by ravend's MySQL sink, read back through its connect()."""
-    from mysql_helpers import mysql_config
     from ravend.db.mysql import migrate_database
     from ravend.repeater import MysqlSource
     from ravend.sinks.mysql import MysqlSink
+    from tests.helpers.mysql import mysql_config
 
     cfg = mysql_config(mariadb_server, mariadb_server.new_database("repeater_src"))
     migrate_database(cfg)
@@ -445,9 +408,9 @@ def test_mysql_source_reads_what_the_mysql_sink_stored(mariadb_server) -> None:
 
 
 def test_unreachable_mysql_is_unavailable_not_fatal(tmp_path: Path) -> None:
-    import servers
     from ravend.config import MysqlConfig
     from ravend.repeater import MysqlSource, SourceUnavailable
+    from tests.helpers import servers
 
     source = MysqlSource(MysqlConfig(host=servers.LOOPBACK, port=servers.free_port(),
                                      connect_timeout=2))
@@ -498,7 +461,7 @@ def test_rows_after_a_purge_of_the_highest_ids_are_published_and_rolled_up(
         assert wait_for(lambda: watermark(tmp_path) == 280, 20), proc.log()
         assert sub.wait_for(lambda: len(reading_messages(sub)) >= 280, 20)
     finally:
-        assert proc.stop() == 0, proc.log()
+        assert proc.stop().code == 0, proc.log()
         sub.stop()
     check_received(sub, old + reset + new)
     maintenance.run_once(lambda: SqliteStore(db), RetentionConfig(time_zone="UTC"),
@@ -539,7 +502,7 @@ def test_an_existing_store_is_migrated_whole_and_the_repeater_resumes(
     try:
         assert wait_for(lambda: watermark(tmp_path) == 320, 20), proc.log()
     finally:
-        assert proc.stop() == 0, proc.log()
+        assert proc.stop().code == 0, proc.log()
     with sqlite3.connect(db) as conn:
         conn.execute("DELETE FROM readings WHERE clock_flag = 'epoch'")
         conn.execute("INSERT INTO maintenance_state VALUES ('rollup_watermark', 320)")
@@ -566,7 +529,7 @@ def test_an_existing_store_is_migrated_whole_and_the_repeater_resumes(
                             >= len(new), 20)
         time.sleep(0.5)  # a republished row would arrive with the new ones
     finally:
-        assert proc.stop() == 0, proc.log()
+        assert proc.stop().code == 0, proc.log()
         sub.stop()
     check_received(sub, new, live_only=True)
     assert "past the newest row" not in proc.log()

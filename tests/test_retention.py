@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from mysql_helpers import mysql_config, query
 from ravend.cli import ravenctl
 from ravend.config import RetentionConfig
 from ravend.maintenance import Maintenance
@@ -26,7 +25,8 @@ from ravend.rollup_update import update_rollups
 from ravend.sinks.mysql import MysqlSink
 from ravend.sinks.sqlite import SqliteSink
 from ravend.store import MysqlStore, SqliteStore, Store
-from readings import DEVICE, METER
+from tests.helpers.mysql import mysql_config, query
+from tests.helpers.readings import DEVICE, METER
 
 DAY = 86400
 HOUR = 3600
@@ -416,7 +416,7 @@ def test_the_monotonic_id_migration_is_all_or_nothing(tmp_path: Path) -> None:
     next start migrates it whole."""
     from ravend.db.migrations import migrations
     from ravend.db.sqlite import migrate, schema_version
-    from test_repeater import version_4_store
+    from tests.test_repeater import version_4_store
 
     conn = version_4_store(tmp_path / "old.db", history(D0, 2 * HOUR))
     rows = conn.execute("SELECT *, clock_flag FROM readings ORDER BY id").fetchall()

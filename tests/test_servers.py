@@ -12,7 +12,7 @@ import paho.mqtt.client as mqtt
 import pymongo
 import pytest
 
-import servers
+from tests.helpers import servers
 
 PAHO_2 = int(paho.mqtt.__version__.split(".")[0]) >= 2
 WAIT = 10.0  # seconds any single broker or database answer may take here

@@ -4,32 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from ravend.simulator import MeterSimulator
-from ravend_process import ROOT, RavendProcess, stored_rows, wait_for, write_config
-
-
-def notify_socket(tmp_path: Path) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(tmp_path / "notify"))
-    sock.settimeout(0.2)
-    return sock
-
-
-def received(sock: socket.socket, seconds: float) -> list[str]:
-    out: list[str] = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            out.extend(sock.recv(4096).decode().splitlines())
-        except TimeoutError:
-            continue
-    return out
+from tests.helpers.notify import notify_socket, received
+from tests.helpers.process import ROOT, RavendProcess, running_ravend, stored_rows, write_config
+from tests.helpers.wait import wait_for
 
 
 def test_ready_status_and_watchdog_are_sent(tmp_path: Path, monkeypatch) -> None:
@@ -71,8 +53,8 @@ def test_sighup_reopens_the_port_without_losing_readings(tmp_path: Path) -> None
     db = tmp_path / "state" / "ravend.db"
     sim = MeterSimulator("raven", link=link, seed=4, speed=200).start()
     config = write_config(tmp_path / "ravend.conf", tmp_path / "state", link)
-    ravend = RavendProcess(config, tmp_path / "ravend.log")
-    try:
+    with running_ravend(config, tmp_path / "ravend.log",
+                        stop_within=5, then_stop=(sim.stop,)) as ravend:
         assert wait_for(lambda: len(stored_rows(db)) >= 10, 20), ravend.log()
         ravend.proc.send_signal(signal.SIGHUP)
         assert wait_for(lambda: "SIGHUP" in ravend.log(), 5)
@@ -82,10 +64,6 @@ def test_sighup_reopens_the_port_without_losing_readings(tmp_path: Path) -> None
         assert sim.drain(5)
         want = {(s.meter_mac, s.kind, s.meter_time) for s in sim.sent_readings()}
         assert wait_for(lambda: len(stored_rows(db)) >= len(want), 10)
-    finally:
-        code, took = ravend.stop()
-        sim.stop()
-    assert code == 0 and took < 5
     got = {(m, k, t) for m, k, t, *_ in stored_rows(db)}
     assert got == want
     assert ravend.proc.returncode == 0

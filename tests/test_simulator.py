@@ -24,6 +24,7 @@ import pytest
 from ravend.cli.simulate_command import main
 from ravend.protocol.model import METER_EPOCH_OFFSET, Kind
 from ravend.simulator import QUIRKS, MeterSimulator, SentReading
+from tests.helpers.wait import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"  # copies of ../shared/fixtures (real device output)
@@ -105,12 +106,7 @@ class Client:
         self.send(f"<Command>\n  <Name>{name}</Name>\n{body}</Command>\n".encode())
 
     def wait(self, predicate, timeout: float = 3.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate(self.data):
-                return True
-            time.sleep(0.005)
-        return predicate(self.data)
+        return wait_for(lambda: predicate(self.data), timeout, interval=0.005)
 
     def wait_for_tag(self, tag: str, after: int = 0, timeout: float = 3.0) -> bytes:
         """The first complete <tag> fragment starting at or after byte offset ``after``."""

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from mqtt_helpers import Subscriber, reading_messages, save_broker_state, validate_ha_sensor
 from ravend.config import MqttConfig
 from ravend.mqtt_client import PAHO_VERSION
 from ravend.protocol.model import Kind, Reading, scale
@@ -24,7 +23,9 @@ from ravend.sinks.base import SinkUnavailable, StateItem
 from ravend.sinks.mqtt import MqttSink
 from ravend.sinks.mqtt_payload import parse_reading
 from ravend.sinks.worker import SinkWorker
-from readings import DEVICE, METER, demands
+from tests.helpers.mqtt import Subscriber, reading_messages, save_broker_state, validate_ha_sensor
+from tests.helpers.readings import DEVICE, METER, demands
+from tests.helpers.wait import wait_for
 
 STATUS = "ravend/ravend/test-ravend/status"
 
@@ -37,15 +38,6 @@ def config(server, **kw) -> MqttConfig:
 def worker(tmp_path: Path, sink: MqttSink) -> SinkWorker:
     return SinkWorker(sink, tmp_path / "outbox-mqtt.db", retry_min=0.05, retry_max=0.3,
                       max_delay=0.05, spool_max_mb=sink.spool_max_mb)
-
-
-def wait_until(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
 
 
 def device_info(fw: str = "2.0.0 (7400)") -> StateItem:
@@ -79,7 +71,7 @@ def test_readings_states_discovery_and_availability(tmp_path, mosquitto_server) 
     w.start()
     w.submit([], [device_info(), connection_status()])
     w.submit(demands(5) + summation(0) + [price()])
-    assert wait_until(lambda: w.stats.stored == 8)
+    assert wait_for(lambda: w.stats.stored == 8)
     assert sub.wait_for(lambda: len(reading_messages(sub)) == 8, 5)
     w.stop()
     assert sub.wait_for(lambda: [m.payload for m in sub.on(STATUS)][-1:] == [b"offline"], 5)
@@ -186,9 +178,9 @@ def test_broker_down_at_start_then_everything_in_order(tmp_path, make_mosquitto)
     w.start()
     for r in demands(50):
         w.submit([r])
-    assert wait_until(lambda: w.stats.spooled >= 50 and not w.stats.up)
+    assert wait_for(lambda: w.stats.spooled >= 50 and not w.stats.up)
     broker.start()
-    assert wait_until(lambda: w.stats.stored == 50, 15), w
+    assert wait_for(lambda: w.stats.stored == 50, 15), w
     assert sub.wait_for(lambda: len(reading_messages(sub)) >= 50, 10)
     w.stop()
     sub.stop()
@@ -209,7 +201,7 @@ def test_broker_killed_mid_stream_loses_nothing_and_paho_resends_nothing(
     w.start()
     for r in demands(100):
         w.submit([r])
-    assert wait_until(lambda: w.stats.stored == 100)
+    assert wait_for(lambda: w.stats.stored == 100)
     # A SIGKILLed broker loses what it acknowledged but had not delivered yet: that is the
     # broker's promise, not ravend's, so the kill comes once the subscriber has the first 100.
     assert sub.wait_for(lambda: len(reading_messages(sub)) >= 100, 10)
@@ -217,12 +209,12 @@ def test_broker_killed_mid_stream_loses_nothing_and_paho_resends_nothing(
     for r in demands(100, start=100):
         w.submit([r])
         time.sleep(0.005)
-    assert wait_until(lambda: not w.stats.up and w.stats.spooled >= 1)
+    assert wait_for(lambda: not w.stats.up and w.stats.spooled >= 1)
     time.sleep(1.0)  # several failed reconnects while down
     broker.start()
     for r in demands(100, start=200):
         w.submit([r])
-    assert wait_until(lambda: w.stats.stored >= 300 and not len(w.outbox), 20), w
+    assert wait_for(lambda: w.stats.stored >= 300 and not len(w.outbox), 20), w
     want = [r.key for r in demands(300)]
 
     def missing() -> list[int]:
@@ -258,7 +250,7 @@ def test_tls_password_file_and_spool_cap(tmp_path, make_mosquitto) -> None:
     assert w.outbox.max_rows == int(3 * 1024 * 1024 / 400)
     w.start()
     w.submit(demands(20))
-    assert wait_until(lambda: w.stats.stored == 20)
+    assert wait_for(lambda: w.stats.stored == 20)
     w.stop()
     assert sub.wait_for(lambda: len(reading_messages(sub)) == 20, 5)
     sub.stop()

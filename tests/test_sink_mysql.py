@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from mysql_helpers import conf_keys, mysql_config, query
 from ravend.config import ConfigError, load
 from ravend.db.mysql import connect, migrate, schema_version
 from ravend.protocol.model import Kind, Reading, scale
 from ravend.sinks.base import ReadingRejected, SinkUnavailable, StateItem
 from ravend.sinks.mysql import MysqlSink
 from ravend.sinks.worker import SinkWorker
-from ravend_process import write_config
-from readings import DEVICE, METER, T0, demand, demands, odd_clocks
+from tests.helpers.mysql import conf_keys, mysql_config, query
+from tests.helpers.process import write_config
+from tests.helpers.readings import DEVICE, METER, T0, demand, demands, odd_clocks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -207,7 +207,7 @@ def test_unknown_database_says_how_to_create_it(mariadb_server) -> None:
 
 def test_tls_verifies_the_server_certificate(make_mariadb, mariadb_server, tmp_path: Path
                                              ) -> None:
-    from servers import make_test_certificates
+    from tests.helpers.servers import make_test_certificates
 
     # The server's certificate names only db.example, not 127.0.0.1 that we connect to.
     certs = make_test_certificates(tmp_path / "tls", hostnames=("db.example",), ips=())

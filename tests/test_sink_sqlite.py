@@ -14,7 +14,7 @@ from ravend.db.sqlite import connect, migrate, schema_version
 from ravend.sinks.base import SinkUnavailable, StateItem
 from ravend.sinks.sqlite import SqliteSink
 from ravend.store_status import SqliteReader
-from readings import DEVICE, METER, T0, demand, demands, odd_clocks
+from tests.helpers.readings import DEVICE, METER, T0, demand, demands, odd_clocks
 
 
 @pytest.fixture()

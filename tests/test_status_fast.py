@@ -22,8 +22,8 @@ from ravend.db import sqlite as sqlite_db
 from ravend.doctor_sinks import check_sqlite
 from ravend.protocol.model import Kind, Reading, scale
 from ravend.sinks.sqlite import SqliteSink
-from readings import DEVICE, METER, T0, demands
-from test_ravenctl import ravenctl as run_ravenctl
+from tests.helpers.process import ravenctl as run_ravenctl
+from tests.helpers.readings import DEVICE, METER, T0, demands
 
 #: More demand readings than status counts exactly (ravend.store_status.EXACT_LIMIT = 10,000).
 BIG = 12_000

@@ -1,4 +1,4 @@
-"""Maintenance never stalls on stored meter times (issue 16): real ravend fed by the simulator
+"""Maintenance never stalls on stored meter times: real ravend fed by the simulator
 on a real pty, real SQLite, then the real ``ravenctl`` commands on what it stored.
 
 A meter time in 2136 (the last second the meter's 2000-based uint32 clock can say) used to hold
@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from ravend.protocol.model import METER_EPOCH_OFFSET
 from ravend.simulator import MeterSimulator
-from ravend_process import RavendProcess, wait_for, write_config
+from tests.helpers.process import RavendProcess, run_program, write_config
+from tests.helpers.wait import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 LAST_METER_SECOND = 0xFFFFFFFE  # 0xFFFFFFFF means "not set": this is 2136-02-07 06:28:14 UTC
@@ -63,9 +62,7 @@ def maintained(db: Path) -> bool:
 
 
 def ravenctl(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "ravend.cli.ravenctl", *args], env=env,
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    return run_program("ravend.cli.ravenctl", *args)
 
 
 def test_far_future_and_reset_meter_times_never_stall_maintenance(tmp_path: Path) -> None:

@@ -1,11 +1,11 @@
-"""System property (issue 16): any fragment the stick may send, valid or not, costs no reading.
+"""System property: any fragment the stick may send, valid or not, costs no reading.
 
 Hypothesis generates fragments for every tag of the decoder's table, every numeric child as hex
-of any width (tests/fragment_strategies.py), mixed with noise. The meter simulator writes exactly
-those bytes on its pty to a real ravend with SQLite and MQTT (a private Mosquitto) on. The same
-bytes go through the pure framer and decoder here: the readings they accept are what each sink
-owes. For every sink, stored plus listed as rejected (``<state_dir>/rejected.db``) must be exactly
-that set, every stored or published value the first one received for its key (a later value
+of any width (tests/helpers/fragment_strategies.py), mixed with noise. The meter simulator
+writes exactly those bytes on its pty to a real ravend with SQLite and MQTT (a private Mosquitto)
+on. The same bytes go through the pure framer and decoder here: the readings they accept are what
+each sink owes. For every sink, stored plus listed as rejected (``<state_dir>/rejected.db``) must be
+exactly that set, every stored or published value the first one received for its key (a later value
 for the same key is neither stored nor published), and nothing else. No thread dies: ravend is
 still running at the end, its log holds no traceback, and SIGTERM stops it with exit 0.
 
@@ -35,11 +35,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
-from fragment_strategies import REALISTIC, piece, render
-from mqtt_helpers import Subscriber, reading_messages
 from ravend.simulator import MeterSimulator
 from ravend.sinks.mqtt_payload import PayloadError, parse_reading
-from ravend_process import ROOT, RavendProcess, stored_rows, wait_for, write_config
+from tests.helpers.fragment_strategies import REALISTIC, piece, render
+from tests.helpers.mqtt import Subscriber, reading_messages
+from tests.helpers.process import ROOT, RavendProcess, stored_rows, write_config
+from tests.helpers.wait import wait_for
 
 Key = tuple[str, str, "int | None"]  # (meter_mac, kind, meter_time): None = host-timed
 Value = tuple[int, int, int]  # (raw, multiplier, divisor)
@@ -95,8 +96,9 @@ def sentinel() -> bytes:
 
 # --- what the pure decoder accepts ----------------------------------------------------------------
 
-#: Run in a child process: a field that makes a reading costly to compute (issue 16, "costly
-#: fields") would hang this test otherwise; stderr names the piece being turned into readings.
+#: Run in a child process: a field that makes a reading costly to compute (the fault
+#: matrix's "costly fields") would hang this test otherwise; stderr names the piece being
+#: turned into readings.
 #: A piece the decoder raises on is reported as such (decode() promises never to raise).
 _DECODE_CHILD = """
 import json, sys

@@ -14,37 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from ravend.sinks.base import ReadingRejected, Sink, SinkUnavailable, StateItem
+from ravend.sinks.base import ReadingRejected, Sink, SinkUnavailable
 from ravend.sinks.outbox import Outbox, OutboxError
 from ravend.sinks.sqlite import SqliteSink
 from ravend.sinks.worker import SinkWorker
-from readings import DEVICE, demand, demands
-
-
-def stored_keys(path: Path) -> list[int]:
-    with sqlite3.connect(path) as conn:
-        return [r[0] for r in conn.execute("SELECT key_time FROM readings ORDER BY id")]
-
-
-def wait_until(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
-def make_worker(tmp_path: Path, **kw) -> tuple[SinkWorker, Path]:
-    db = tmp_path / "ravend.db"
-    worker = SinkWorker(SqliteSink(db, busy_timeout=0.05), tmp_path / "outbox-sqlite.db",
-                        retry_min=0.05, retry_max=0.2, **kw)
-    return worker, db
-
-
-def spooled_keys(box: Outbox) -> list[int]:
-    """The key times in the outbox, in the order it would replay them."""
-    return [r.key_time for b in box.peek(1_000_000) for r in b.readings]
+from tests.helpers.readings import demand, demands
+from tests.helpers.wait import wait_for
+from tests.helpers.worker import make_worker, spooled_keys, state, stored_keys
 
 
 def spill_past_a_waiting_write(tmp_path: Path, busy_timeout: float
@@ -57,7 +33,7 @@ def spill_past_a_waiting_write(tmp_path: Path, busy_timeout: float
                         queue_size=20, retry_min=0.05, retry_max=0.2)
     worker.start()
     worker.submit([demand(0)])
-    assert wait_until(lambda: worker.stats.stored == 1)
+    assert wait_for(lambda: worker.stats.stored == 1)
     locker = sqlite3.connect(db, isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")
     worker.submit([demand(1)])  # taken at once: its write waits for the lock
@@ -73,7 +49,7 @@ def test_readings_are_committed_promptly_in_order(tmp_path: Path) -> None:
     worker.start()
     for r in demands(300):
         worker.submit([r])
-    assert wait_until(lambda: worker.stats.stored == 300)
+    assert wait_for(lambda: worker.stats.stored == 300)
     worker.stop()
     assert stored_keys(db) == [r.key_time for r in demands(300)]
     assert worker.stats.stored_by_kind == {"demand": 300}
@@ -83,16 +59,16 @@ def test_locked_store_spools_then_replays_everything_once_in_order(tmp_path: Pat
     worker, db = make_worker(tmp_path)
     worker.start()
     worker.submit(demands(10))
-    assert wait_until(lambda: worker.stats.stored == 10)
+    assert wait_for(lambda: worker.stats.stored == 10)
     locker = sqlite3.connect(db, isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")
     for r in demands(200, start=10):
         worker.submit([r])
-    assert wait_until(lambda: worker.stats.spooled >= 1 and not worker.stats.up)
-    assert wait_until(lambda: len(worker.outbox) + worker.stats.stored >= 200)
+    assert wait_for(lambda: worker.stats.spooled >= 1 and not worker.stats.up)
+    assert wait_for(lambda: len(worker.outbox) + worker.stats.stored >= 200)
     locker.execute("ROLLBACK")
     locker.close()
-    assert wait_until(lambda: worker.stats.stored == 210 and worker.stats.up)
+    assert wait_for(lambda: worker.stats.stored == 210 and worker.stats.up)
     assert len(worker.outbox) == 0
     worker.stop()
     assert stored_keys(db) == [r.key_time for r in demands(210)]
@@ -102,7 +78,7 @@ def test_stop_while_unavailable_keeps_readings_in_the_outbox(tmp_path: Path) -> 
     worker, db = make_worker(tmp_path)
     worker.start()
     worker.submit(demands(1))
-    assert wait_until(lambda: worker.stats.stored == 1)
+    assert wait_for(lambda: worker.stats.stored == 1)
     locker = sqlite3.connect(db, isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")
     worker.submit(demands(50, start=1))
@@ -114,7 +90,7 @@ def test_stop_while_unavailable_keeps_readings_in_the_outbox(tmp_path: Path) -> 
     again, _ = make_worker(tmp_path)
     assert len(again.outbox) == 50
     again.start()
-    assert wait_until(lambda: again.stats.stored == 50)
+    assert wait_for(lambda: again.stats.stored == 50)
     again.stop()
     assert stored_keys(db) == [r.key_time for r in demands(51)]
 
@@ -128,7 +104,7 @@ def test_full_queue_spills_to_disk_instead_of_blocking(tmp_path: Path) -> None:
     assert time.monotonic() - started < 5
     assert len(worker.outbox) == 150
     worker.start()
-    assert wait_until(lambda: worker.stats.stored == 250)
+    assert wait_for(lambda: worker.stats.stored == 250)
     worker.stop()
     # In order: the 100 queued ones were older than the 150 that spilled past them.
     assert stored_keys(db) == [r.key_time for r in demands(250)]
@@ -147,7 +123,7 @@ def test_a_briefly_full_queue_slows_the_reader_instead_of_spilling(tmp_path: Pat
     threading.Timer(0.05, worker.start).start()  # the worker drains from now on
     worker.submit([demand(100)])
     assert len(worker.outbox) == 0 and worker.stats.spooled == 0
-    assert wait_until(lambda: worker.stats.stored == 101)
+    assert wait_for(lambda: worker.stats.stored == 101)
     worker.stop()
     assert stored_keys(db) == [r.key_time for r in demands(101)]
 
@@ -166,7 +142,7 @@ def test_a_stuck_sink_costs_the_reader_one_wait_then_it_spills(tmp_path: Path,
     assert time.monotonic() - started < 10  # one wait of 0.5 s, not forty (20 s)
     assert len(worker.outbox) == 40
     worker.start()
-    assert wait_until(lambda: worker.stats.stored == 140)
+    assert wait_for(lambda: worker.stats.stored == 140)
     worker.stop()
     assert stored_keys(db) == [r.key_time for r in demands(140)]
 
@@ -178,10 +154,10 @@ def test_a_write_that_fails_after_newer_readings_spilled_past_it_keeps_its_place
     would then have been an old reading)."""
     worker, db, locker = spill_past_a_waiting_write(tmp_path, busy_timeout=1.0)
     assert worker.stats.up  # spilled while the write waited, which then fails
-    assert wait_until(lambda: not worker.stats.up)
+    assert wait_for(lambda: not worker.stats.up)
     locker.execute("ROLLBACK")
     locker.close()
-    assert wait_until(lambda: worker.stats.stored == 62 and not len(worker.outbox))
+    assert wait_for(lambda: worker.stats.stored == 62 and not len(worker.outbox))
     worker.stop()
     assert stored_keys(db) == [r.key_time for r in demands(62)]
 
@@ -220,7 +196,7 @@ def test_a_slow_write_that_succeeds_does_not_let_spilled_readings_overtake_queue
     worker, db, locker = spill_past_a_waiting_write(tmp_path, busy_timeout=10.0)
     locker.execute("ROLLBACK")  # the waiting write goes on, and succeeds
     locker.close()
-    assert wait_until(lambda: worker.stats.stored == 62 and not len(worker.outbox))
+    assert wait_for(lambda: worker.stats.stored == 62 and not len(worker.outbox))
     worker.stop()
     assert worker.stats.up
     assert stored_keys(db) == [r.key_time for r in demands(62)]
@@ -233,7 +209,7 @@ def test_a_spill_larger_than_a_batch_is_stored_in_order_with_the_default_sizes(
         worker.submit([r])
     assert len(worker.outbox) == 300
     worker.start()
-    assert wait_until(lambda: worker.stats.stored == 2300)
+    assert wait_for(lambda: worker.stats.stored == 2300)
     worker.stop()
     assert stored_keys(db) == [r.key_time for r in demands(2300)]
 
@@ -270,10 +246,6 @@ class ScriptedSink(Sink):
         pass
 
 
-def state(tag: str) -> StateItem:
-    return StateItem(DEVICE, "", tag, 1.0, {"tag": tag})
-
-
 def test_a_sink_that_goes_down_while_bad_readings_are_sorted_out_loses_nothing(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Write 1 (the batch) is rejected; write 2 (its first reading alone) is refused for good;
@@ -286,14 +258,14 @@ def test_a_sink_that_goes_down_while_bad_readings_are_sorted_out_loses_nothing(
     caplog.set_level(logging.INFO, logger="ravend.sinks")
     worker.start()
     # (stats.up turns False when write 3 fails, a moment before the rest is spooled)
-    assert wait_until(lambda: sink.writes >= 3 and len(worker.outbox) == 5)  # 1-3, 2 states
+    assert wait_for(lambda: sink.writes >= 3 and len(worker.outbox) == 5)  # 1-3, 2 states
     assert not worker.stats.up
     assert "available again" not in caplog.text
     writes = sink.writes
     time.sleep(0.3)  # retries keep failing, at the backoff's pace: a handful, not a spin
     assert sink.writes - writes < 20
     sink.down = False
-    assert wait_until(lambda: not len(worker.outbox) and worker.stats.up)
+    assert wait_for(lambda: not len(worker.outbox) and worker.stats.up)
     worker.stop()
     assert sink.readings == [r.key_time for r in demands(3, 1)]
     assert sink.states == ["DeviceInfo", "ConnectionStatus"]
@@ -309,7 +281,7 @@ def test_an_unwritable_outbox_and_a_sink_down_wait_in_memory_without_spinning(
     worker = SinkWorker(sink, tmp_path / "outbox.db", retry_min=0.05, retry_max=0.2)
     worker.start()
     worker.submit([demand(0)])
-    assert wait_until(lambda: sink.readings == [demand(0).key_time])
+    assert wait_for(lambda: sink.readings == [demand(0).key_time])
     worker.outbox._conn.close()  # every spool now fails, as on a full disk
     sink.down = True
     attempts = []
@@ -322,12 +294,12 @@ def test_an_unwritable_outbox_and_a_sink_down_wait_in_memory_without_spinning(
     worker.outbox.append_many = counted
     for r in demands(5, 1):
         worker.submit([r])
-    assert wait_until(lambda: not worker.stats.up)
+    assert wait_for(lambda: not worker.stats.up)
     time.sleep(1.0)
     assert len(attempts) < 50, len(attempts)  # at the backoff's pace (0.2 s), not a spin
     assert "outbox" in caplog.text and "kept in memory" in caplog.text
     sink.down = False
-    assert wait_until(lambda: len(sink.readings) == 6), sink.readings
+    assert wait_for(lambda: len(sink.readings) == 6), sink.readings
     worker.stop()
     assert sorted(sink.readings) == [r.key_time for r in demands(6)]
     assert worker.stats.dropped == 0
@@ -401,7 +373,7 @@ def test_stop_with_a_full_queue_and_no_worker_taking_spools_instead_of_hanging(
     assert len(worker.outbox) == 100
     again, _ = make_worker(tmp_path)  # the next start replays them
     again.start()
-    assert wait_until(lambda: again.stats.stored == 100)
+    assert wait_for(lambda: again.stats.stored == 100)
     again.stop()
     assert stored_keys(db) == [r.key_time for r in demands(100)]
 
@@ -466,7 +438,7 @@ def test_stop_with_the_sink_down_and_the_outbox_unwritable_counts_what_memory_he
     worker.start()
     for r in demands(5):
         worker.submit([r])
-    assert wait_until(lambda: "kept in memory" in caplog.text)
+    assert wait_for(lambda: "kept in memory" in caplog.text)
     worker.stop()
     assert not worker.alive()
     assert worker.stats.stored == 0 and worker.stats.dropped == 5

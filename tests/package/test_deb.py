@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from bash_completion import offered
+from tests.helpers.bash_completion import offered
 
 if os.environ.get("RAVEND_PACKAGE_TEST") != "1":
     pytest.fail(

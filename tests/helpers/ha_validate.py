@@ -1,9 +1,9 @@
 """Validate MQTT discovery messages with Home Assistant's own code; runs in .venv-ha.
 
-Run by tests/ha_discovery.py as ``.venv-ha/bin/python tests/ha_validate.py`` (this file needs
-``homeassistant``, which only that venv has; it does not import ravend). Reads on stdin a JSON
-list of ``{"topic": ..., "payload": "<the message's text>"}`` and the discovery prefix as its
-argument; writes on stdout a JSON list, one verdict per message, in order:
+Run by tests/helpers/ha_discovery.py as ``.venv-ha/bin/python tests/helpers/ha_validate.py``
+(this file needs ``homeassistant``, which only that venv has; it does not import ravend). Reads on
+stdin a JSON list of ``{"topic": ..., "payload": "<the message's text>"}`` and the discovery prefix
+as its argument; writes on stdout a JSON list, one verdict per message, in order:
 ``{"topic", "error" (null when Home Assistant accepts it), "config" (the validated config's
 device class, state class, unit, unique id and device identifiers)}``.
 

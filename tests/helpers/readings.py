@@ -44,3 +44,10 @@ def odd_clocks() -> list[tuple[Reading, str | None]]:
         out.append((Reading(METER, kind, when, float(T0), 1000 + i, 1, 1000,
                             scale(1000 + i, 1, 1000), KIND_UNITS[kind], DEVICE), flag))
     return out
+
+
+def fragment(meter: str, device: str, stamp: int, demand: int) -> bytes:
+    return (f"<InstantaneousDemand>\r\n  <DeviceMacId>{device}</DeviceMacId>\r\n"
+            f"  <MeterMacId>{meter}</MeterMacId>\r\n  <TimeStamp>0x{stamp:08x}</TimeStamp>\r\n"
+            f"  <Demand>0x{demand:06x}</Demand>\r\n  <Multiplier>0x00000001</Multiplier>\r\n"
+            "  <Divisor>0x000003e8</Divisor>\r\n</InstantaneousDemand>\r\n").encode()

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
 
 # Debian puts the daemons in sbin, which a non-root PATH may lack.
@@ -568,7 +568,7 @@ class MosquittoServer(Server):
                     "mosquitto_passwd",
                 )
         lines = [
-            "# written by tests/servers.py",
+            "# written by tests/helpers/servers.py",
             # As root, mosquitto would switch to the user 'mosquitto', who cannot read the
             # 0700 pytest temp directories.
             *(["user root"] if os.geteuid() == 0 else []),

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ravend.mqtt_client import Connection, Endpoint, MqttError
+from tests.helpers.wait import wait_for
 
 
 @dataclass(frozen=True)
@@ -91,12 +92,7 @@ class Subscriber:
         return [m for m in self.snapshot() if rx.fullmatch(m.topic)]
 
     def wait_for(self, predicate: Callable[[], object], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.05)
-        return bool(predicate())
+        return wait_for(predicate, timeout, interval=0.05)
 
 
 def save_broker_state(broker: Any, timeout: float = 5.0) -> None:

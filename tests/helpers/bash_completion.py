@@ -7,7 +7,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: ravenctl's completion in the source tree (the package installs it by dh_bash-completion).
 RAVENCTL_COMPLETION = ROOT / "tools" / "completion" / "ravenctl"
 

@@ -1,4 +1,4 @@
-"""Run discovery messages through Home Assistant's own validation (tests/ha_validate.py) in
+"""Run discovery messages through Home Assistant's own validation (tests/helpers/ha_validate.py) in
 .venv-ha, the venv `make deps` builds with homeassistant 2024.3.3 (tools/deps/ha.txt).
 
 The tests run on Debian's Python and on .venv-pypi, neither of which has (or could hold)
@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ravend.simulator import MeterSimulator
-from ravend_process import RavendProcess, write_config
+from tests.helpers.process import RavendProcess, write_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HA_PYTHON = ROOT / ".venv-ha" / "bin" / "python"
 VALIDATOR = Path(__file__).resolve().parent / "ha_validate.py"
 
