@@ -138,7 +138,7 @@ def test_a_protocol_model_import_leaves_the_decoder_alone() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=ROOT, timeout=60, check=True)
     first, second = proc.stdout.splitlines()
-    assert first == "['ravend.protocol', 'ravend.protocol.model']"
+    assert first == "['ravend.protocol', 'ravend.protocol.model', 'ravend.protocol.scaling']"
     assert second == "ravend.protocol.decoder ravend.protocol.model ravend.protocol.commands"
 
 

@@ -370,7 +370,7 @@ def _exact(row: Any) -> str:
     """The value recomputed from the raw integers: the REAL column may round."""
     from decimal import Decimal
 
-    from ravend.protocol.model import scale
+    from ravend.protocol.scaling import scale
 
     factor = row["scale"] if "scale" in row.keys() else 1  # noqa: SIM118 - a sqlite3.Row
     return str(scale(row["raw"], row["multiplier"], row["divisor"], Decimal(str(factor))))
