@@ -30,12 +30,14 @@ from readings import demands
 from test_completion import subparsers
 
 #: Modules a status must never import: the device and its protocol (control, decoder, framer,
-#: commands), what other commands need (roll-ups, tariff, retention, doctor, payloads), the
-#: service itself, and every optional package.
+#: commands, and the model's dataclasses: stored values are recomputed by
+#: ravend.protocol.scaling), what other commands need (roll-ups, tariff, retention, doctor,
+#: payloads), the service itself, and every optional package.
 HEAVY = (
     "ravend.control", "ravend.device", "ravend.protocol.decoder", "ravend.protocol.framer",
-    "ravend.protocol.commands", "ravend.report", "ravend.rollup", "ravend.tariff",
-    "ravend.retention", "ravend.doctor", "ravend.doctor_sinks", "ravend.sinks.mqtt_payload",
+    "ravend.protocol.commands", "ravend.protocol.model", "ravend.report", "ravend.rollup",
+    "ravend.tariff", "ravend.retention", "ravend.doctor", "ravend.doctor_sinks",
+    "ravend.sinks.mqtt_payload",
     "ravend.sinks.mysql", "ravend.service", "ravend.supervisor", "ravend.simulator",
     "serial", "paho", "pymongo", "MySQLdb", "prometheus_client", "sdnotify", "daemon",
 )

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ravend.protocol.model import Kind, Reading
+if TYPE_CHECKING:  # imported where used: ravenctl status imports this module
+    from ravend.protocol.model import Reading
 
 
 class SinkUnavailable(Exception):
@@ -79,6 +80,8 @@ def reading_to_dict(r: Reading) -> dict[str, Any]:
 
 
 def reading_from_dict(d: dict[str, Any]) -> Reading:
+    from ravend.protocol.model import Kind, Reading
+
     return Reading(
         meter_mac=d["meter_mac"],
         kind=Kind(d["kind"]),

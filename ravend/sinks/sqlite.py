@@ -22,13 +22,15 @@ import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ravend.migrations import migrations
-from ravend.protocol.model import Reading
 from ravend.sinks.base import ReadingRejected, Sink, SinkUnavailable, StateItem, dumps
 from ravend.sinks.conflicts import Key, KeyConflicts, Value, value_of
 from ravend.store_status import newest_received, store_bytes, summary
+
+if TYPE_CHECKING:  # not at run time: ravenctl status reads through here, and fast
+    from ravend.protocol.model import Reading
 
 log = logging.getLogger("ravend.sinks")
 
