@@ -79,17 +79,17 @@ def readings(days: int, start: int = START) -> Iterator[Row]:
     for t in range(start, end, DEMAND_EVERY):
         at = t + 0.4
         raw = _demand_kw(t, rng)
-        yield (METER, "demand", t, t, at, DEVICE, raw, 1, 1000, raw / 1000, "kW")
+        yield (METER, "demand", t, t, at, DEVICE, raw, 1, 1000, raw / 1000, "kW", 1)
         if t % SUMMATION_EVERY == 0:
             delivered += max(0, raw) * SUMMATION_EVERY // 3600
             received += max(0, -raw) * SUMMATION_EVERY // 3600
             yield (METER, "summation_delivered", t, t, at, DEVICE, delivered, 1, 1000,
-                   delivered / 1000, "kWh")
+                   delivered / 1000, "kWh", 1)
             yield (METER, "summation_received", t, t, at, DEVICE, received, 1, 1000,
-                   received / 1000, "kWh")
+                   received / 1000, "kWh", 1)
         if t % PRICE_EVERY == 0:
             cents = 1450 if 16 <= (t % DAY) // 3600 < 21 else 980  # per 10,000: USD 0.145
-            yield (METER, "price", t, t, at, DEVICE, cents, 1, 10_000, cents / 10_000, "USD")
+            yield (METER, "price", t, t, at, DEVICE, cents, 1, 10_000, cents / 10_000, "USD", 1)
 
 
 def _config_text(db: Path, state_dir: Path) -> str:

@@ -26,6 +26,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from ravend.control_client import call  # noqa: F401 - the client, importable from here too
 from ravend.device import CommandFailed, DeviceSession
 from ravend.protocol import model as m
 from ravend.protocol.commands import SCHEDULE_EVENTS, CommandError
@@ -471,22 +472,3 @@ def _read_line(sock: socket.socket, timeout: float = CLIENT_TIMEOUT) -> str:
         if len(data) > MAX_REQUEST_BYTES:
             raise ValueError(f"request longer than {MAX_REQUEST_BYTES} bytes")
     return data.split(b"\n", 1)[0].decode("utf-8")
-
-
-def call(path: Path, command: str, args: dict[str, Any] | None = None,
-         timeout: float = 60.0) -> dict[str, Any]:
-    """Client side (ravenctl): one request, one reply; OSError when ravend is not there."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(path))
-        sock.sendall(json.dumps({"command": command, "args": args or {}}).encode() + b"\n")
-        data = bytearray()
-        while b"\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    if not data:
-        raise OSError("ravend closed the connection without answering")
-    reply: dict[str, Any] = json.loads(data.split(b"\n", 1)[0])
-    return reply

@@ -3,19 +3,23 @@
 The service answers the control socket's ``health`` command with its supervisor's view
 (ravend.runtime.supervisor). Whether a ravend runs at all is told by the state directory's lock
 (ravend.statelock), so that a ravend whose control socket is down, or does not answer, is
-reported as such rather than as "not running". Nothing here changes anything.
+reported as such rather than as "not running". Nothing here changes anything, and nothing here
+imports the device or the decoder (ravend.control_client, not ravend.control): ``ravenctl
+status`` imports this module, and its whole run must stay fast.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ravend.config import Config
-from ravend.control import call
+from ravend.control_client import call
 from ravend.plural import plural
 from ravend.statelock import LOCK_NAME, holder
+
+if TYPE_CHECKING:
+    from ravend.config import Config
 
 #: How long ravenctl waits for the answer (the service answers from memory).
 TIMEOUT = 5.0

@@ -3,7 +3,8 @@
 Thin: the range of days, the queries and the printing; the figures are ``ravend.report``'s.
 It only reads (SQLite opened read-only), so it never disturbs the running service; the
 roll-ups it reads are as fresh as the maintenance thread's last run ([retention]
-rollup_interval).
+rollup_interval). ravend.report and ravend.rollup are imported where they are used: ravenctl
+imports this module for its parser whatever the command, and other commands must not pay for them.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ravend import report as rp
-from ravend import rollup as ru
-from ravend.config import Config
 from ravend.plural import plural
+
+if TYPE_CHECKING:
+    from ravend import report as rp
+    from ravend import rollup as ru
+    from ravend.config import Config
 
 NAME = "report"
 EX_FAILED = 1
@@ -79,6 +82,8 @@ def _date(text: str, tz: dt.tzinfo) -> dt.date:
 
 def day_range(args: argparse.Namespace, tz: dt.tzinfo, now: float) -> list[ru.Period]:
     """The local day periods the options name."""
+    from ravend import rollup as ru
+
     today = dt.datetime.fromtimestamp(now, tz).date()
     end = _date(args.until, tz) if args.until else today + dt.timedelta(days=1)
     if args.since:
@@ -112,6 +117,9 @@ def _dec(value: Any) -> Decimal | None:
 def fetch(store: Any, periods: list[ru.Period], meter: str | None
           ) -> tuple[dict[str, dict[int, rp.DailyRollup]], dict[str, set[int]]]:
     """Daily roll-ups by meter and start, and the hours with a demand reading, by meter."""
+    from ravend import report as rp
+    from ravend import rollup as ru
+
     lo, hi = periods[0].start, periods[-1].end
     where = "period_start >= ? AND period_start < ?" + (" AND meter_mac = ?" if meter else "")
     params: tuple[Any, ...] = (lo, hi, meter) if meter else (lo, hi)
@@ -130,6 +138,8 @@ def fetch(store: Any, periods: list[ru.Period], meter: str | None
 
 
 def run(args: argparse.Namespace, config: Config, now: float | None = None) -> int:
+    from ravend import report as rp
+    from ravend import rollup as ru
     from ravend.db import store_errors
 
     now = time.time() if now is None else now
@@ -217,6 +227,8 @@ def _line(cells: tuple[str, ...]) -> str:
 
 
 def print_table(reports: dict[str, list[rp.Day]]) -> None:
+    from ravend import report as rp
+
     k, c = rp.MILLI, rp.CENT
     for n, (meter, days) in enumerate(reports.items()):
         currencies = sorted({d.rollup.currency for d in days

@@ -16,8 +16,8 @@ import time
 from types import FrameType
 from typing import Any
 
-from ravend.protocol.model import Kind
-from ravend.simulator import QUIRKS, MeterSimulator
+# The simulator and the model are imported by the functions that run it: ravenctl imports this
+# module for every command (add_parser), and `ravenctl status` must not pay for the simulator.
 
 NAME = "simulate"
 
@@ -32,6 +32,8 @@ def add_parser(sub: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The simulator's own parser (ravenctl hands it every argument after 'simulate')."""
+    from ravend.simulator import QUIRKS
+
     quirk_help = "\n".join(f"  {name:17} {text}" for name, text in QUIRKS.items())
     parser = argparse.ArgumentParser(
         prog="ravenctl simulate",
@@ -101,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """``ravenctl simulate``: run a simulator until SIGINT/SIGTERM (or --count readings)."""
+    from ravend.protocol.model import Kind
+    from ravend.simulator import MeterSimulator
+
     args = build_parser().parse_args(argv)
     if args.speed <= 0 or args.meters < 1 or args.count < 0:
         print(

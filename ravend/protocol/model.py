@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
+from ravend.protocol.scaling import scale
+
 #: Meter timestamps count seconds from 2000-01-01 00:00:00 UTC; add this to get Unix time.
 METER_EPOCH_OFFSET = 946_684_800
 #: 2001-01-01 UTC: a meter time before it comes from a clock reset to the meter's 2000 epoch.
@@ -420,12 +422,3 @@ class Discarded:
     def __str__(self) -> str:
         return f"discarded {self.count} bytes: {self.reason}"
 
-
-def scale(raw: int, multiplier: int, divisor: int, factor: Decimal | int = 1) -> Decimal:
-    """Exact ``raw * multiplier / divisor * factor``; 0 as multiplier or divisor means 1 (API
-    manual); factor is a meter's configured scale (1: none)."""
-    value = Decimal(raw * (multiplier or 1))
-    div = divisor or 1
-    if div != 1:
-        value = value / Decimal(div)
-    return value if factor == 1 else value * factor

@@ -10,13 +10,15 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # The error kinds live under every layer (ravend.db raises them too); re-exported here, where
 # the sink contract names them.
 from ravend.errors import ReadingRejected as ReadingRejected
 from ravend.errors import SinkUnavailable as SinkUnavailable
-from ravend.protocol.model import Reading
+
+if TYPE_CHECKING:  # imported where used: ravenctl status imports this module
+    from ravend.protocol.model import Reading
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,10 @@ after an outage, a fragment the stick sent twice) is a harmless duplicate: silen
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ravend.protocol.model import Reading
+if TYPE_CHECKING:  # not at run time: ravenctl status imports this module
+    from ravend.protocol.model import Reading
 
 #: What "the same value" means: value is raw * multiplier / divisor, so these three decide.
 Value = tuple[int, int, int]

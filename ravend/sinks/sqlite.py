@@ -19,14 +19,16 @@ import logging
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ravend.db import READING_COLUMNS
 from ravend.db.sqlite import DIALECT, connect, file_identity, migrate
-from ravend.protocol.model import Reading
 from ravend.serialize import dumps
 from ravend.sinks.base import Sink, SinkUnavailable, StateItem
 from ravend.sinks.conflicts import Key, KeyConflicts, Value, value_of
+
+if TYPE_CHECKING:  # not at run time: ravenctl status reads through here, and fast
+    from ravend.protocol.model import Reading
 
 log = logging.getLogger("ravend.sinks")
 

@@ -742,6 +742,72 @@ def test_unit_reload_reopens_the_port(ravend_unit):
     assert box.show("ravend.service", "ActiveState")["ActiveState"] == "active"
 
 
+METRICS_URL = "http://127.0.0.1:{port}/metrics"
+
+
+def with_metrics_listen(box: Container, listen: str) -> None:
+    """The conffile's [metrics] listen line (shipped commented out) set to ``listen``."""
+    box.run("sed", "-i", rf"/^\[metrics\]/,/^\[/ s|^#\?listen =.*|listen = {listen}|",
+            str(CONF))
+    assert f"\nlisten = {listen}\n" in box.run("cat", str(CONF)).stdout
+
+
+def answers_metrics(box: Container, port: int) -> bool:
+    got = box.run("curl", "-sf", "--max-time", "2", METRICS_URL.format(port=port), check=False)
+    return got.returncode == 0 and "ravend_readings_received_total" in got.stdout
+
+
+def test_unit_reload_applies_a_changed_config_in_place(ravend_unit, report):
+    """`systemctl reload ravend` with a changed file: the unit's ExecReload checks it, ravend
+    restarts in place (the same MainPID, which systemd keeps as the service's), and the new
+    [metrics] listen answers."""
+    box = ravend_unit
+    good = box.run("cat", str(CONF)).stdout
+    box.run("systemctl", "restart", "ravend.service")
+    try:
+        before = box.show("ravend.service", "MainPID")["MainPID"]
+        assert not answers_metrics(box, 9105)
+        with_metrics_listen(box, "127.0.0.1:9105")
+        box.run("systemctl", "reload", "ravend.service")
+        box.wait_for(lambda: answers_metrics(box, 9105), 30, "the new [metrics] listen")
+        props = box.show("ravend.service", "MainPID", "ActiveState", "NRestarts")
+        assert props == {"MainPID": before, "ActiveState": "active", "NRestarts": "0"}, props
+        assert "changed ([metrics]); restarting in place" in box.journal("ravend.service")
+        stored = readings_in_status(box)
+        box.wait_for(lambda: readings_in_status(box) > stored, 30, "readings after the reload")
+        report("under systemd: a changed [metrics] listen applied on reload, same MainPID")
+    finally:
+        box.run("sh", "-c", 'printf "%s" "$1" > "$2"', "sh", good, str(CONF))
+
+
+def test_unit_reload_refuses_a_bad_config_and_runs_on(ravend_unit, report):
+    """A bad file: `systemctl reload ravend` fails, the journal names the key, and ravend runs
+    on as it was (its MainPID, its [metrics] listen, its readings); no SIGHUP reached it."""
+    box = ravend_unit
+    good = box.run("cat", str(CONF)).stdout
+    try:
+        with_metrics_listen(box, "127.0.0.1:9106")
+        box.run("systemctl", "restart", "ravend.service")
+        box.wait_for(lambda: answers_metrics(box, 9106), 30, "[metrics] listen at the start")
+        before = box.show("ravend.service", "MainPID")["MainPID"]
+        hups = box.journal("ravend.service").count("SIGHUP:")
+        with_metrics_listen(box, "nowhere")
+        reload = box.run("systemctl", "reload", "ravend.service", check=False)
+        assert reload.returncode != 0, reload
+        journal = box.journal("ravend.service")
+        assert "[metrics] listen = 'nowhere'" in journal, journal[-3000:]
+        props = box.show("ravend.service", "MainPID", "ActiveState", "NRestarts")
+        assert props == {"MainPID": before, "ActiveState": "active", "NRestarts": "0"}, props
+        assert journal.count("SIGHUP:") == hups  # the check failed: no signal was sent
+        assert answers_metrics(box, 9106)
+        stored = readings_in_status(box)
+        box.wait_for(lambda: readings_in_status(box) > stored, 30, "readings after the refusal")
+        report("under systemd: a bad file refused on reload, naming [metrics] listen;"
+               " ravend runs on")
+    finally:
+        box.run("sh", "-c", 'printf "%s" "$1" > "$2"', "sh", good, str(CONF))
+
+
 def test_unit_watchdog_restarts_a_hung_ravend(ravend_unit):
     box = ravend_unit
     dropin = "/run/systemd/system/ravend.service.d/watchdog.conf"
