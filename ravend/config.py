@@ -696,6 +696,8 @@ def load(path: str | os.PathLike[str] | None = None, *, must_exist: bool = False
     """Parse and validate the whole file; a missing file means all defaults unless must_exist."""
     path = str(path or DEFAULT_PATH)
     parser = configparser.ConfigParser(interpolation=None, strict=True)
+    # configparser documents replacing this hook by assigning it; its stubs declare a method
+    # (so no assigning), and mypy then reads str.lower as taking the parser too (a mismatch).
     parser.optionxform = str.lower  # type: ignore[assignment,method-assign]
     try:
         with open(path, encoding="utf-8") as handle:

@@ -152,7 +152,7 @@ def _device_info(session: DeviceSession, args: dict[str, Any]) -> dict[str, Any]
     else:
         info = session.latest.get("DeviceInfo")
         status = session.latest.get("ConnectionStatus")
-    data = {"device": _plain(info), "connection": _plain(status),
+    data: dict[str, Any] = {"device": _plain(info), "connection": _plain(status),
             "model": session.stats.model, "port": session.stats.port}
     d, c = data["device"], data["connection"]
     answer = (f"{d.get('model_id', '?')} {session.stats.model} {d.get('device_mac_id', '')}"

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ravend.config import DeviceConfig
 from ravend.protocol import commands
@@ -36,6 +37,9 @@ from ravend.protocol.model import (
     MeterList,
 )
 from ravend.runtime.backoff import Backoff
+
+if TYPE_CHECKING:  # imported at run time only where the port is opened (see _open)
+    from serial import Serial
 
 log = logging.getLogger("ravend.device")
 
@@ -140,7 +144,7 @@ class DeviceSession:
         self.meter_mac = ""
         # The latest fragment of each root tag, for `ravenctl device info` without a round trip.
         self.latest: dict[str, Fragment] = {}
-        self._serial = None  # serial.Serial | None
+        self._serial: Serial | None = None
         self._stop = threading.Event()
         self._write_lock = threading.Lock()
         self._last_write = 0.0
@@ -260,11 +264,14 @@ class DeviceSession:
             # pyserial flushes the tty's input on open; what the stick sent while the port was
             # closed (a SIGHUP reopen, a slow restart) is readings, so keep it. pyserial 3.5's
             # posix open() calls the private _reset_input_buffer (TCIFLUSH): replace both.
-            ser.reset_input_buffer = ser._reset_input_buffer = _keep_input
+            # Monkeypatched on purpose: the stubs allow neither assigning to a method nor the
+            # private one.
+            ser.reset_input_buffer = _keep_input  # type: ignore[method-assign]
+            ser._reset_input_buffer = _keep_input  # type: ignore[attr-defined]
             try:
                 ser.open()
             finally:
-                del ser.reset_input_buffer, ser._reset_input_buffer
+                del ser.reset_input_buffer, ser._reset_input_buffer  # type: ignore[attr-defined]
         except (serial.SerialException, OSError, ValueError) as exc:
             self._stream_continues = False
             raise DeviceGone(f"cannot open {port}: {_short(exc)}") from exc
@@ -337,7 +344,7 @@ class DeviceSession:
             self._flush_noise()
         self._finish_fragment(ser)
 
-    def _finish_fragment(self, ser) -> None:
+    def _finish_fragment(self, ser: Serial) -> None:
         """Stopping: a fragment half read would be cut by the close, and its reading lost
         although the stick is sending it. Read on to its end (a few ms at 115200 baud), one
         byte at a time so that the next fragment is not begun, for at most FINISH_WAIT."""

@@ -112,7 +112,10 @@ def new_client(client_id: str, *, clean_session: bool = True,
     kwargs: dict[str, Any] = {"client_id": client_id, "clean_session": clean_session,
                               "protocol": paho.MQTTv311, "reconnect_on_failure": False}
     if PAHO_2:
-        return _Client(paho.CallbackAPIVersion.VERSION2, manual_ack=manual_ack, **kwargs)
+        # paho 2.x's client module imports the enum without re-exporting it (no __all__);
+        # paho 1.6 has none, so it is looked up here, behind PAHO_2, and nowhere else.
+        version = paho.CallbackAPIVersion.VERSION2  # type: ignore[attr-defined]
+        return _Client(version, manual_ack=manual_ack, **kwargs)
     if manual_ack:
         if not MANUAL_ACK:
             raise ValueError(f"paho-mqtt {PAHO_VERSION} cannot acknowledge messages manually")
@@ -120,7 +123,7 @@ def new_client(client_id: str, *, clean_session: bool = True,
     return _Client(**kwargs)
 
 
-class _Client(paho.Client):  # type: ignore[misc,valid-type]
+class _Client(paho.Client):
     """paho's Client whose network thread (``loop_start``) blocks in select() for up to
     ``loop_timeout`` instead of 1 s (see LOOP_TIMEOUT_KEEPALIVE_SHARE). Nothing waits for the
     timeout but the keepalive timer: a publish from another thread wakes the thread at once
@@ -165,13 +168,23 @@ class _ManualAckClient(_Client):
     on_message returns, from ``_handle_publish``, its only call of ``_send_puback``; here that
     call does nothing and ``ack`` sends the PUBACK when the application has kept the message."""
 
-    def _send_puback(self, mid: int) -> int:
+    # Used on paho 1.6 only, whose methods return a plain int; mypy checks against 2.x's
+    # stubs, where they return MQTTErrorCode.
+    def _send_puback(self, mid: int) -> int:  # type: ignore[override]
         return int(paho.MQTT_ERR_SUCCESS)
 
-    def ack(self, mid: int, qos: int) -> int:
+    def ack(self, mid: int, qos: int) -> int:  # type: ignore[override]
         if qos == 1:
             return int(paho.Client._send_puback(self, mid))
         return int(paho.MQTT_ERR_SUCCESS)
+
+
+def _tcp_socket(client: paho.Client) -> socket.socket | None:
+    """paho's socket, as what it is on the TCP transport used here (a socket, or an SSL socket,
+    which is one): paho declares only its minimal SocketLike protocol, without setsockopt or
+    shutdown. None when not connected."""
+    sock = client.socket()
+    return sock if isinstance(sock, socket.socket) else None
 
 
 def _tls_hint(endpoint: Endpoint, exc: BaseException | None) -> str:
@@ -295,7 +308,8 @@ class Connection:
                                             * LOOP_TIMEOUT_KEEPALIVE_SHARE)
             self._client.on_loop_error = self._on_disconnect
         self._errors = _ErrorNote()
-        self._client.enable_logger(self._errors)
+        # paho calls only .log() on its logger: the stand-in is duck-typed, not a Logger.
+        self._client.enable_logger(self._errors)  # type: ignore[arg-type]
         if endpoint.username:
             self._client.username_pw_set(endpoint.username, endpoint.password)
         if will is not None:
@@ -358,10 +372,11 @@ class Connection:
             raise MqttError(f"{ep}: TLS certificate not accepted: {exc.verify_message}") from exc
         except (OSError, ValueError) as exc:  # refused, unreachable, DNS, TLS, timeout
             raise MqttError(f"{ep}: {exc or type(exc).__name__}{_tls_hint(ep, exc)}") from exc
-        sock = self._client.socket()
-        with contextlib.suppress(OSError, AttributeError):
-            # Small packets (one reading, a PUBACK) go out at once, not after a delayed ACK.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = _tcp_socket(self._client)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                # Small packets (one reading, a PUBACK) go out at once, not after a delayed ACK.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._client.loop_start()
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -461,7 +476,7 @@ class Connection:
                 self._lost = "aborted"
             self._cond.notify_all()
         with contextlib.suppress(Exception):
-            sock = self._client.socket()
+            sock = _tcp_socket(self._client)
             if sock is not None:
                 sock.shutdown(socket.SHUT_RDWR)
 
@@ -482,7 +497,7 @@ class Connection:
             if clean and was_up:
                 self._client.disconnect()
             else:
-                sock = self._client.socket()
+                sock = _tcp_socket(self._client)
                 if sock is not None:
                     # No DISCONNECT: the broker sends the will. shutdown (not close) lets paho's
                     # thread see the end of the stream instead of a closed descriptor.
@@ -490,9 +505,9 @@ class Connection:
         with contextlib.suppress(Exception):
             self._client.loop_stop()
         with contextlib.suppress(Exception):
-            sock = self._client.socket()
-            if sock is not None:
-                sock.close()  # paho's thread has stopped: nobody else uses it now
+            left = self._client.socket()
+            if left is not None:
+                left.close()  # paho's thread has stopped: nobody else uses it now
         self._connected = False
 
 

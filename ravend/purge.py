@@ -37,10 +37,9 @@ def purge(store: Store, settings: RetentionConfig, stop: threading.Event | None 
     stop = stop or threading.Event()
     report = report or Report(store.name)
     now = store.now()
-    sqlite = isinstance(store, SqliteStore)
     # Only what is rolled up may go (all of it when roll-ups are off).
     limit_id = (store.state("rollup_watermark") or 0) if settings.rollups else store.max_id()
-    if sqlite:
+    if isinstance(store, SqliteStore):
         report.size_before = store.live_bytes() if dry_run else store.file_bytes()
     if settings.raw_days:
         cutoff = int(now - settings.raw_days * DAY)
@@ -76,7 +75,7 @@ def purge(store: Store, settings: RetentionConfig, stop: threading.Event | None 
             else:
                 report.purged_rollups += _chunks(store, table, "period_start < ?", (cutoff,),
                                                  settings, stop, report)
-    if sqlite:
+    if isinstance(store, SqliteStore):
         _size_cap(store, settings, stop, report, limit_id, dry_run)
         if not dry_run:
             store.vacuum(stop, settings.purge_pause)

@@ -51,7 +51,8 @@ def quiet_pymongo() -> bool:
     from pymongo import periodic_executor
 
     with contextlib.suppress(ImportError):
-        from pymongo import network  # pymongo 3.x; 4.x has network_layer and the option
+        # pymongo 3.x; 4.x (whose stubs mypy reads) has network_layer and the option instead.
+        from pymongo import network  # type: ignore[attr-defined]
 
         if isinstance(getattr(network, "_POLL_TIMEOUT", None), float):
             network._POLL_TIMEOUT = max(network._POLL_TIMEOUT, MONITOR_CANCEL_POLL)
@@ -67,9 +68,14 @@ def quiet_pymongo() -> bool:
             "_skip_sleep", "_target", "_lock", "_thread_will_exit", "_name")):
         log.debug("pymongo's PeriodicExecutor is not as expected: left polling")
         return False
+    stop_name: str = should_stop
 
-    class EventDrivenExecutor(base):  # type: ignore[misc,valid-type]
+    class EventDrivenExecutor(periodic_executor.PeriodicExecutor):
         _ravend_event_driven = True
+        # Declared, as this class assigns them (pymongo's __init__ sets them; checked above).
+        _interval: float
+        _skip_sleep: bool
+        _event: bool
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
@@ -86,7 +92,7 @@ def quiet_pymongo() -> bool:
             self._doorbell.set()
 
         def _run(self) -> None:
-            stop = getattr(self, should_stop)
+            stop = getattr(self, stop_name)
             while not stop():
                 try:
                     if not self._target():
@@ -114,5 +120,6 @@ def quiet_pymongo() -> bool:
                         time.sleep(rest)  # an early run, but not sooner than before
                 self._event = False
 
-    periodic_executor.PeriodicExecutor = EventDrivenExecutor
+    # The monkeypatch itself: mypy does not let a module's class be replaced.
+    periodic_executor.PeriodicExecutor = EventDrivenExecutor  # type: ignore[misc]
     return True

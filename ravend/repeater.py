@@ -152,7 +152,7 @@ class SqliteSource:
     def maybe_changed(self) -> bool:
         """False only when no other connection committed since the last call."""
         version = self._query("PRAGMA data_version")[0][0]
-        changed = version != self._data_version
+        changed: bool = version != self._data_version
         self._data_version = version
         return changed
 

@@ -124,14 +124,16 @@ class Store:
             f" AND key_time <= ? AND {PLAUSIBLE} ORDER BY key_time", (meter, kind, lo, hi))]
 
     def before(self, meter: str, kind: str, t: int) -> int | None:
-        return self.scalar(
+        found: int | None = self.scalar(
             "SELECT key_time FROM readings WHERE meter_mac = ? AND kind = ? AND key_time < ?"
             f" AND {PLAUSIBLE} ORDER BY key_time DESC LIMIT 1", (meter, kind, t))
+        return found
 
     def after(self, meter: str, kind: str, t: int) -> int | None:
-        return self.scalar(
+        found: int | None = self.scalar(
             "SELECT key_time FROM readings WHERE meter_mac = ? AND kind = ? AND key_time >= ?"
             f" AND {PLAUSIBLE} ORDER BY key_time LIMIT 1", (meter, kind, t))
+        return found
 
     def samples(self, meter: str, kind: str, lo: int, hi: int) -> Iterator[ru.Sample]:
         """Exact values with lo <= key_time <= hi, by time, fetched a page at a time.
@@ -194,14 +196,16 @@ class Store:
                 for t, raw, mult, div, unit in rows]
 
     def last_rollup_hour(self, meter: str) -> int | None:
-        return self.scalar("SELECT MAX(period_start) FROM rollup_hourly WHERE meter_mac = ?",
-                           (meter,))
+        hour: int | None = self.scalar(
+            "SELECT MAX(period_start) FROM rollup_hourly WHERE meter_mac = ?", (meter,))
+        return hour
 
     def count(self, table: str, where: str, params: Sequence[Any]) -> int:
         return int(self.scalar(f"SELECT COUNT(*) FROM {table} WHERE {where}", params))
 
     def oldest_time(self) -> int | None:
-        return self.scalar("SELECT MIN(key_time) FROM readings")
+        oldest: int | None = self.scalar("SELECT MIN(key_time) FROM readings")
+        return oldest
 
 
 class SqliteStore(Store):

@@ -13,11 +13,15 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
 # The simulator and the model are imported by the functions that run it: ravenctl imports this
 # module for every command (add_parser), and `ravenctl status` must not pay for the simulator.
+
+#: What signal.signal() takes and gives back (typeshed's own alias is private).
+SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 NAME = "simulate"
 
@@ -130,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    previous: dict[int, object] = {}
+    previous: dict[signal.Signals, SignalHandler] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, on_signal)
@@ -153,6 +157,6 @@ def main(argv: list[str] | None = None) -> int:
                 break
     finally:
         sim.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)  # type: ignore[arg-type]
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0

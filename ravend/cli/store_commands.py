@@ -141,13 +141,17 @@ def cmd_purge(args: argparse.Namespace, config: Config) -> int:
         if name == "sqlite":
             path = _sqlite_path(args, config)
 
-            def opener(path: Path = path) -> Store:
+            def open_sqlite(path: Path = path) -> Store:
                 if not path.exists():
                     raise no_database(path)
                 return SqliteStore(path)
+
+            opener: Callable[[], Store] = open_sqlite
         else:
-            def opener() -> Store:
+            def open_mysql() -> Store:
                 return MysqlStore(config.mysql)
+
+            opener = open_mysql
         try:
             report = maintenance.run_once(opener, config.retention, dry_run=args.dry_run,
                                           tariff=tariff_of(config))

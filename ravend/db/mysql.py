@@ -58,7 +58,7 @@ def error_code(exc: BaseException) -> int | None:
 def explain(exc: BaseException, cfg: MysqlConfig) -> str:
     """One line saying what went wrong and, where there is one, what to do."""
     code = error_code(exc)
-    args = getattr(exc, "args", ())
+    args: tuple[Any, ...] = getattr(exc, "args", ())
     message = str(args[1]) if len(args) > 1 else str(exc)
     if code in AUTH_ERRORS:
         secret = f"password_file {cfg.password_file}" if cfg.password_file else "password"

@@ -8,6 +8,8 @@ with the ``SentReading``s it carries, which the writer records once the last byt
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ravend.protocol.model import METER_EPOCH_OFFSET, Kind
 from ravend.simulator.meter import (
     P_EXTRA_CHILD,
@@ -56,7 +58,7 @@ class Fragments(MeterState):
     _tz_offset: int
 
     def _frag(
-        self, tag: str, fields: list[tuple[str, str | bytes]], *, extra: bool = True
+        self, tag: str, fields: Sequence[tuple[str, str | bytes]], *, extra: bool = True
     ) -> bytes:
         """One fragment, pretty-printed the way this personality prints it."""
         if extra and "unknown_fragment" in self.quirks and self._rng.random() < P_EXTRA_CHILD:

@@ -196,6 +196,11 @@ class CommandReplies(Fragments):
         step = 0.1
         for i, status in enumerate(cycle[1:], start=1):
             frag = self._connection_status(m, status)
-            self._schedule(step * i, lambda frag=frag: [(frag, [])])
+            self._schedule(step * i, functools.partial(_alone, frag))
         self._paused_until = time.monotonic() + step * len(cycle)
         return [(self._connection_status(m, cycle[0]), [])]
+
+
+def _alone(frag: bytes) -> list[Out]:
+    """One fragment with no readings behind it: a reply sent later, on a timer."""
+    return [(frag, [])]

@@ -179,8 +179,9 @@ class Outbox:
         go on from where they were, so that batches numbered before still sort after nothing
         they should not."""
         held = self._rows if self._counted else None
-        with contextlib.suppress(sqlite3.Error, AttributeError):
-            self._conn.close()
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
         aside = self.path.with_name(
             f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}")
         for suffix in ("", "-wal", "-shm"):
@@ -235,7 +236,7 @@ class Outbox:
             return 0
         n = sum(row[1] for row in rows)
         with self._lock:
-            self._usable("spool to")
+            conn = self._usable("spool to")
             values = []
             for ordinal, count, body in rows:
                 if ordinal is None:
@@ -248,9 +249,9 @@ class Outbox:
                 # One transaction: the new rows and the drops that make room for them happen
                 # together or not at all. Insert first, then drop the lowest ordinals: a batch
                 # spooled late but older than the rest (a write that failed) is the one to go.
-                self._conn.execute("BEGIN")
+                conn.execute("BEGIN")
                 try:
-                    self._conn.executemany(
+                    conn.executemany(
                         "INSERT INTO outbox (n, body, ord) VALUES (?, ?, ?)", values)
                     self._rows += n
                     while self._rows > self.max_rows:
@@ -258,11 +259,11 @@ class Outbox:
                         if not step:
                             break
                         dropped += step
-                    self._conn.execute("COMMIT")
+                    conn.execute("COMMIT")
                 except BaseException:
                     self._rows = rows_before
                     with contextlib.suppress(sqlite3.Error):  # the cause is what to report
-                        self._conn.execute("ROLLBACK")
+                        conn.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
                 if not (is_corrupt(exc) and self._recovered_from(exc)):
@@ -275,7 +276,8 @@ class Outbox:
                        rows_before: int) -> int:
         """The insert once more, into the fresh outbox that replaced a damaged one."""
         try:
-            self._conn.executemany("INSERT INTO outbox (n, body, ord) VALUES (?, ?, ?)", values)
+            self._opened().executemany(
+                "INSERT INTO outbox (n, body, ord) VALUES (?, ?, ?)", values)
         except sqlite3.Error as exc:
             self._rows = rows_before
             raise OutboxError(f"cannot spool to {self.path}: {exc}") from exc
@@ -291,14 +293,22 @@ class Outbox:
             return False
         return True
 
+    def _opened(self) -> sqlite3.Connection:
+        """The connection, for the steps (lock held) that run only once ``_usable`` or a
+        replacement has opened it; the check is for the type checker's sake."""
+        if self._conn is None:
+            raise OutboxError(f"{self.path} is not open")
+        return self._conn
+
     def _drop_oldest_locked(self) -> int:
-        rows = self._conn.execute(
+        conn = self._opened()
+        rows = conn.execute(
             "SELECT seq, n FROM outbox ORDER BY ord, seq LIMIT ?", (max(1, DROP_CHUNK // 100),)
         ).fetchall()
         if not rows:
             return 0
-        count = sum(n for _, n in rows)
-        self._conn.execute("DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?))",
+        count: int = sum(n for _, n in rows)
+        conn.execute("DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?))",
                            (json.dumps([seq for seq, _ in rows]),))
         self._rows -= count
         return count
@@ -310,9 +320,9 @@ class Outbox:
         out: list[Spooled] = []
         total = 0
         with self._lock:
-            self._usable("read")
+            conn = self._usable("read")
             try:
-                cursor = self._conn.execute(
+                cursor = conn.execute(
                     "SELECT seq, n, body, ord FROM outbox ORDER BY ord, seq")
                 for seq, n, body, ordinal in cursor:
                     if out and total + n > max_rows:
@@ -335,9 +345,9 @@ class Outbox:
             # statement per distinct text, and an IN list of every length would fill that cache
             # (measured: 0.75 MiB of statements after a flat-out run that spooled).
             seqs = json.dumps([b.seq for b in batches])
-            self._usable("acknowledge in")
+            conn = self._usable("acknowledge in")
             try:
-                gone = self._conn.execute(
+                gone = conn.execute(
                     "DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?))"
                     " RETURNING n", (seqs,)).fetchall()
             except sqlite3.Error as exc:  # a full disk: the rows stay, replayed again later
@@ -349,8 +359,8 @@ class Outbox:
                 # Give the space back once empty: an outage's spool should not stay on disk,
                 # nor its pages in memory. Housekeeping only: on a full disk it waits.
                 with contextlib.suppress(sqlite3.Error):
-                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                    self._conn.execute("PRAGMA shrink_memory")
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    conn.execute("PRAGMA shrink_memory")
 
     def close(self) -> None:
         with self._lock:

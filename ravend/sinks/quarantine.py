@@ -76,6 +76,7 @@ class Quarantine:
     def add(self, sink: str, reading: Reading | str, reason: str) -> None:
         """Keep one rejected reading. ``reading`` may be the raw text of an outbox entry that
         could not be decoded into one (its key columns are then NULL)."""
+        row: tuple[str, str | None, str | None, int | None, str, str, float]
         if isinstance(reading, Reading):
             row = (sink, reading.meter_mac, reading.kind.value, reading.key_time,
                    dumps(reading_to_dict(reading)), reason, time.time())

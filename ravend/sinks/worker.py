@@ -28,6 +28,7 @@ gets through SYSTEMATIC_AFTER at a time. The outbox failing (a full disk at ackn
 from __future__ import annotations
 
 import contextlib
+import enum
 import itertools
 import logging
 import queue
@@ -36,6 +37,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from ravend.plural import plural
 from ravend.protocol.model import Reading
@@ -47,7 +49,14 @@ from ravend.sinks.quarantine import Quarantine, QuarantineError
 
 log = logging.getLogger("ravend.sinks")
 
-_STOP = object()
+class _Stop(enum.Enum):
+    """The stop request's type: a one-member enum, so that ``is _STOP`` narrows the queue's
+    items for the type checker."""
+
+    STOP = "stop"
+
+
+_STOP: Final = _Stop.STOP
 
 #: What the queue holds: (ordinal, readings, states).
 Item = tuple[int, list[Reading], list[StateItem]]
@@ -90,7 +99,7 @@ class SinkWorker:
         self.retry_min = retry_min
         self.retry_max = retry_max
         self.stats = SinkStats()
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[Item | _Stop] = queue.Queue(maxsize=queue_size)
         self._spilling = False  # the queue was full: submit spills without waiting
         self._ordinals = itertools.count(self.outbox.next_ordinal)
         self._opened = False
@@ -110,7 +119,8 @@ class SinkWorker:
         self._streak_reason = ""
         #: Set during a replay's one-at-a-time writes: stored/rejected wait for the ack.
         self._pending: list[Callable[[], None]] | None = None
-        self.on_stored: list = []  # callbacks(readings) after a durable write (status, metrics)
+        #: callbacks(sink name, readings) after a durable write (status, metrics)
+        self.on_stored: list[Callable[[str, list[Reading]], None]] = []
 
     def __repr__(self) -> str:
         return (f"<SinkWorker {self.name} up={self.stats.up} queued={self._queue.qsize()}"
@@ -197,8 +207,8 @@ class SinkWorker:
                 if item is _STOP:
                     self._stopping = True
                     break
-                items.append(item)  # type: ignore[arg-type]
-                size += len(item[1]) + len(item[2])  # type: ignore[index]
+                items.append(item)
+                size += len(item[1]) + len(item[2])
                 if size >= self.batch_size or time.monotonic() > deadline:
                     break
                 item = self._next(0.0)
@@ -224,7 +234,7 @@ class SinkWorker:
             return 0.0 if len(self.outbox) else None
         return max(0.0, self._retry_at - time.monotonic())
 
-    def _next(self, timeout: float | None) -> object | None:
+    def _next(self, timeout: float | None) -> Item | _Stop | None:
         try:
             if timeout == 0.0:
                 return self._queue.get_nowait()
@@ -560,7 +570,7 @@ class SinkWorker:
                 pass
             with self._queue.mutex:  # a look at the head, without taking it
                 head = self._queue.queue[0] if self._queue.queue else None
-            if head is not None and head is not _STOP and item[0] < head[0]:  # type: ignore[index]
+            if head is not None and head is not _STOP and item[0] < head[0]:
                 # Older than the oldest queued (a write that failed): it is the one to drop.
                 self._dropped_in_memory(len(item[1]))
                 return
@@ -572,7 +582,7 @@ class SinkWorker:
                 self._dropped_in_memory(len(item[1]))
                 self._requeue_stop()
                 return
-            self._dropped_in_memory(len(oldest[1]))  # type: ignore[index]
+            self._dropped_in_memory(len(oldest[1]))
 
     def _requeue_stop(self) -> None:
         while True:
@@ -582,7 +592,8 @@ class SinkWorker:
             except queue.Full:
                 with contextlib.suppress(queue.Empty):
                     item = self._queue.get_nowait()
-                    self._dropped_in_memory(len(item[1]))  # type: ignore[index]
+                    if item is not _STOP:  # only one stop request is ever queued
+                        self._dropped_in_memory(len(item[1]))
 
     def _dropped_in_memory(self, n: int) -> None:
         if not n:
@@ -635,7 +646,7 @@ class SinkWorker:
             if item is _STOP:
                 self._stopping = True
             else:
-                items.append(item)  # type: ignore[arg-type]
+                items.append(item)
 
     def _spool_queued(self) -> None:
         self._spool(self._take_queued(), why="stopping, the sink not taking any")
