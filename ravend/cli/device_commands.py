@@ -133,7 +133,8 @@ def request_of(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
-    from ravend.control import BadRequest, call, parse_currency, parse_price
+    from ravend.control import BadRequest, parse_currency, parse_price
+    from ravend.control_client import call
 
     name, payload = request_of(args)
     try:  # refuse what the service would refuse, without bothering it

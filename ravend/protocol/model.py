@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
-from ravend.protocol.scaling import scale
+from ravend.protocol.scaling import scale as scale  # offered here too, where readings are defined
 
 #: Meter timestamps count seconds from 2000-01-01 00:00:00 UTC; add this to get Unix time.
 METER_EPOCH_OFFSET = 946_684_800
