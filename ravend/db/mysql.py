@@ -160,7 +160,8 @@ def schema_version(conn: Any) -> int:
 
 
 def migrate(conn: Any) -> list[int]:
-    """Apply pending migrations in order; returns the versions applied.
+    """Apply pending migrations in order, then copy what is left of a CalPlug database's
+    history into readings (``ravend.calplug_history``); returns the versions applied.
 
     MySQL commits each DDL statement by itself, so progress is kept per statement in
     ``schema_version.step``: a migration that failed half-way (disk full, connection lost)
@@ -201,6 +202,10 @@ def migrate(conn: Any) -> list[int]:
                         (time.time(), m.version))
             conn.commit()
             applied.append(m.version)
+        # The CalPlug history into readings: chunked, so not a migration file (see there).
+        from ravend.calplug_history import import_history
+
+        import_history(conn)
         return applied
     except BaseException:
         with contextlib.suppress(Exception):
