@@ -5,8 +5,8 @@ meters, a hash missing from run_info, duplicates, negative demands stored unsign
 without rows) is upgraded; ``ravenctl report`` and ``ravenctl export`` over the old dates then
 give what this file computes from the same rows by its own arithmetic (fractions, rounded once
 half-even), never by ravend's roll-up code. Upgrading again adds nothing; an import interrupted
-between chunks, and resumed, ends where an uninterrupted one does, even on a store whose purge
-horizon already lies past the old dates.
+between chunks, or killed, and resumed, ends where an uninterrupted one does, even on a store
+whose purge horizon already lies past the old dates.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import csv
 import datetime as dt
 import io
 import json
+import subprocess
+import sys
 from collections import defaultdict
 from decimal import Decimal
 from fractions import Fraction
@@ -28,6 +30,8 @@ from ravend.cli import ravenctl
 from ravend.db.mysql import migrate_database
 from ravend.sinks.base import SinkUnavailable
 from tests.helpers.mysql import execute, mysql_config, query
+from tests.helpers.process import program_env
+from tests.helpers.wait import wait_for
 
 SEED_TABLES = (
     "CREATE TABLE instantaneous_demand (time TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP"
@@ -271,3 +275,46 @@ def test_interrupted_import_resumes_past_the_purge_horizon(
     assert query(mariadb_server, db, "SELECT COUNT(*) FROM calplug_history") == query(
         mariadb_server, reference, "SELECT COUNT(*) FROM calplug_history")
     check_report_and_export(capsys, write_conf(tmp_path, mariadb_server, db), rows)
+
+
+def test_import_killed_mid_way_is_resumed_by_the_next_upgrade(mariadb_server, tmp_path) -> None:
+    """``ravenctl db migrate`` killed (SIGKILL) while it copies some 100,000 old rows in chunks
+    of 10,000: the next upgrade goes on from the last chunk committed and ends with each
+    reading once, their raw values all there."""
+    db = mariadb_server.new_database("calplug_kill")
+    base = seed(mariadb_server, db)
+    copies = 8  # the rows again 2, 4, ... 128 weeks later: 256 times the readings
+    for k in range(copies):
+        execute(mariadb_server, db,
+                "INSERT INTO instantaneous_demand (time, demand, multiplier, divisor, run, hash)"
+                f" SELECT time + INTERVAL {2 ** k} WEEK, demand, multiplier, divisor, run, hash"
+                " FROM instantaneous_demand", sql_mode="")
+    readings = expected_readings(base)
+    want = len(readings) * 2**copies
+    old_rows = len(base) * 2**copies
+    conf = write_conf(tmp_path, mariadb_server, db)
+    proc = subprocess.Popen([sys.executable, "-m", "ravend.cli.ravenctl", "db", "migrate",
+                             "--store", "mysql", "--config", conf], env=program_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = ("SELECT COALESCE(MAX(value), 0) FROM maintenance_state"
+              " WHERE name = 'calplug_history_id'")
+
+    def started() -> bool:
+        try:
+            return query(mariadb_server, db, marker)[0][0] > 0
+        except MySQLdb.Error:  # the table is not there yet
+            return False
+
+    try:
+        assert wait_for(started, 60, interval=0.01)
+    finally:
+        proc.kill()
+        proc.wait()
+    done = query(mariadb_server, db, marker)[0][0]
+    assert 0 < done < old_rows, "the copy was not cut mid-way"
+    assert query(mariadb_server, db, "SELECT COUNT(*) FROM readings")[0][0] < want
+    migrate_database(mysql_config(mariadb_server, db))
+    assert query(mariadb_server, db, "SELECT COUNT(*), SUM(raw) FROM readings") == [
+        (want, sum(r[0] for r in readings.values()) * 2**copies)]
+    copied = sum(1 for r in base if r[2:4] != (-1, -1)) * 2**copies
+    assert query(mariadb_server, db, "SELECT COUNT(*) FROM calplug_history") == [(copied,)]
