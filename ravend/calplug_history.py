@@ -3,9 +3,9 @@
 A CalPlug database upgraded in place (sql/mysql/002_calplug_upgrade.sql) keeps its old
 ``instantaneous_demand`` rows, recognisable by ``key_time IS NULL`` (ravend's own rows there have
 one). Those rows would otherwise stay outside ravend's model: no roll-up, no ``report``, no
-``export``. This step, run after the SQL migrations (``ravend.db.mysql.migrate``, so by ravend's
-MySQL sink when it connects and by ``ravenctl db migrate``), copies each old row that holds a
-reading into ``readings``:
+``export``. This step, run after the SQL migrations under their lock (``upgrade_database``: by
+ravend's MySQL sink when it connects and by ``ravenctl db migrate``), copies each old row that
+holds a reading into ``readings``:
 
 - ``kind`` demand, ``unit`` kW, ``scale`` 1; ``meter_mac`` the one 002 found in ``run_info``
   for the row's hash, else ``UNKNOWN_METER``; ``device_mac`` ``HISTORY_DEVICE`` (the scripts did
@@ -42,8 +42,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ravend.config import MysqlConfig
 from ravend.db import READING_COLUMNS
-from ravend.db.mysql import DIALECT
+from ravend.db.mysql import DIALECT, migrate_database
 from ravend.protocol.model import KIND_UNITS, Kind, Reading
 from ravend.protocol.scaling import scale
 
@@ -90,6 +91,24 @@ class Counts:
     def already_there(self) -> int:
         """Copied rows whose key was in readings already (a duplicate, an earlier run)."""
         return self.read - self.left_out - self.inserted
+
+    def line(self) -> str:
+        return (f"CalPlug history: {self.read} old instantaneous_demand rows read,"
+                f" {self.inserted} copied into readings ({self.already_there} already there),"
+                f" {self.left_out} left out (flagged error or clamped, or no time)")
+
+
+def upgrade_database(cfg: MysqlConfig) -> tuple[list[int], Counts]:
+    """``ravend.db.mysql.migrate_database``, then the copy of the history under the same
+    migration lock (the MySQL sink when it connects, ``ravenctl db migrate``): the versions
+    applied and what the copy did."""
+    counts = Counts()
+
+    def after(conn: Any) -> None:
+        nonlocal counts
+        counts = import_history(conn)
+
+    return migrate_database(cfg, after=after), counts
 
 
 def history_reading(row: tuple[Any, ...]) -> Reading | None:
@@ -149,7 +168,5 @@ def import_history(conn: Any, *, chunk: int = CHUNK,
         done = last
         if after_chunk is not None:
             after_chunk(counts)
-    log.info("CalPlug history: %d old instantaneous_demand rows read, %d copied into readings"
-             " (%d already there), %d left out (flagged error or clamped, or no time)",
-             counts.read, counts.inserted, counts.already_there, counts.left_out)
+    log.info("%s", counts.line())
     return counts

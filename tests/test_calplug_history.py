@@ -25,9 +25,8 @@ import MySQLdb
 import pytest
 
 from ravend import calplug_history
-from ravend.calplug_history import HISTORY_DEVICE, UNKNOWN_METER
+from ravend.calplug_history import HISTORY_DEVICE, UNKNOWN_METER, upgrade_database
 from ravend.cli import ravenctl
-from ravend.db.mysql import migrate_database
 from ravend.sinks.base import SinkUnavailable
 from tests.helpers.mysql import execute, mysql_config, query
 from tests.helpers.process import program_env
@@ -192,8 +191,14 @@ def test_calplug_history_reaches_report_and_export(mariadb_server, tmp_path, cap
     old_columns = ("SELECT time, demand, multiplier, divisor, run, hash FROM"
                    " instantaneous_demand ORDER BY time, hash, demand")
     before = query(mariadb_server, db, old_columns)
-    migrate_database(mysql_config(mariadb_server, db))
+    conf = write_conf(tmp_path, mariadb_server, db)
+    out = ravenctl_out(capsys, "db", "migrate", "--store", "mysql", "--config", conf)
     readings = expected_readings(rows)
+    sentinels = sum(1 for r in rows if r[2:4] == (-1, -1))
+    assert (f"CalPlug history: {len(rows)} old instantaneous_demand rows read,"
+            f" {len(readings)} copied into readings"
+            f" ({len(rows) - sentinels - len(readings)} already there), {sentinels} left out"
+            in out)
     stored = readings_table(mariadb_server, db)
     assert len(stored) == len(readings)
     for meter, kind, key_time, meter_time, received_at, device, raw, mult, div, value, unit, \
@@ -206,7 +211,6 @@ def test_calplug_history_reaches_report_and_export(mariadb_server, tmp_path, cap
     assert query(mariadb_server, db, old_columns) == before
     tables = [query(mariadb_server, db, f"SELECT * FROM {t} ORDER BY id")
               for t in ("instantaneous_demand", "run_info")]
-    sentinels = sum(1 for r in rows if r[2:4] == (-1, -1))
     assert query(mariadb_server, db, "SELECT COUNT(*) FROM instantaneous_demand"
                  " WHERE flag = 'error'") == [(sentinels,)]
     # Every copied row (duplicates too) maps to its reading; its run is one join away.
@@ -220,14 +224,14 @@ def test_calplug_history_reaches_report_and_export(mariadb_server, tmp_path, cap
             copied[(name, METERS[hash_])] += 1
     assert {(run, meter): n for run, meter, n in mapped} == copied
 
-    conf = write_conf(tmp_path, mariadb_server, db)
     check_report_and_export(capsys, conf, rows)
 
     # Upgrading again adds nothing, marker or not (the unique key).
     count = query(mariadb_server, db, "SELECT COUNT(*) FROM readings")
-    ravenctl_out(capsys, "db", "migrate", "--store", "mysql", "--config", conf)
+    assert "CalPlug" not in ravenctl_out(capsys, "db", "migrate", "--store", "mysql",
+                                         "--config", conf)
     execute(mariadb_server, db, "DELETE FROM maintenance_state WHERE name = 'calplug_history_id'")
-    migrate_database(mysql_config(mariadb_server, db))
+    upgrade_database(mysql_config(mariadb_server, db))
     assert query(mariadb_server, db, "SELECT COUNT(*) FROM readings") == count
     assert readings_table(mariadb_server, db) == stored
     assert [query(mariadb_server, db, f"SELECT * FROM {t} ORDER BY id")
@@ -241,14 +245,14 @@ def test_interrupted_import_resumes_past_the_purge_horizon(
     dates), the old hours and days are still rolled up."""
     reference = mariadb_server.new_database("calplug_ref")
     rows = seed(mariadb_server, reference)
-    migrate_database(mysql_config(mariadb_server, reference))
+    upgrade_database(mysql_config(mariadb_server, reference))
     db = mariadb_server.new_database("calplug_cut")
     seed(mariadb_server, db)
     cfg = mysql_config(mariadb_server, db)
     real = calplug_history.import_history
     # An earlier ravend upgraded the database and purged: its horizon lies past 2016.
     monkeypatch.setattr(calplug_history, "import_history", lambda conn: None)
-    migrate_database(cfg)
+    upgrade_database(cfg)
     execute(mariadb_server, db,
             "INSERT INTO maintenance_state (name, value) VALUES ('purged_before', 1600000000)")
 
@@ -259,7 +263,7 @@ def test_interrupted_import_resumes_past_the_purge_horizon(
     monkeypatch.setattr(calplug_history, "import_history",
                         lambda conn: real(conn, chunk=7, after_chunk=cut))
     with pytest.raises(SinkUnavailable, match="Lost connection"):
-        migrate_database(cfg)
+        upgrade_database(cfg)
     (done,) = query(mariadb_server, db, "SELECT value FROM maintenance_state"
                     " WHERE name = 'calplug_history_id'")[0]
     (first_ids,) = query(mariadb_server, db, "SELECT id FROM instantaneous_demand"
@@ -270,7 +274,7 @@ def test_interrupted_import_resumes_past_the_purge_horizon(
 
     monkeypatch.setattr(calplug_history, "import_history",
                         lambda conn: real(conn, chunk=7))
-    migrate_database(cfg)
+    upgrade_database(cfg)
     assert readings_table(mariadb_server, db) == readings_table(mariadb_server, reference)
     assert query(mariadb_server, db, "SELECT COUNT(*) FROM calplug_history") == query(
         mariadb_server, reference, "SELECT COUNT(*) FROM calplug_history")
@@ -313,7 +317,7 @@ def test_import_killed_mid_way_is_resumed_by_the_next_upgrade(mariadb_server, tm
     done = query(mariadb_server, db, marker)[0][0]
     assert 0 < done < old_rows, "the copy was not cut mid-way"
     assert query(mariadb_server, db, "SELECT COUNT(*) FROM readings")[0][0] < want
-    migrate_database(mysql_config(mariadb_server, db))
+    upgrade_database(mysql_config(mariadb_server, db))
     assert query(mariadb_server, db, "SELECT COUNT(*), SUM(raw) FROM readings") == [
         (want, sum(r[0] for r in readings.values()) * 2**copies)]
     copied = sum(1 for r in base if r[2:4] != (-1, -1)) * 2**copies
