@@ -35,6 +35,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
+from ravend.calplug_history import HISTORY_DEVICE
 from ravend.config import Config, ConfigError
 from ravend.db import mysql as mysql_db
 from ravend.db import sqlite as sqlite_db
@@ -498,13 +499,16 @@ class Repeater:
                 continue
             idle = IDLE_MIN
             recheck = 0.0
-            if not self._publish([r for _, r in rows]):
+            # History copied from a CalPlug database is not news: never published (the
+            # watermark still moves past it).
+            live = [r for _, r in rows if r.device_mac != HISTORY_DEVICE]
+            if not self._publish(live):
                 continue
             if rows:
                 wm = rows[-1][0]
                 self.watermark.save(wm)
                 self.stats.watermark = wm
-                self.stats.published += len(rows)
+                self.stats.published += len(live)
                 self.stats.batches += 1
         self.shutdown()
         return 0

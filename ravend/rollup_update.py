@@ -12,7 +12,9 @@ thread (``ravend.maintenance``) runs it before every purge and every rollup_inte
   time (see ``ravend.rollup``). A price reading touches every hour from it to the next price
   (its cost changes), so a price that arrives late recomputes the hours it applies to. Only
   those periods are recomputed, from the raw readings. Periods that start before
-  ``purged_before`` are never recomputed: their raw data may be gone.
+  ``purged_before`` are never recomputed: their raw data may be gone. Only those of them
+  that a new demand reading falls in and that have no roll-up at all are computed (history
+  copied in later, ``ravend.calplug_history``: no roll-up of fuller data is overwritten).
 - **Only readings on a real calendar are rolled up**: ``clock_flag`` NULL, ``unset`` (keyed on
   the host's receive second) or ``behind`` (a meter clock that is late lies between 2001 and
   now: its days are its own, consistently). A reading timed by a meter clock reset to 2000 or
@@ -93,12 +95,16 @@ def update_rollups(store: Store, tz_name: str, stop: threading.Event | None = No
         hours = step.hours
         for meter, starts in sorted(hours.items()):
             wanted = sorted(h for h in starts if h >= horizon)
+            fresh = _unrolled_before(store, "rollup_hourly", meter, horizon,
+                                     step.demand_hours.get(meter, ()))
+            wanted = sorted(set(wanted) | fresh)
             report.hours += recompute_hours(store, meter, wanted, stop, pricing)
             days = {d.start: d for h in wanted for d in ru.days_overlapping(h, h + ru.HOUR, tz)}
+            fresh_days = _unrolled_before(store, "rollup_daily", meter, horizon, days)
             for day in sorted(days.values(), key=lambda d: d.start):
                 if stop.is_set():
                     break
-                if day.start >= horizon:
+                if day.start >= horizon or day.start in fresh_days:
                     store.upsert_rollups("rollup_daily", compute(store, meter, [day], pricing),
                                          tz_label)
                     report.days += 1
@@ -113,6 +119,17 @@ def update_rollups(store: Store, tz_name: str, stop: threading.Event | None = No
     return report
 
 
+def _unrolled_before(store: Store, table: str, meter: str, horizon: int,
+                     starts: Iterable[int]) -> set[int]:
+    """Periods before the purge horizon that have no roll-up yet (of ``starts``, the demand
+    hours or their days). They are computed from the readings there are: no roll-up made from
+    fuller data is overwritten. History copied in after a purge (a CalPlug database's,
+    ``ravend.calplug_history``) is rolled up so; a period that has a roll-up keeps it (its raw
+    readings may be gone)."""
+    early = sorted(s for s in starts if s < horizon)
+    return store.missing_rollups(table, meter, early) if early else set()
+
+
 @dataclass(slots=True)
 class Step:
     """What one roll-up step read: how many new rows, the last one's id, the hours they touch."""
@@ -121,6 +138,7 @@ class Step:
     last_id: int = 0
     skipped: int = 0  # rows whose meter time is meaningless: they touch no hour
     hours: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    demand_hours: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
 
 
 def touched_hours(store: Store, rows: Iterable[tuple[int, str, str, int, Any]]) -> Step:
@@ -136,6 +154,7 @@ def touched_hours(store: Store, rows: Iterable[tuple[int, str, str, int, Any]]) 
             step.skipped += 1
         elif kind == Kind.DEMAND.value:
             hours[meter].add(ru.hour_of(t))
+            step.demand_hours[meter].add(ru.hour_of(t))
         elif kind in SUMMATIONS:
             counters[(meter, kind)].append(t)
         elif kind == Kind.PRICE.value:

@@ -200,6 +200,16 @@ class Store:
             "SELECT MAX(period_start) FROM rollup_hourly WHERE meter_mac = ?", (meter,))
         return hour
 
+    def missing_rollups(self, table: str, meter: str, starts: Sequence[int]) -> set[int]:
+        """Those of the period starts that have no row of the meter in the roll-up table."""
+        found: set[int] = set()
+        for i in range(0, len(starts), 500):
+            part = list(starts[i:i + 500])
+            found.update(int(r[0]) for r in self.rows(
+                f"SELECT period_start FROM {table} WHERE meter_mac = ? AND period_start IN"
+                f" ({', '.join('?' * len(part))})", (meter, *part)))
+        return set(starts) - found
+
     def count(self, table: str, where: str, params: Sequence[Any]) -> int:
         return int(self.scalar(f"SELECT COUNT(*) FROM {table} WHERE {where}", params))
 

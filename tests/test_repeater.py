@@ -7,6 +7,7 @@ batch at most, the watermark never ahead of what the broker acknowledged.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -19,6 +20,7 @@ from types import SimpleNamespace
 import pytest
 
 from ravend import maintenance
+from ravend.calplug_history import HISTORY_DEVICE
 from ravend.config import RetentionConfig, load
 from ravend.protocol.model import METER_EPOCH_OFFSET, Kind, Reading, scale
 from ravend.repeater import SqliteSource, StoreWatch, Watermark
@@ -283,6 +285,28 @@ def test_start_newest_skips_the_existing_store(tmp_path: Path, mosquitto_server)
         assert proc.stop().code == 0
         sub.stop()
     check_received(sub, backlog(5, start=50))
+
+
+def test_calplug_history_is_not_published(tmp_path: Path, mosquitto_server) -> None:
+    """Readings copied from a CalPlug database's history (device_mac ``calplug``,
+    ravend.calplug_history) are old news, not state: the repeater moves its watermark past
+    them, batches made of nothing else included, and publishes only the others."""
+    config = write_config(tmp_path, mosquitto_server, batch_size="8")
+    live = backlog(30)
+    history = [dataclasses.replace(r, meter_time=None, received_at=T0 - 400 * 86400 + 60 * i,
+                                   device_mac=HISTORY_DEVICE)
+               for i, r in enumerate(backlog(40, start=100)) if r.kind is Kind.DEMAND]
+    db = tmp_path / "state" / "ravend.db"
+    store(db, live[:15] + history[:10] + live[15:] + history[10:])
+    total = len(live) + len(history)
+    sub = Subscriber(mosquitto_server.host, mosquitto_server.port, ["ravend/+/+"]).start()
+    proc = RepeaterProcess(config, tmp_path / "repeater.log")
+    try:
+        assert wait_for(lambda: watermark(tmp_path) == total, 20), proc.log()
+    finally:
+        assert proc.stop().code == 0
+        sub.stop()
+    check_received(sub, live)
 
 
 def test_device_state_and_discovery_come_from_the_store(tmp_path: Path,

@@ -61,7 +61,7 @@ def test_clock_flag_column_follows_the_rule_mqtt_and_mongo_carry(mariadb_server,
 def test_open_applies_every_migration_once(mariadb_server, database, sink) -> None:
     conn = connect(mysql_config(mariadb_server, database))
     try:
-        assert schema_version(conn) == 7
+        assert schema_version(conn) == 8
         assert migrate(conn) == []
     finally:
         conn.close()

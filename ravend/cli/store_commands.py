@@ -95,6 +95,7 @@ def _errors() -> tuple[type[BaseException], ...]:
 def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
     status = 0
     for name in _chosen(args, config):
+        history = None
         try:
             if name == "sqlite":
                 from ravend.db.sqlite import connect, migrate, schema_version
@@ -109,10 +110,11 @@ def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
                     conn.close()
                 label = f"sqlite {path}"
             else:
+                from ravend.calplug_history import upgrade_database
                 from ravend.db import mysql
 
                 cfg = config.mysql
-                applied = mysql.migrate_database(cfg)
+                applied, history = upgrade_database(cfg)  # then the CalPlug history
                 conn = mysql.connect(cfg)
                 try:
                     version = mysql.schema_version(conn)
@@ -123,6 +125,8 @@ def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
             print(f"ravenctl: {name}: {exc}", file=sys.stderr)
             status = EX_FAILED
             continue
+        if history is not None and history.read:
+            print(f"{label}: {history.line()}")
         if applied:
             print(f"{label}: applied {', '.join(map(str, applied))} (schema version {version})")
         else:

@@ -14,7 +14,7 @@ import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ravend.config import ConfigError, MysqlConfig, read_secret
@@ -159,8 +159,9 @@ def schema_version(conn: Any) -> int:
     return int(cur.fetchone()[0])
 
 
-def migrate(conn: Any) -> list[int]:
-    """Apply pending migrations in order; returns the versions applied.
+def migrate(conn: Any, after: Callable[[Any], object] | None = None) -> list[int]:
+    """Apply pending migrations in order, then ``after(conn)`` under the same lock (the copy
+    of a CalPlug database's history, ``ravend.calplug_history``); returns the versions applied.
 
     MySQL commits each DDL statement by itself, so progress is kept per statement in
     ``schema_version.step``: a migration that failed half-way (disk full, connection lost)
@@ -201,6 +202,8 @@ def migrate(conn: Any) -> list[int]:
                         (time.time(), m.version))
             conn.commit()
             applied.append(m.version)
+        if after is not None:
+            after(conn)
         return applied
     except BaseException:
         with contextlib.suppress(Exception):
@@ -212,12 +215,13 @@ def migrate(conn: Any) -> list[int]:
             cur.fetchall()
 
 
-def migrate_database(cfg: MysqlConfig) -> list[int]:
-    """Connect, migrate, disconnect (``ravenctl db migrate``); errors as in ``connect``."""
+def migrate_database(cfg: MysqlConfig,
+                     after: Callable[[Any], object] | None = None) -> list[int]:
+    """Connect, migrate (and ``after``, as ``migrate``), disconnect; errors as in ``connect``."""
     db = driver()
     conn = connect(cfg, migration=True)
     try:
-        return migrate(conn)
+        return migrate(conn, after)
     except db.Error as exc:
         raise SinkUnavailable(f"migration failed: {explain(exc, cfg)}") from exc
     finally:

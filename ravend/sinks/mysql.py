@@ -28,9 +28,10 @@ from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 from typing import Any
 
 from ravend import __version__
+from ravend.calplug_history import upgrade_database
 from ravend.config import ConfigError, MysqlConfig
 from ravend.db import READING_COLUMNS
-from ravend.db.mysql import DIALECT, connect, driver, explain, migrate_database, where
+from ravend.db.mysql import DIALECT, connect, driver, explain, where
 from ravend.protocol.model import Kind, Reading
 from ravend.serialize import dumps
 from ravend.sinks.base import Sink, SinkUnavailable, StateItem
@@ -120,7 +121,7 @@ class MysqlSink(Sink):
             return self._conn
         try:
             if not self._migrated:
-                migrate_database(self.cfg)
+                upgrade_database(self.cfg)  # migrations, then the CalPlug history
                 self._migrated = True
             self._conn = connect(self.cfg)
         except ConfigError as exc:  # the password file became unusable after the start
