@@ -898,7 +898,7 @@ def test_backup_timer_is_enabled_and_its_service_leaves_a_verified_backup(ravend
     timer = box.show("ravend-backup.timer", "UnitFileState", "ActiveState", "TimersCalendar")
     assert timer["UnitFileState"] == "enabled", timer
     assert timer["ActiveState"] == "active", timer
-    assert "OnCalendar=daily" in timer["TimersCalendar"], timer
+    assert "OnCalendar=*-*-* 00:00:00" in timer["TimersCalendar"], timer  # daily
     box.run("systemctl", "start", "ravend.service")
     try:
         box.wait_for(lambda: readings_in_status(box) >= 5, 30, "5 readings in STATUS=")
