@@ -589,6 +589,29 @@ class RetryPace:
     maximum: float
 
 
+#: Where `ravenctl backup` and ravend-backup.service put the copies; mount a USB disk or a NAS
+#: share here: a copy on the same SD card does not survive the card.
+DEFAULT_BACKUP_DIR = Path("/var/backups/ravend")
+
+
+def absolute_path(value: str) -> Path:
+    path = Path(value.strip())
+    if not path.is_absolute():
+        raise ValueError("an absolute path")
+    return path
+
+
+@dataclass(frozen=True)
+class BackupConfig:
+    """`ravenctl backup` of the SQLite store (ravend-backup.timer runs it daily)."""
+
+    dir: Path = opt("backup folder", absolute_path, DEFAULT_BACKUP_DIR)  # noqa: RUF009 - a field()
+    # Rotation after each backup: the newest copy of each of the latest keep_daily days that
+    # have one, and of each of the latest keep_weekly ISO weeks; the newest is always kept.
+    keep_daily: int = opt("daily copies kept", integer, 7, low=1, high=3650)
+    keep_weekly: int = opt("weekly copies kept", integer, 4, low=0, high=520)
+
+
 #: The sections with a retry pace of their own (retry_min, retry_max); [device]'s
 #: reconnect_min and reconnect_max stand in for a key they leave unset.
 RETRY_SECTIONS = ("service", "repeater", "mongo")
@@ -606,6 +629,7 @@ class Config:
     mongo: MongoConfig = field(default_factory=MongoConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     tariff: TariffConfig = field(default_factory=TariffConfig)
+    backup: BackupConfig = field(default_factory=BackupConfig)
     meters: dict[str, MeterConfig] = field(default_factory=dict)  # [meter <MAC>] by MAC
     source: str = "(defaults)"
 
@@ -641,6 +665,7 @@ SECTIONS: dict[str, type] = {
     "mongo": MongoConfig,
     "metrics": MetricsConfig,
     "tariff": TariffConfig,
+    "backup": BackupConfig,
 }
 
 

@@ -41,6 +41,9 @@ DISK_WARN_BYTES = 100 * 10**6
 DISK_WARN_PERCENT = 5.0
 #: Longest wait for a network check, in seconds.
 TIMEOUT = 3.0
+#: Older than this, the newest verified backup of the SQLite store is worth a WARN: the daily
+#: timer has missed a run and its retry.
+BACKUP_WARN_AGE = 2 * 86400.0
 
 
 # --- the service user ---------------------------------------------------------------------------
@@ -306,6 +309,32 @@ def check_disk(state_dir: Path, usage: Callable[[Path], Any] = shutil.disk_usage
     return Check("disk", Status.OK, message)
 
 
+def check_backup(folder: Path, now: float | None = None) -> Check:
+    """A verified backup of the SQLite store newer than two days in [backup] dir: only
+    verified copies get a backup's name there (ravend.backup), so the names are enough."""
+    import time
+
+    from ravend.backup import backups, taken_at
+
+    fix = ("ravenctl backup (or: systemctl enable --now ravend-backup.timer); mount a USB disk"
+           f" or a NAS share on {folder}")
+    try:
+        found = backups(folder)
+    except OSError as exc:
+        return Check("backup", Status.WARN, f"cannot look into {folder}: {exc.strerror or exc}",
+                     "run ravenctl doctor as root")
+    if not found:
+        return Check("backup", Status.WARN, f"no verified backup in {folder}", fix)
+    newest = found[-1]
+    when = taken_at(newest)
+    assert when is not None
+    age = (time.time() if now is None else now) - when.timestamp()
+    message = f"newest verified backup {newest} ({age / 3600:.0f} h old)"
+    if age > BACKUP_WARN_AGE:
+        return Check("backup", Status.WARN, message, fix)
+    return Check("backup", Status.OK, message)
+
+
 # --- all of them ------------------------------------------------------------------------------
 
 
@@ -348,6 +377,7 @@ def run(opts: Options) -> list[Check]:
     if config.sqlite.enabled:
         checks.append(doctor_sinks.check_sqlite(opts.db or config.sqlite_path, may_write,
                                                 opts.user))
+        checks.append(check_backup(config.backup.dir))
     if config.mysql.enabled:
         checks.append(doctor_sinks.check_mysql(config.mysql))
     if config.mqtt.enabled:

@@ -54,6 +54,7 @@ def sim(tmp_path: Path) -> Iterator[MeterSimulator]:
 def conf(tmp_path: Path, port: str, **sections: dict[str, str]) -> Path:
     state = tmp_path / "state"
     state.mkdir(exist_ok=True)
+    sections = {"backup": {"dir": str(tmp_path / "backups")}, **sections}
     return write_config(tmp_path / "ravend.conf", state, port, **sections)
 
 
@@ -66,8 +67,10 @@ def test_healthy_setup_passes_and_names_the_device(tmp_path: Path, sim: MeterSim
     assert lines["user"].startswith(f"OK    user: {ME} may open {sim.slave_name} ("), out
     assert lines["sink sqlite"].startswith("OK    sink sqlite: "), out
     assert lines["spool"].startswith("OK    spool: no outbox in "), out
+    assert lines["backup"].startswith("WARN  backup: no verified backup in "), out
     assert "FAIL" not in out
-    assert set(lines) == {"config", "device", "port", "user", "sink sqlite", "spool", "disk"}
+    assert set(lines) == {"config", "device", "port", "user", "sink sqlite", "backup", "spool",
+                          "disk"}
 
 
 def test_bad_config_is_one_line_and_stops_the_checks_that_need_it(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ HEAVY = (
     "ravend.protocol.commands", "ravend.protocol.model", "ravend.protocol.fields",
     "ravend.protocol.table", "ravend.protocol.shortcuts", "ravend.protocol.readings",
     "ravend.report", "ravend.rollup", "ravend.rollup_update", "ravend.purge",
-    "ravend.tariff", "ravend.maintenance", "ravend.doctor", "ravend.doctor_sinks",
+    "ravend.tariff", "ravend.maintenance", "ravend.doctor", "ravend.doctor_sinks", "ravend.backup",
     "ravend.sinks.mqtt_payload", "ravend.mongo_store", "ravend.mongo_ingest",
     "ravend.sinks.mysql", "ravend.service", "ravend.runtime.supervisor", "ravend.simulator",
     "serial", "paho", "pymongo", "MySQLdb", "prometheus_client", "sdnotify", "daemon",

@@ -23,7 +23,8 @@ def add_parser(sub: Any, config_args: Callable[[argparse.ArgumentParser], None])
         description="Check what ravend needs, one line each with the fix: the configuration is"
         " valid; the device is there, and which one; the service user may open it (group"
         " dialout); no other process (ModemManager, a second logger) holds the port; each"
-        " enabled store is reachable; how many readings wait in the outboxes; free space for"
+        " enabled store is reachable; a verified backup of the SQLite store newer than two"
+        " days; how many readings wait in the outboxes; free space for"
         " the state directory; when ravend runs, whether each of its parts is up. Changes"
         " nothing. Exits 1 when any line says FAIL (WARN does"
         " not count), 0 otherwise. Run it as root to see which process holds the port.")

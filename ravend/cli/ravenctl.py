@@ -16,6 +16,7 @@ from typing import Any
 
 from ravend import __version__
 from ravend.cli import (
+    backup_command,
     device_commands,
     doctor_command,
     rejected_command,
@@ -55,6 +56,8 @@ examples:
   ravenctl db migrate                 create/upgrade the SQLite and MySQL tables
   ravenctl doctor                     what is wrong with the setup, one line each with the fix
   ravenctl rejected                   readings a store could not take, and why
+  ravenctl backup --to /mnt/usb       a verified copy of the SQLite store (then rotation)
+  ravenctl restore FILE               put a verified backup in place (ravend stopped)
 Run 'ravenctl COMMAND --help' for each command's options. See ravenctl(1).
 """
 
@@ -186,6 +189,7 @@ def parser(only: str | None = None) -> argparse.ArgumentParser:
     doctor_command.add_parser(sub, _config_args)
     report_command.add_parser(sub, _config_args)
     rejected_command.add_parser(sub, _config_args)
+    backup_command.add_parsers(sub, _config_args)
 
     simulate_command.add_parser(sub)
     if isinstance(sub, _OneCommand) and not sub.built:
@@ -217,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         return report_command.run(args, config)
     if args.command == rejected_command.NAME:
         return rejected_command.run(args, config)
+    if args.command in backup_command.NAMES:
+        return backup_command.run(args, config)
     command = {"status": cmd_status, "info": cmd_info, "tail": cmd_tail,
                "export": cmd_export}[args.command]
     try:

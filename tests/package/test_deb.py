@@ -65,7 +65,10 @@ NEXT_STEP = "ravend: plug the stick in"
 NOT_STARTING = "disabled or a static unit"
 #: Exposure limits of `systemd-analyze security` (0 best, 10 worst) per unit.
 EXPOSURE_LIMITS = {"ravend.service": 2.0, "ravend-repeater.service": 2.5,
-                   "ravend-mongo-ingest.service": 2.5}
+                   "ravend-mongo-ingest.service": 2.5, "ravend-backup.service": 1.0}
+#: Units that are not services: verified, but systemd-analyze security does not rate them.
+TIMERS = ("ravend-backup.timer",)
+BACKUPS = Path("/var/backups/ravend")
 #: The programs of the companion units. While one is not in the package yet (it comes with a
 #: later version), `systemd-analyze verify` may report its ExecStart program missing, and only
 #: that. Once the package ships the program, its unit must verify clean like ravend.service.
@@ -242,6 +245,7 @@ def test_package_holds_programs_units_rules_manpages_and_migrations(builds):
         "/usr/bin/ravend", "/usr/bin/ravenctl", "/etc/ravend/ravend.conf",
         "/lib/systemd/system/ravend.service", "/lib/systemd/system/ravend-repeater.service",
         "/lib/systemd/system/ravend-mongo-ingest.service", str(RULES),
+        "/lib/systemd/system/ravend-backup.service", "/lib/systemd/system/ravend-backup.timer",
         "/usr/lib/sysusers.d/ravend.conf", "/usr/lib/tmpfiles.d/ravend.conf",
         "/usr/share/man/man8/ravend.8.gz", "/usr/share/man/man1/ravenctl.1.gz",
         "/usr/share/man/man5/ravend.conf.5.gz", "/usr/share/man/man8/ravend-repeater.8.gz",
@@ -283,6 +287,7 @@ def test_config_is_root_ravend_0640_and_state_dir_belongs_to_ravend(installed):
     override = run(["dpkg-statoverride", "--list", str(CONF)]).stdout.split()
     assert override[:2] == ["root", "ravend"] and int(override[2], 8) == 0o640, override
     assert owner(STATE) == ("ravend", "ravend", 0o750)
+    assert owner(BACKUPS) == ("ravend", "ravend", 0o750)  # tmpfiles.d, for the backup unit
     # The service user reads it; others do not: ravend refuses with EX_CONFIG.
     ok = run(as_user("ravend", "/usr/bin/ravend", "--check-config", "--config", str(CONF)))
     assert "configuration OK" in ok.stdout
@@ -346,7 +351,7 @@ def test_installed_bash_completion_offers_the_commands_and_their_options(install
         assert "_ravenctl" in proc.stdout, proc.stdout
 
 
-@pytest.mark.parametrize("unit", sorted(EXPOSURE_LIMITS))
+@pytest.mark.parametrize("unit", sorted([*EXPOSURE_LIMITS, *TIMERS]))
 def test_unit_verifies_without_a_word(installed, unit):
     # systemd-analyze verify only warns (exit 0) about bad directives: any output fails.
     proc = run(["systemd-analyze", "verify", "--man=no", str(UNIT_DIR / unit)], check=False)
@@ -359,7 +364,7 @@ def test_unit_verifies_without_a_word(installed, unit):
 
 
 def test_unit_documentation_pages_are_installed(installed):
-    for unit in EXPOSURE_LIMITS:
+    for unit in [*EXPOSURE_LIMITS, *TIMERS]:
         text = (UNIT_DIR / unit).read_text()
         for page in re.findall(r"man:([\w.-]+)\((\d)\)", text):
             if unit in COMPANION_PROGRAMS and not Path(COMPANION_PROGRAMS[unit]).exists():
@@ -886,6 +891,37 @@ def test_repeater_unit_publishes_the_store_to_mqtt(ravend_unit, report):
         box.run("systemctl", "stop", "ravend-repeater.service", "ravend.service", check=False)
 
 
+def test_backup_timer_is_enabled_and_its_service_leaves_a_verified_backup(ravend_unit, report):
+    """ravend-backup.service, as the timer starts it, while ravend writes: a backup appears in
+    /var/backups/ravend, belongs to ravend, and verifies (ravenctl restore --check)."""
+    box = ravend_unit
+    timer = box.show("ravend-backup.timer", "UnitFileState", "ActiveState", "TimersCalendar")
+    assert timer["UnitFileState"] == "enabled", timer
+    assert timer["ActiveState"] == "active", timer
+    assert "OnCalendar=*-*-* 00:00:00" in timer["TimersCalendar"], timer  # daily
+    box.run("systemctl", "start", "ravend.service")
+    try:
+        box.wait_for(lambda: readings_in_status(box) >= 5, 30, "5 readings in STATUS=")
+        # Type=oneshot: `systemctl start` returns when the backup is done (or failed).
+        started = box.run("systemctl", "start", "ravend-backup.service", check=False,
+                          timeout=180)
+        journal = box.journal("ravend-backup.service")
+        assert started.returncode == 0, started.stdout + started.stderr + journal
+        result = box.show("ravend-backup.service", "Result", "ExecMainStatus")
+        assert result == {"Result": "success", "ExecMainStatus": "0"}, (result, journal)
+    finally:
+        box.run("systemctl", "stop", "ravend.service", check=False)
+    found = box.run("sh", "-c", f"ls {BACKUPS}/ravend-*.tar.gz").stdout.split()
+    assert len(found) == 1, found
+    assert ": verified;" in journal, journal
+    ids = box.run("stat", "-c", "%U %G %a", found[0]).stdout.strip()
+    assert ids == "ravend ravend 640", ids
+    check = box.run(*as_user("ravend", "/usr/bin/ravenctl", "restore", "--check", found[0]),
+                    check=False)
+    assert check.returncode == 0 and ": verified;" in check.stdout, check.stdout + check.stderr
+    report(f"ravend-backup.service under systemd: {check.stdout.strip()}")
+
+
 def copy_into(box: Container, deb: Path) -> str:
     """The package file inside the container (whose /tmp is its own), for dpkg there."""
     inside = f"/root/{deb.name}"
@@ -925,6 +961,9 @@ def test_under_systemd_upgrade_restarts_what_runs_remove_stops_install_says_what
     for unit in ("ravend.service", *companions):
         props = box.show(unit, "ActiveState", "UnitFileState")
         assert props == {"ActiveState": "inactive", "UnitFileState": "disabled"}, (unit, props)
+    # The one unit the package enables and starts: the daily backup's timer.
+    props = box.show("ravend-backup.timer", "ActiveState", "UnitFileState")
+    assert props == {"ActiveState": "active", "UnitFileState": "enabled"}, props
     # journald files ravend's lines at their own priority: with no stick (port = auto), its
     # warning is in `journalctl -p warning`, its start line is not, and no "<4>" is left.
     box.run("systemctl", "start", "--no-block", "ravend.service")
