@@ -1,3 +1,3 @@
 """The one version source: setup.py and debian/changelog follow it."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
