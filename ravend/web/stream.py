@@ -1,0 +1,126 @@
+"""The live view's push: one poller for every client, Server-Sent Events to each.
+
+The poller reads the store's newest reading id (one search of the primary key) every
+``POLL`` seconds and wakes the streams when it grew, so a reading reaches the page within about
+half a second, whatever the number of open pages. Each stream holds one worker thread while it
+is open, so their number is bounded (``[web] max_streams``); one more is refused (503).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+
+from ravend.db import store_errors
+from ravend.web.store import Stores
+
+log = logging.getLogger("ravend.web")
+
+#: Seconds between two looks at the newest id.
+POLL = 0.5
+#: Seconds after which an idle stream sends a comment, so a closed page is noticed.
+KEEPALIVE = 5.0
+
+
+class Poller:
+    """Wakes every waiting stream when the store's newest reading id changes."""
+
+    def __init__(self, stores: Stores, max_streams: int) -> None:
+        self.stores = stores
+        self.newest = -1
+        self._changed = threading.Condition()
+        self._slots = threading.BoundedSemaphore(max_streams)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="web-poller", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._changed:
+            self._changed.notify_all()
+
+    def _run(self) -> None:
+        from ravend.web.queries import newest_id
+
+        while not self._stop.wait(POLL):
+            try:
+                newest = newest_id(self.stores.get())
+            except FileNotFoundError:
+                continue  # ravend has not made the store yet
+            except store_errors() as exc:
+                log.debug("poller: %s", exc)
+                self.stores.drop()
+                continue
+            if newest != self.newest:
+                with self._changed:
+                    self.newest = newest
+                    self._changed.notify_all()
+
+    def acquire(self) -> bool:
+        """A stream slot, False when every one is taken."""
+        return self._slots.acquire(blocking=False)
+
+    def release(self) -> None:
+        self._slots.release()
+
+    def stream(self, snapshot: Callable[[], str]) -> Stream:
+        """Events for one page, in the slot ``acquire`` took (given back when it closes)."""
+        return Stream(self, snapshot)
+
+    def events(self, snapshot: Callable[[], str]) -> Iterator[bytes]:
+        """``snapshot()`` now and after each new reading; a comment while nothing comes."""
+        seen = self.newest
+        yield b"retry: 2000\n\n" + event(snapshot())
+        while not self._stop.is_set():
+            with self._changed:
+                self._changed.wait_for(lambda s=seen: self.newest != s or self._stop.is_set(),
+                                       KEEPALIVE)
+            if self._stop.is_set():
+                return
+            if self.newest == seen:
+                yield b": keepalive\n\n"
+                continue
+            seen = self.newest
+            yield event(snapshot())
+
+
+class Stream:
+    """A WSGI body of events that gives its slot back exactly once when closed, also when it
+    was never iterated (a HEAD request, a client gone before the first byte)."""
+
+    def __init__(self, poller: Poller, snapshot: Callable[[], str]) -> None:
+        self._poller = poller
+        self._events = poller.events(snapshot)
+        self._open = True
+        self._lock = threading.Lock()
+
+    def __iter__(self) -> Stream:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._events)
+        except StopIteration:
+            self.close()
+            raise
+        except store_errors() as exc:
+            log.warning("store, in a live view: %s", exc)
+            self._poller.stores.drop()
+            self.close()
+            raise StopIteration from None
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._open:
+                return
+            self._open = False
+        self._events.close()
+        self._poller.release()
+
+def event(data: str) -> bytes:
+    """One Server-Sent Event of JSON text (one line: JSON has no raw newlines)."""
+    return b"event: now\ndata: " + data.encode() + b"\n\n"
