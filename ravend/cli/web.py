@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         if policy(config.web) == "basic":
             auth = BasicAuth(read_password_file(config.web.password_file))
         try:
-            import waitress  # noqa: F401
+            import waitress  # type: ignore[import-untyped]  # noqa: F401
         except ImportError:
             raise ConfigError("python3-waitress is not installed"
                               " (apt install python3-waitress)") from None

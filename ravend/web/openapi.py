@@ -11,8 +11,10 @@ _NUM = {"type": ["number", "null"]}
 _INT_NULL = {"type": ["integer", "null"]}
 _STR_NULL = {"type": ["string", "null"]}
 _METER = {"type": "string", "pattern": "^0x[0-9a-f]{16}$"}
-_TIME = {"type": "string", "description": "YYYY-MM-DD (local midnight of [retention]"
-         " time_zone), an ISO 8601 time, or Unix seconds"}
+_TIME = {"anyOf": [{"type": "string", "format": "date", "pattern": "^(19[7-9][0-9]|20[0-9]{2})-"},
+                  {"type": "integer", "minimum": 0, "maximum": 4_102_444_800}],
+         "description": "a local date YYYY-MM-DD (midnight in [retention] time_zone, 1970 to"
+         " 2099) or Unix seconds"}
 
 
 def _param(name: str, schema: dict[str, Any], text: str) -> dict[str, Any]:
@@ -21,8 +23,11 @@ def _param(name: str, schema: dict[str, Any], text: str) -> dict[str, Any]:
 
 
 METER_PARAM = _param("meter", _METER, "the meter (default: the first one stored)")
-START = _param("start", _TIME, "first instant of the range (inclusive)")
-END = _param("end", _TIME, "end of the range (exclusive; default: the end of today)")
+START = _param("start", _TIME, "first instant of the range (inclusive; default: the"
+               " endpoint's usual span before end)")
+END = _param("end", _TIME, "end of the range (exclusive; default: the end of today). A range"
+             " longer than the endpoint answers is cut after its first days; one that ends"
+             " before it starts is empty")
 
 _ERROR = {"description": "what was wrong", "content": {"application/json": {"schema": {
     "$ref": "#/components/schemas/Error"}}}}

@@ -141,7 +141,9 @@ def device(store: Store, meter: str | None) -> dict[str, Any]:
 
 
 def periods(resolution: str, lo: int, hi: int, tz: dt.tzinfo) -> list[ru.Period]:
-    """The periods of a resolution that start in [lo, hi): UTC hours, or local days/months."""
+    """The periods of a resolution that overlap [lo, hi): UTC hours, or local days/months."""
+    if hi <= lo:
+        return []
     if resolution == "hourly":
         return [ru.hour_period(h) for h in range(ru.hour_of(lo), hi, ru.HOUR)]
     days = [d for d in ru.days_overlapping(lo, hi, tz) if d.start < hi]
@@ -219,6 +221,8 @@ def report(store: Store, meter: str | None, days: list[ru.Period], tz: dt.tzinfo
     """``ravenctl report``'s days (its own queries and rows), with each meter's totals."""
     from ravend.cli.report_command import _row, fetch
 
+    if not days:
+        return []
     daily, heard = fetch(store, days, meter)
     out = []
     for mac in sorted(set(daily) | set(heard)):

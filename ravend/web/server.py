@@ -18,7 +18,7 @@ log = logging.getLogger("ravend.web")
 
 def serve(app: Any, web: WebConfig, on_stop: Any = None) -> int:
     """Serve ``app`` on [web] listen until SIGTERM or SIGINT; 0 then."""
-    from waitress.server import create_server
+    from waitress.server import create_server  # type: ignore[import-untyped]
 
     from ravend.config import split_listen
 

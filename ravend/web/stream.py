@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
+from typing import Any
 
 from ravend.db import store_errors
+from ravend.web.jsontext import dumps
 from ravend.web.store import Stores
 
 log = logging.getLogger("ravend.web")
@@ -42,6 +44,8 @@ class Poller:
         self._stop.set()
         with self._changed:
             self._changed.notify_all()
+        if self._thread is not None:
+            self._thread.join(2 * POLL)
 
     def _run(self) -> None:
         from ravend.web.queries import newest_id
@@ -67,32 +71,42 @@ class Poller:
     def release(self) -> None:
         self._slots.release()
 
-    def stream(self, snapshot: Callable[[], str]) -> Stream:
+    def stream(self, snapshot: Callable[[], dict[str, Any]]) -> Stream:
         """Events for one page, in the slot ``acquire`` took (given back when it closes)."""
         return Stream(self, snapshot)
 
-    def events(self, snapshot: Callable[[], str]) -> Iterator[bytes]:
-        """``snapshot()`` now and after each new reading; a comment while nothing comes."""
+    def events(self, snapshot: Callable[[], dict[str, Any]]) -> Generator[bytes, None, None]:
+        """``snapshot()`` now and after each new reading (its ``newest_id`` tells: the poller
+        may have seen a reading later than the snapshot did, or the other way round); a
+        comment while nothing new comes."""
         seen = self.newest
-        yield b"retry: 2000\n\n" + event(snapshot())
+        body = snapshot()
+        sent = body.get("newest_id")
+        yield b"retry: 2000\n\n" + event(dumps(body))
         while not self._stop.is_set():
+            def moved(last: int = seen) -> bool:
+                return self.newest != last or self._stop.is_set()
+
             with self._changed:
-                self._changed.wait_for(lambda s=seen: self.newest != s or self._stop.is_set(),
-                                       KEEPALIVE)
+                self._changed.wait_for(moved, KEEPALIVE)
             if self._stop.is_set():
                 return
             if self.newest == seen:
                 yield b": keepalive\n\n"
                 continue
             seen = self.newest
-            yield event(snapshot())
+            body = snapshot()
+            if body.get("newest_id") == sent:
+                continue
+            sent = body.get("newest_id")
+            yield event(dumps(body))
 
 
 class Stream:
     """A WSGI body of events that gives its slot back exactly once when closed, also when it
     was never iterated (a HEAD request, a client gone before the first byte)."""
 
-    def __init__(self, poller: Poller, snapshot: Callable[[], str]) -> None:
+    def __init__(self, poller: Poller, snapshot: Callable[[], dict[str, Any]]) -> None:
         self._poller = poller
         self._events = poller.events(snapshot)
         self._open = True
