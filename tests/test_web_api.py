@@ -48,11 +48,9 @@ def week_conf(path: Path, state: Path, extra: str = "") -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def week(tmp_path_factory):
-    """The known week of tests/test_report.py (its 6-hour outage included), rolled up by
-    `ravenctl purge`, served by ravend-web; yields (base URL, readings, database, config)."""
-    tmp = tmp_path_factory.mktemp("web-week")
+def week_store(tmp: Path) -> tuple[list, Path, Path]:
+    """The known week of tests/test_report.py (its 6-hour outage included) in a store, rolled
+    up by `ravenctl purge`: (readings, database, config)."""
     state = tmp / "state"
     state.mkdir()
     readings = week_readings()
@@ -63,8 +61,16 @@ def week(tmp_path_factory):
     sink.close()
     conf = week_conf(tmp / "ravend.conf", state)
     assert ravenctl.main(["purge", "--config", str(conf)]) == 0
+    return readings, state / "ravend.db", conf
+
+
+@pytest.fixture(scope="module")
+def week(tmp_path_factory):
+    """The known week served by ravend-web: (base URL, readings, database, config)."""
+    tmp = tmp_path_factory.mktemp("web-week")
+    readings, db, conf = week_store(tmp)
     with running_web(conf, tmp / "web.log") as url:
-        yield url, readings, state / "ravend.db", conf
+        yield url, readings, db, conf
 
 
 def get(url: str, **kw) -> dict:
