@@ -177,6 +177,26 @@ def test_only_get_and_head_are_served(week, method: str) -> None:
     assert head.status == 200 and head.body == b""
 
 
+def test_live_views_are_bounded_and_never_block_other_requests(week) -> None:
+    url, *_ = week
+    parts = urlsplit(url)
+    streams = []
+    try:
+        for _ in range(4):  # [web] max_streams by default
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+            conn.request("GET", "/api/v1/now/stream")
+            resp = conn.getresponse()
+            assert resp.status == 200 and resp.readline() == b"retry: 2000\n"
+            streams.append(conn)
+        assert request(f"{url}/api/v1/now/stream").status == 503
+        started = time.monotonic()
+        assert request(f"{url}/api/v1/meters").status == 200
+        assert time.monotonic() - started < 1.0
+    finally:
+        for conn in streams:
+            conn.close()
+
+
 def test_strict_security_headers_and_clear_errors(week) -> None:
     url, *_ = week
     for path in ("/", "/api/v1/meters", "/app.js", "/no/such/page"):
