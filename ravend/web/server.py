@@ -27,7 +27,9 @@ def serve(app: Any, web: WebConfig, on_stop: Any = None) -> int:
         app, host=host, port=port, threads=web.threads,
         connection_limit=web.connection_limit, channel_timeout=int(web.channel_timeout),
         # Small writes (a live view's event) go out at once, not when a buffer fills.
-        send_bytes=1, ident="ravend-web", clear_untrusted_proxy_headers=True)
+        send_bytes=1, ident="ravend-web", clear_untrusted_proxy_headers=True,
+        # Its main loop wakes this often when nothing happens (answers wake it at once).
+        asyncore_loop_timeout=5)
 
     def stop(signum: int, _frame: Any) -> None:
         raise SystemExit(0)

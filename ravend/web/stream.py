@@ -1,8 +1,9 @@
 """The live view's push: one poller for every client, Server-Sent Events to each.
 
 The poller reads the store's newest reading id (one search of the primary key) every
-``POLL`` seconds and wakes the streams when it grew, so a reading reaches the page within about
-half a second, whatever the number of open pages. Each stream holds one worker thread while it
+``POLL`` seconds while a live view is open, and wakes the streams when it grew, so a reading
+reaches the page within about half a second, whatever the number of open pages; with no live
+view open it sleeps (no wake-ups while idle). Each stream holds one worker thread while it
 is open, so their number is bounded (``[web] max_streams``); one more is refused (503).
 """
 
@@ -33,6 +34,7 @@ class Poller:
         self.newest = -1
         self._changed = threading.Condition()
         self._slots = threading.BoundedSemaphore(max_streams)
+        self._active = 0  # open streams (guarded by _changed)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -50,7 +52,11 @@ class Poller:
     def _run(self) -> None:
         from ravend.web.queries import newest_id
 
-        while not self._stop.wait(POLL):
+        while not self._stop.is_set():
+            with self._changed:
+                self._changed.wait_for(lambda: self._active > 0 or self._stop.is_set())
+            if self._stop.wait(POLL):
+                return
             try:
                 newest = newest_id(self.stores.get())
             except FileNotFoundError:
@@ -66,9 +72,16 @@ class Poller:
 
     def acquire(self) -> bool:
         """A stream slot, False when every one is taken."""
-        return self._slots.acquire(blocking=False)
+        if not self._slots.acquire(blocking=False):
+            return False
+        with self._changed:
+            self._active += 1
+            self._changed.notify_all()
+        return True
 
     def release(self) -> None:
+        with self._changed:
+            self._active -= 1
         self._slots.release()
 
     def stream(self, snapshot: Callable[[], dict[str, Any]]) -> Stream:
