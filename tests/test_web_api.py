@@ -321,6 +321,21 @@ def test_live_view_is_pushed_within_two_seconds(live) -> None:
     assert max(delays) < 2.0, delays
 
 
+def test_reading_meanwhile_never_holds_ravend_up(live) -> None:
+    """Answers while ravend commits a reading every fraction of a second and rolls up every
+    second: every answer 200, and ravend goes on storing (its writes never wait on ours)."""
+    url, db, _sim = live
+    before = len(stored_rows(db))
+    started = time.monotonic()
+    statuses = set()
+    while time.monotonic() - started < 3:
+        for path in ("now", "rollups?resolution=hourly", "report", "readings?format=jsonl",
+                     "device", "health"):
+            statuses.add(request(f"{url}/api/v1/{path}").status)
+    assert statuses == {200}
+    assert wait_for(lambda: len(stored_rows(db)) > before, 10)
+
+
 # --- who may look -----------------------------------------------------------------------------
 
 
