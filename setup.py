@@ -18,9 +18,10 @@ setup(
     python_requires=">=3.11",
     # The SQL migrations live in the top-level sql/ folder and ship as the package ravend.sql.
     packages=["ravend", "ravend.protocol", "ravend.simulator", "ravend.sinks", "ravend.cli",
-              "ravend.db", "ravend.runtime", "ravend.sql"],
+              "ravend.db", "ravend.runtime", "ravend.web", "ravend.sql"],
     package_dir={"ravend.sql": "sql"},
-    package_data={"ravend.sql": ["sqlite/*.sql", "mysql/*.sql"], "ravend": ["py.typed"]},
+    package_data={"ravend.sql": ["sqlite/*.sql", "mysql/*.sql"], "ravend": ["py.typed"],
+                  "ravend.web": ["static/*"]},
     install_requires=["pyserial"],
     extras_require={
         "systemd": ["sdnotify"],
@@ -29,6 +30,7 @@ setup(
         "mqtt": ["paho-mqtt"],
         "mongo": ["pymongo"],
         "metrics": ["prometheus-client"],
+        "web": ["waitress", "bcrypt"],
     },
     entry_points={
         "console_scripts": [
@@ -36,6 +38,7 @@ setup(
             "ravenctl = ravend.cli.ravenctl:main",
             "ravend-repeater = ravend.cli.repeater:main",
             "ravend-mongo-ingest = ravend.cli.mongo_ingest:main",
+            "ravend-web = ravend.cli.web:main",
         ]
     },
     classifiers=[

@@ -356,3 +356,27 @@ def report_year(ctx: Context) -> Result:
 @row("export-day", "ravenctl export, one day as CSV", "s", None)
 def export_day(ctx: Context) -> Result:
     return _store_cmd(ctx, "export_day", "ravenctl export, one day as CSV")
+
+
+# --- 10. ravend-web on a year of one home's readings (bench/web.py) -----------------------------
+
+
+def _web(ctx: Context) -> Any:
+    from bench import web
+
+    return ctx.once("web", lambda: web.measure(ctx))
+
+
+@row("web-api-p95", "ravend-web: every API answer, p95", "s", Target("<=", 0.05))
+def web_api_p95(ctx: Context) -> Result:
+    run = _web(ctx)
+    n = run.store.readings
+    size = f"{n / 1e6:.1f}M readings" if n >= 10**6 else f"{n:,} readings"
+    return Result(run.p95(), what=f"ravend-web: every API answer, p95 ({run.store.days} days,"
+                  f" {size})", detail=run.detail())
+
+
+@row("web-rss", "  ravend-web resident memory after them", "MiB", Target("<=", 40))
+def web_rss(ctx: Context) -> Result:
+    return Result(_web(ctx).rss_mib)
+

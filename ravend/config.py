@@ -504,6 +504,33 @@ class MetricsConfig:
     listen: str = opt("listen address", listen_address, "")
 
 
+def web_listen(value: str) -> str:
+    """Where ravend-web listens: host:port (never empty: the dashboard is its only job)."""
+    v = value.strip()
+    split_listen(v)
+    return v
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """ravend-web: the dashboard and its read-only JSON API (ravend-web(8))."""
+
+    # host:port. Beyond loopback the pages tell who is at home: that takes a password file
+    # (auth = auto or basic) or an explicit auth = none.
+    listen: str = opt("listen address", web_listen, "127.0.0.1:8080")
+    # auto: none on loopback, basic beyond it (and then password_file is required)
+    auth: str = opt("authentication", one_of("auto", "none", "basic"), "auto")
+    # user:bcrypt-hash lines (htpasswd -B, or python3 -c 'import bcrypt ...'; ravend-web(8))
+    password_file: str = opt("password file", text, "")
+    store: str = opt("store", one_of("sqlite", "mysql"), "sqlite")
+    # Worker threads and open connections: a slow client holds one thread at most.
+    threads: int = opt("threads", integer, 8, low=2, high=64)
+    connection_limit: int = opt("connection limit", integer, 64, low=4, high=10_000)
+    channel_timeout: float = opt("channel timeout", duration, 30.0, low=1, high=3600)
+    # Live views (Server-Sent Events) at once: each holds a thread, so fewer than threads.
+    max_streams: int = opt("live views", integer, 4, low=1, high=63)
+
+
 def optional_price(value: str) -> Fraction | None:
     """A price per kWh (exact), or empty for none."""
     from ravend.tariff import parse_price
@@ -630,6 +657,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     tariff: TariffConfig = field(default_factory=TariffConfig)
     backup: BackupConfig = field(default_factory=BackupConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     meters: dict[str, MeterConfig] = field(default_factory=dict)  # [meter <MAC>] by MAC
     source: str = "(defaults)"
 
@@ -666,6 +694,7 @@ SECTIONS: dict[str, type] = {
     "metrics": MetricsConfig,
     "tariff": TariffConfig,
     "backup": BackupConfig,
+    "web": WebConfig,
 }
 
 
@@ -810,6 +839,7 @@ def _check_across(config: Config, path: str) -> None:
     _check_mysql(config.mysql, path)
     _check_mongo(config.mongo, path)
     _check_tariff(config.tariff, path)
+    _check_web(config.web, path)
 
 
 def _check_retry(config: Config, section: str, path: str) -> None:
@@ -898,6 +928,16 @@ def _check_tariff(ta: TariffConfig, path: str) -> None:
         raise ConfigError(f"{_where(path, 'tariff', 'periods')}: set rate or periods, not both")
     if ta.source == "config" and ta.rate is None and not ta.periods:
         raise ConfigError(f"{_where(path, 'tariff', 'source')}: config needs a rate or periods")
+
+
+def _check_web(we: WebConfig, path: str) -> None:
+    if we.max_streams >= we.threads:
+        raise ConfigError(f"{_where(path, 'web', 'max_streams')}: must be below threads"
+                          f" ({we.max_streams} >= {we.threads}): each live view holds a thread")
+    if we.auth == "basic" and not we.password_file:
+        raise ConfigError(f"{_where(path, 'web', 'auth')}: basic needs a password_file")
+    if we.password_file and we.auth == "none":
+        raise ConfigError(f"{_where(path, 'web', 'password_file')}: set, but auth = none")
 
 
 def replace(config: Config, **sections: dict[str, Any]) -> Config:

@@ -384,6 +384,11 @@ def run(opts: Options) -> list[Check]:
         checks.append(doctor_sinks.check_mqtt(config.mqtt))
     checks.append(check_spool(config.service.state_dir, enabled))
     checks.append(check_disk(config.service.state_dir))
+    from ravend.doctor_web import check_web
+
+    web = check_web(config)
+    if web is not None:
+        checks.append(web)
     service = check_service(config)
     if service is not None:
         checks.append(service)

@@ -51,7 +51,8 @@ def test_changelog_version_is_the_package_version():
 
 @pytest.mark.parametrize("page, module", [("ravend.8", "ravend.cli.ravend"),
                                           ("ravend-repeater.8", "ravend.cli.repeater"),
-                                          ("ravend-mongo-ingest.8", "ravend.cli.mongo_ingest")])
+                                          ("ravend-mongo-ingest.8", "ravend.cli.mongo_ingest"),
+                                          ("ravend-web.8", "ravend.cli.web")])
 def test_program_man_page_has_every_option(page, module):
     options = long_options(importlib.import_module(module).parser().format_help())
     missing = sorted(o for o in options if o not in man_text(page))

@@ -237,6 +237,14 @@ def connect_reader(cfg: MysqlConfig) -> Any:
     return conn
 
 
+def connect_readonly(cfg: MysqlConfig) -> Any:
+    """``connect_reader`` in a read-only session: the server refuses any write through it
+    (ravend-web, which must never change the store)."""
+    conn = connect_reader(cfg)
+    conn.cursor().execute("SET SESSION TRANSACTION READ ONLY")
+    return conn
+
+
 # --- the dialect ------------------------------------------------------------------------------
 
 

@@ -110,6 +110,12 @@ class RepeaterProcess(ProgramProcess):
     module = "ravend.cli.repeater"
 
 
+class WebProcess(ProgramProcess):
+    """The real ``ravend-web``."""
+
+    module = "ravend.cli.web"
+
+
 class IngestProcess(ProgramProcess):
     """The real ``ravend-mongo-ingest``."""
 

@@ -65,7 +65,8 @@ NEXT_STEP = "ravend: plug the stick in"
 NOT_STARTING = "disabled or a static unit"
 #: Exposure limits of `systemd-analyze security` (0 best, 10 worst) per unit.
 EXPOSURE_LIMITS = {"ravend.service": 2.0, "ravend-repeater.service": 2.5,
-                   "ravend-mongo-ingest.service": 2.5, "ravend-backup.service": 1.0}
+                   "ravend-mongo-ingest.service": 2.5, "ravend-backup.service": 1.0,
+                   "ravend-web.service": 1.5}
 #: Units that are not services: verified, but systemd-analyze security does not rate them.
 TIMERS = ("ravend-backup.timer",)
 BACKUPS = Path("/var/backups/ravend")
@@ -73,7 +74,8 @@ BACKUPS = Path("/var/backups/ravend")
 #: later version), `systemd-analyze verify` may report its ExecStart program missing, and only
 #: that. Once the package ships the program, its unit must verify clean like ravend.service.
 COMPANION_PROGRAMS = {"ravend-repeater.service": "/usr/bin/ravend-repeater",
-                      "ravend-mongo-ingest.service": "/usr/bin/ravend-mongo-ingest"}
+                      "ravend-mongo-ingest.service": "/usr/bin/ravend-mongo-ingest",
+                      "ravend-web.service": "/usr/bin/ravend-web"}
 
 
 def run(cmd: list[str], *, check: bool = True, timeout: float = 300, env: dict | None = None,
@@ -250,7 +252,10 @@ def test_package_holds_programs_units_rules_manpages_and_migrations(builds):
         "/usr/share/man/man8/ravend.8.gz", "/usr/share/man/man1/ravenctl.1.gz",
         "/usr/share/man/man5/ravend.conf.5.gz", "/usr/share/man/man8/ravend-repeater.8.gz",
         "/usr/share/man/man8/ravend-mongo-ingest.8.gz", "/usr/bin/ravend-repeater",
-        "/usr/bin/ravend-mongo-ingest", str(COMPLETION),
+        "/usr/bin/ravend-mongo-ingest", str(COMPLETION), "/usr/bin/ravend-web",
+        "/lib/systemd/system/ravend-web.service", "/usr/share/man/man8/ravend-web.8.gz",
+        f"{site}/web/app.py", f"{site}/web/static/index.html", f"{site}/web/static/app.js",
+        f"{site}/web/static/style.css",
         f"{DOC}/copyright", f"{DOC}/changelog.gz", f"{DOC}/README.md.gz", f"{DOC}/NEWS.Debian.gz",
         f"{DOC}/mqtt.md.gz", f"{DOC}/sql.md.gz", f"{DOC}/packaging.md.gz",
         f"{site}/__init__.py", f"{site}/cli/ravend.py",
@@ -920,6 +925,31 @@ def test_backup_timer_is_enabled_and_its_service_leaves_a_verified_backup(ravend
                     check=False)
     assert check.returncode == 0 and ": verified;" in check.stdout, check.stdout + check.stderr
     report(f"ravend-backup.service under systemd: {check.stdout.strip()}")
+
+
+def test_web_unit_serves_the_dashboard_and_its_api(ravend_unit, report):
+    box = ravend_unit
+    box.run("systemctl", "start", "ravend.service", "ravend-web.service")
+    try:
+        fetch = ("import sys, time, urllib.request\n"
+                 "for _ in range(100):\n"
+                 "    try:\n"
+                 "        page = urllib.request.urlopen('http://127.0.0.1:8080/').read()\n"
+                 "        api = urllib.request.urlopen('http://127.0.0.1:8080/api/v1/health')\n"
+                 "        chart = urllib.request.urlopen('http://127.0.0.1:8080/chart.js')\n"
+                 "        break\n"
+                 "    except OSError:\n"
+                 "        time.sleep(0.1)\n"
+                 "print(b'<title>ravend</title>' in page, api.status,"
+                 " api.headers['Content-Security-Policy'].startswith(\"default-src 'self'\"),"
+                 " chart.status)\n")
+        got = box.run("python3", "-c", fetch, timeout=60).stdout.split()
+        assert got == ["True", "200", "True", "200"], got
+        props = box.show("ravend-web.service", "ActiveState", "NRestarts", "User")
+        assert props == {"ActiveState": "active", "NRestarts": "0", "User": "ravend"}, props
+        report("under systemd: ravend-web.service serves the page, the API and Chart.js")
+    finally:
+        box.run("systemctl", "stop", "ravend-web.service", "ravend.service", check=False)
 
 
 def copy_into(box: Container, deb: Path) -> str:

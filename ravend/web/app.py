@@ -1,0 +1,121 @@
+"""The WSGI application: routing, the read-only rule, authentication, security headers, the
+static pages and Debian's Chart.js.
+
+Only GET and HEAD exist (anything else: 405): no request changes anything, and meter commands
+stay on ravend's control socket. Every answer carries a strict Content-Security-Policy (the
+pages have no inline script or style), nosniff, no framing and no referrer.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from ravend.db import store_errors
+from ravend.web import api
+from ravend.web.auth import BasicAuth
+
+log = logging.getLogger("ravend.web")
+
+STATIC = Path(__file__).parent / "static"
+#: Debian's libjs-chart.js (Depends of the package).
+CHART_JS = Path("/usr/share/javascript/chart.js/chart.min.js")
+PAGES = {"/": "index.html", "/index.html": "index.html", "/app.js": "app.js",
+         "/style.css": "style.css"}
+
+SECURITY_HEADERS = [
+    ("Content-Security-Policy",
+     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+     " connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none';"
+     " form-action 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+    ("Cross-Origin-Resource-Policy", "same-origin"),
+]
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+           405: "Method Not Allowed", 500: "Internal Server Error", 503: "Service Unavailable"}
+
+StartResponse = Callable[..., Any]
+
+
+class App:
+    """ravend-web's WSGI application."""
+
+    def __init__(self, ctx: api.Context, auth: BasicAuth | None = None,
+                 chart_js: Path = CHART_JS) -> None:
+        self.ctx = ctx
+        self.auth = auth
+        self.chart_js = chart_js
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse
+                 ) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO", "/") or "/"
+        if method not in ("GET", "HEAD"):
+            answer = api.json_answer({"error": f"{method} is not allowed: ravend-web only"
+                                      " reads"}, 405)
+            answer.headers.append(("Allow", "GET, HEAD"))
+        elif self.auth is not None and not self.auth.check(environ.get("HTTP_AUTHORIZATION")):
+            answer = api.json_answer({"error": "a user name and password are needed"}, 401)
+            answer.headers.append(("WWW-Authenticate",
+                                   f'Basic realm="{self.auth.realm}", charset="UTF-8"'))
+        else:
+            answer = self.route(path, environ.get("QUERY_STRING", ""))
+        return self.respond(answer, start_response, head=method == "HEAD")
+
+    def route(self, path: str, query: str) -> api.Answer:
+        handler = api.ROUTES.get(path.rstrip("/") if path != "/" else path)
+        if handler is None:
+            return self.static(path)
+        try:
+            params = parse_qs(query, keep_blank_values=True, strict_parsing=False)
+            return handler(self.ctx, params)
+        except api.BadRequest as exc:
+            return api.json_answer({"error": str(exc)}, 400)
+        except FileNotFoundError as exc:
+            return api.json_answer({"error": str(exc)}, 503)
+        except store_errors() as exc:
+            self.ctx.stores.drop()
+            log.warning("store: %s", exc)
+            return api.json_answer({"error": f"the store cannot be read: {exc}"}, 503)
+
+    def static(self, path: str) -> api.Answer:
+        if path == "/chart.js":
+            file = self.chart_js
+        elif path in PAGES:
+            file = STATIC / PAGES[path]
+        else:
+            return api.json_answer({"error": f"no such page: {path}"}, 404)
+        try:
+            body = file.read_bytes()
+        except OSError:
+            return api.json_answer({"error": f"{file} is missing (package libjs-chart.js?)"}, 404)
+        kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+        if kind.startswith("text/") or kind.endswith("javascript"):
+            kind += "; charset=utf-8"
+        return api.Answer(200, body, kind, [("Cache-Control", "no-cache")])
+
+    def respond(self, answer: api.Answer, start_response: StartResponse, *,
+                head: bool) -> Iterable[bytes]:
+        headers = [("Content-Type", answer.content_type), *SECURITY_HEADERS, *answer.headers]
+        if not any(name == "Cache-Control" for name, _ in headers):
+            headers.append(("Cache-Control", "no-store"))
+        body = answer.body
+        if isinstance(body, bytes):
+            headers.append(("Content-Length", str(len(body))))
+        start_response(f"{answer.status} {REASONS.get(answer.status, 'Error')}", headers)
+        if head:
+            if not isinstance(body, bytes):
+                close = getattr(body, "close", None)
+                if close is not None:
+                    close()
+            return [b""]
+        # A stream is handed over as it is: the server calls its close() at the end.
+        return [body] if isinstance(body, bytes) else body
+

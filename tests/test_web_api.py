@@ -1,0 +1,373 @@
+"""ravend-web's JSON API, as a real process over HTTP: the answers equal the store's roll-ups
+and an independent computation of them, a 6-hour outage is a run of gap points (never one
+spike), the live view is pushed within 2 s of a reading that came the real way (simulator ->
+ravend -> SQLite), nothing but GET and HEAD is served, listening beyond loopback takes a
+password file, and basic authentication checks bcrypt hashes. schemathesis, against the
+OpenAPI document, runs on the PyPI stack (marker pypi_only: Debian has no schemathesis)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from ravend.cli import ravenctl
+from ravend.simulator import MeterSimulator
+from ravend.sinks.sqlite import SqliteSink
+from tests.helpers.cost import D
+from tests.helpers.process import run_program, running_ravend, stored_rows, write_config
+from tests.helpers.servers import free_port
+from tests.helpers.wait import wait_for
+from tests.helpers.web import request, running_web
+from tests.test_report import (
+    DAYS,
+    EXPORT_RATE,
+    GAP,
+    PERIODS,
+    cents,
+    expected_week,
+    week_readings,
+)
+
+MONDAY, NEXT_MONDAY = "2025-03-03", "2025-03-10"
+
+
+def week_conf(path: Path, state: Path, extra: str = "") -> Path:
+    path.write_text(f"[service]\nstate_dir = {state}\ncontrol_socket = {state / 'control'}\n"
+                    "[retention]\nraw_days = 0\ntime_zone = America/Phoenix\n"
+                    f"[tariff]\nperiods = {PERIODS}\ncurrency = USD\n"
+                    f"export_rate = {EXPORT_RATE}\n{extra}")
+    return path
+
+
+def week_store(tmp: Path) -> tuple[list, Path, Path]:
+    """The known week of tests/test_report.py (its 6-hour outage included) in a store, rolled
+    up by `ravenctl purge`: (readings, database, config)."""
+    state = tmp / "state"
+    state.mkdir()
+    readings = week_readings()
+    sink = SqliteSink(state / "ravend.db")
+    sink.open()
+    for i in range(0, len(readings), 5000):
+        sink.write(readings[i:i + 5000], [])
+    sink.close()
+    conf = week_conf(tmp / "ravend.conf", state)
+    assert ravenctl.main(["purge", "--config", str(conf)]) == 0
+    return readings, state / "ravend.db", conf
+
+
+@pytest.fixture(scope="module")
+def week(tmp_path_factory):
+    """The known week served by ravend-web: (base URL, readings, database, config)."""
+    tmp = tmp_path_factory.mktemp("web-week")
+    readings, db, conf = week_store(tmp)
+    with running_web(conf, tmp / "web.log") as url:
+        yield url, readings, db, conf
+
+
+def get(url: str, **kw) -> dict:
+    reply = request(url, **kw)
+    assert reply.status == 200, (url, reply)
+    return reply.json()
+
+
+def test_daily_rollups_and_report_equal_an_independent_computation(week) -> None:
+    url, readings, _db, _conf = week
+    expected = expected_week(readings)
+    body = get(f"{url}/api/v1/rollups?resolution=daily&start={MONDAY}&end={NEXT_MONDAY}")
+    points = body["points"]
+    assert [p["day"] for p in points] == sorted(expected)[:DAYS]
+    for p in points:
+        want = expected[p["day"]]
+        assert D(str(p["delivered_kwh"])) == want["in"].quantize(D("1e-9")), p
+        assert D(str(p["received_kwh"])) == want["out"].quantize(D("1e-9")), p
+        assert cents(str(p["cost"])) == cents(want["cost"]), p
+        assert cents(str(p["export_credit"])) == cents(want["credit"]), p
+    report = get(f"{url}/api/v1/report?start={MONDAY}&end={NEXT_MONDAY}")["meters"]
+    assert len(report) == 1
+    assert [d["gap_hours"] for d in report[0]["days"]] == [0, 0, 0, 4, 2, 0, 0]
+    assert cents(str(report[0]["totals"]["net_cost"])) == cents(
+        sum(expected[d]["net"] for d in sorted(expected)[:DAYS]))
+
+
+def test_hourly_points_equal_the_stored_rollups(week) -> None:
+    url, _readings, db, _conf = week
+    body = get(f"{url}/api/v1/rollups?resolution=hourly&start={MONDAY}&end=2025-03-05")
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    stored = {r[0]: r[1:] for r in conn.execute(
+        "SELECT period_start, demand_samples, demand_avg_kw, demand_max_kw, delivered_kwh,"
+        " received_kwh, cost FROM rollup_hourly")}
+    conn.close()
+    assert len(body["points"]) == 48
+    for p in body["points"]:
+        n, avg, peak, kwh_in, kwh_out, cost = stored[p["start"]]
+        assert p["demand_samples"] == n
+        for got, want in ((p["demand_avg_kw"], avg), (p["demand_max_kw"], peak),
+                          (p["delivered_kwh"], kwh_in), (p["received_kwh"], kwh_out),
+                          (p["cost"], cost)):
+            assert Decimal(str(got)) == Decimal(str(want)), p
+
+
+def test_a_six_hour_gap_is_a_run_of_gap_points_not_a_spike(week) -> None:
+    url, _readings, _db, _conf = week
+    points = get(f"{url}/api/v1/rollups?resolution=hourly&start=2025-03-06"
+                 "&end=2025-03-08")["points"]
+    gaps = [p for p in points if p["gap"]]
+    assert [p["start"] for p in gaps] == list(range(GAP[0], GAP[1], 3600))
+    assert all(p["demand_avg_kw"] is None and p["demand_max_kw"] is None for p in gaps)
+    assert all(p["demand_avg_kw"] is not None for p in points if not p["gap"])
+    # The energy counted across the outage is spread evenly over it: no spike after it.
+    assert len({p["delivered_kwh"] for p in gaps}) == 1
+    after = next(p for p in points if p["start"] == GAP[1])
+    assert after["delivered_kwh"] < 2 * max(p["delivered_kwh"] for p in points if not p["gap"])
+    days = get(f"{url}/api/v1/rollups?resolution=daily&start=2025-03-06&end=2025-03-08")
+    assert [p["gap"] for p in days["points"]] == [False, False]  # partly heard days
+
+
+def test_monthly_is_the_sum_of_its_days(week) -> None:
+    url, *_ = week
+    month = get(f"{url}/api/v1/rollups?resolution=monthly&start=2025-03-01&end=2025-04-01")
+    days = get(f"{url}/api/v1/rollups?resolution=daily&start=2025-03-01&end=2025-04-01")
+    assert len(month["points"]) == 1 and month["points"][0]["day"] == "2025-03"
+    m = month["points"][0]
+    for name in ("delivered_kwh", "received_kwh", "cost", "export_credit"):
+        total = sum(Decimal(str(p[name])) for p in days["points"] if p[name] is not None)
+        assert Decimal(str(m[name])) == total, name
+    assert m["demand_max_kw"] == max(p["demand_max_kw"] for p in days["points"]
+                                     if p["demand_max_kw"] is not None)
+    # Gaps: the days without any reading (the week's readings end at the next Monday 00:00).
+    assert sum(p["gap"] for p in days["points"]) == 31 - DAYS - 1
+
+
+@pytest.mark.parametrize(("query", "args"), [
+    ("rollup=daily&format=csv", ["--rollup", "daily", "--format", "csv"]),
+    ("rollup=hourly&format=jsonl", ["--rollup", "hourly", "--format", "jsonl"]),
+    ("format=jsonl", ["--format", "jsonl"]),
+    ("format=csv", ["--format", "csv"]),
+])
+def test_readings_are_what_ravenctl_export_writes(week, query: str, args: list[str]) -> None:
+    url, _readings, _db, conf = week
+    lo, hi = GAP[0] - 2 * 86400, GAP[1] + 3600
+    reply = request(f"{url}/api/v1/readings?{query}&start={lo}&end={hi}")
+    assert reply.status == 200
+    assert "attachment" in reply.headers["Content-Disposition"]
+    export = run_program("ravend.cli.ravenctl", "export", "--config", str(conf), "--since",
+                         str(lo), "--until", str(hi), *args)
+    assert export.returncode == 0, export.stderr
+    assert reply.body.decode().splitlines() == export.stdout.splitlines()
+    assert len(export.stdout.splitlines()) > 3
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+def test_only_get_and_head_are_served(week, method: str) -> None:
+    url, *_ = week
+    for path in ("/api/v1/now", "/api/v1/readings", "/"):
+        reply = request(f"{url}{path}", method=method)
+        assert reply.status == 405, (path, reply)
+        assert reply.headers["Allow"] == "GET, HEAD"
+    head = request(f"{url}/api/v1/meters", method="HEAD")
+    assert head.status == 200 and head.body == b""
+
+
+def test_live_views_are_bounded_and_never_block_other_requests(week) -> None:
+    url, *_ = week
+    parts = urlsplit(url)
+    streams = []
+    try:
+        for _ in range(4):  # [web] max_streams by default
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+            conn.request("GET", "/api/v1/now/stream")
+            resp = conn.getresponse()
+            assert resp.status == 200 and resp.readline() == b"retry: 2000\n"
+            streams.append(conn)
+        assert request(f"{url}/api/v1/now/stream").status == 503
+        started = time.monotonic()
+        assert request(f"{url}/api/v1/meters").status == 200
+        assert time.monotonic() - started < 1.0
+    finally:
+        for conn in streams:
+            conn.close()
+
+
+def test_strict_security_headers_and_clear_errors(week) -> None:
+    url, *_ = week
+    for path in ("/", "/api/v1/meters", "/app.js", "/no/such/page"):
+        headers = request(f"{url}{path}").headers
+        csp = headers["Content-Security-Policy"]
+        assert "default-src 'self'" in csp and "script-src 'self';" in csp
+        assert "unsafe-inline" not in csp
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["X-Frame-Options"] == "DENY"
+    assert request(f"{url}/no/such/page").status == 404
+    for bad in ("rollups?resolution=weekly", "rollups?start=yesterday", "now?meter=1234",
+                "readings?format=xml", "report?end=2100-13-01"):
+        reply = request(f"{url}/api/v1/{bad}")
+        assert reply.status == 400, (bad, reply)
+        assert reply.json()["error"]
+    openapi = get(f"{url}/api/v1/openapi.json")
+    assert openapi["openapi"].startswith("3.")
+    assert {p.removeprefix("/api/v1/") for p in openapi["paths"]} == {
+        "meters", "now", "now/stream", "rollups", "report", "readings", "device", "health",
+        "openapi.json"}
+
+
+@pytest.mark.pypi_only
+def test_schemathesis_finds_no_failure(week, tmp_path: Path) -> None:
+    """Every check of schemathesis against the OpenAPI document (the endless event stream
+    aside: test_live_view_is_pushed_within_two_seconds reads it)."""
+    url, *_ = week
+    cli = Path(sys.executable).parent / "schemathesis"
+    assert cli.exists(), f"{cli}: schemathesis is in tools/deps/pypi.txt (make deps)"
+    run = subprocess.run(
+        [str(cli), "run", f"{url}/api/v1/openapi.json", "--checks", "all", "--max-examples",
+         "40", "--workers", "2", "--exclude-path", "/api/v1/now/stream", "--seed", "19"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=240)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert "No issues found" in run.stdout
+
+
+# --- the real path: simulator -> ravend -> SQLite, with ravend-web reading meanwhile ----------
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("web-live")
+    link = str(tmp / "stick")
+    state = tmp / "state"
+    sim = MeterSimulator("emu2", link=link, seed=5, speed=4, start_time=int(time.time()),
+                         reply_delay=0.02).start()
+    conf = write_config(tmp / "ravend.conf", state, link,
+                        service={"commit_interval": "0.2"},
+                        retention={"rollup_interval": "1s", "time_zone": "UTC"})
+    with running_ravend(conf, tmp / "ravend.log", then_stop=(sim.stop,)) as ravend:
+        db = state / "ravend.db"
+        assert wait_for(lambda: any(r[1] == "demand" for r in stored_rows(db)), 30), ravend.log()
+        with running_web(conf, tmp / "web.log") as url:
+            yield url, db, sim
+
+
+def newest_demand(db: Path) -> tuple[str, int, Decimal]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        mac, t, raw, mult, div = conn.execute(
+            "SELECT meter_mac, key_time, raw, multiplier, divisor FROM readings"
+            " WHERE kind = 'demand' ORDER BY key_time DESC LIMIT 1").fetchone()
+    finally:
+        conn.close()
+    return mac, t, Decimal(raw) * (mult or 1) / (div or 1)
+
+
+def test_live_now_equals_the_store(live) -> None:
+    url, db, sim = live
+    assert get(f"{url}/api/v1/meters")["meters"] == sim.meter_macs
+    for _ in range(5):  # a reading may land between the two reads: then look again
+        before = newest_demand(db)
+        now = get(f"{url}/api/v1/now")
+        if newest_demand(db) == before:
+            break
+    mac, t, kw = before
+    assert (now["meter_mac"], now["demand_time"]) == (mac, t)
+    assert Decimal(str(now["demand_kw"])) == kw
+    assert now["direction"] == ("export" if kw < 0 else "import")
+    assert now["last_reading_age_s"] < 30
+    assert now["service"]["running"] is True and now["service"]["down"] == []
+    device = get(f"{url}/api/v1/device")
+    assert device["meters"] == sim.meter_macs
+    assert device["device_info"] is not None and device["firmware"]
+    health = get(f"{url}/api/v1/health")
+    assert health["store"]["ok"] and health["service"]["answered"]
+
+
+def test_live_view_is_pushed_within_two_seconds(live) -> None:
+    url, db, _sim = live
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=20)
+    conn.request("GET", "/api/v1/now/stream")
+    resp = conn.getresponse()
+    assert resp.status == 200
+    assert resp.getheader("Content-Type") == "text/event-stream"
+
+    def next_event() -> dict:
+        data = None
+        while True:
+            line = resp.readline().decode()
+            assert line, "the stream ended"
+            if line.startswith("data: "):
+                data = json.loads(line[6:])
+            elif line == "\n" and data is not None:
+                return data
+
+    first = next_event()
+    delays = []
+    while len(delays) < 2:
+        event = next_event()
+        arrived = time.time()
+        assert event["newest_id"] > first["newest_id"]
+        conn_db = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        received = conn_db.execute("SELECT received_at FROM readings WHERE id = ?",
+                                   (event["newest_id"],)).fetchone()[0]
+        conn_db.close()
+        delays.append(arrived - received)
+        first = event
+    conn.close()
+    assert max(delays) < 2.0, delays
+
+
+def test_reading_meanwhile_never_holds_ravend_up(live) -> None:
+    """Answers while ravend commits a reading every fraction of a second and rolls up every
+    second: every answer 200, and ravend goes on storing (its writes never wait on ours)."""
+    url, db, _sim = live
+    before = len(stored_rows(db))
+    started = time.monotonic()
+    statuses = set()
+    while time.monotonic() - started < 3:
+        for path in ("now", "rollups?resolution=hourly", "report", "readings?format=jsonl",
+                     "device", "health"):
+            statuses.add(request(f"{url}/api/v1/{path}").status)
+    assert statuses == {200}
+    assert wait_for(lambda: len(stored_rows(db)) > before, 10)
+
+
+# --- who may look -----------------------------------------------------------------------------
+
+
+def test_refuses_to_listen_beyond_loopback_without_a_password_file(tmp_path: Path) -> None:
+    conf = week_conf(tmp_path / "ravend.conf", tmp_path)
+    port = free_port()
+    run = run_program("ravend.cli.web", "--config", str(conf), "--listen", f"0.0.0.0:{port}")
+    assert run.returncode == 78, run
+    assert run.stderr.count("\n") == 1 and "beyond loopback" in run.stderr, run.stderr
+    assert "password_file" in run.stderr and "auth = none" in run.stderr
+    conf = week_conf(tmp_path / "open.conf", tmp_path, "[web]\nauth = none\n")
+    run = run_program("ravend.cli.web", "--config", str(conf), "--listen", f"0.0.0.0:{port}",
+                      "--check-config")
+    assert run.returncode == 0 and "no password" in run.stdout, run
+    conf = week_conf(tmp_path / "basic.conf", tmp_path, "[web]\nauth = basic\n")
+    run = run_program("ravend.cli.web", "--config", str(conf), "--check-config")
+    assert run.returncode == 78 and "needs a password_file" in run.stderr, run
+
+
+def test_basic_authentication_with_a_bcrypt_file(tmp_path: Path) -> None:
+    import bcrypt
+    secrets = tmp_path / "web.passwd"
+    hashed = bcrypt.hashpw(b"s3cret pass", bcrypt.gensalt(rounds=4)).decode()
+    secrets.write_text(f"# who may look\nanna:{hashed.replace('$2b$', '$2y$')}\n")
+    conf = week_conf(tmp_path / "ravend.conf", tmp_path,
+                     f"[web]\npassword_file = {secrets}\n")
+    with running_web(conf, tmp_path / "web.log", host="0.0.0.0") as url:
+        health = f"{url}/api/v1/health"
+        none = request(health)
+        assert none.status == 401 and none.headers["WWW-Authenticate"].startswith("Basic ")
+        assert request(health, auth=("anna", "wrong")).status == 401
+        assert request(health, auth=("bert", "s3cret pass")).status == 401
+        for _ in range(2):  # the second time from the remembered check
+            assert request(health, auth=("anna", "s3cret pass")).status == 200
+        assert request(f"{url}/", auth=("anna", "s3cret pass")).status == 200

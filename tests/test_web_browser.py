@@ -1,0 +1,265 @@
+"""ravend-web's pages in a real browser: Debian's headless Chromium driven by Selenium (Debian's
+python3-selenium, or selenium from PyPI, driving the same Chromium and chromedriver).
+
+The period views are checked against the store itself (the known week of tests/test_report.py,
+with its 6-hour outage): each table row equals the stored roll-up. The live view runs on the
+real path (simulator with two meters -> ravend -> SQLite) and must show a new reading within
+2 s; the meter selector switches meters. Every view is screenshot at phone (390x844) and
+desktop (1366x900) sizes into $RAVEND_ARTIFACTS (else a temporary directory)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import sqlite3
+import time
+from decimal import Decimal
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
+
+from ravend.simulator import MeterSimulator
+from tests.helpers.process import running_ravend, stored_rows, write_config
+from tests.helpers.wait import wait_for
+from tests.helpers.web import running_web
+from tests.test_web_api import week_store
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+#: What the pages show for an unknown value (an en dash).
+UNKNOWN = "\u2013"
+SIZES = {"phone": (390, 844), "desktop": (1366, 900)}
+PHOENIX = ZoneInfo("America/Phoenix")
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+        assert Path(path).exists(), f"{path} is missing: apt install {package} (make deps)"
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", "--hide-scrollbars",
+                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory) -> Path:
+    where = os.environ.get("RAVEND_ARTIFACTS")
+    path = Path(where) / "screenshots" if where else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def show(driver, url: str, ready: str, timeout: float = 10) -> float:
+    """Open ``url`` and wait until the page says it has drawn ``ready``; the seconds it took."""
+    started = time.monotonic()
+    driver.get(url)
+    assert wait_for(lambda: (driver.execute_script("return document.body.dataset.ready")
+                             or "").startswith(ready), timeout), (
+        url, driver.execute_script("return document.body.dataset.ready"),
+        driver.find_element(By.ID, "error").text)
+    return time.monotonic() - started
+
+
+def shoot(driver, artifacts: Path, name: str) -> None:
+    path = artifacts / f"{name}.png"
+    assert driver.save_screenshot(str(path)), path
+    assert path.stat().st_size > 5000
+    # Nothing wider than the screen: a phone never scrolls sideways.
+    assert driver.execute_script(
+        "return document.documentElement.scrollWidth <= window.innerWidth + 1"), name
+
+
+def table(driver) -> list[list[str]]:
+    rows = driver.find_elements(By.CSS_SELECTOR, "#table tbody tr")
+    return [[c.text for c in r.find_elements(By.CSS_SELECTOR, "th, td")]
+            + [r.get_attribute("class")] for r in rows]
+
+
+def close(shown: str, stored, places: int) -> bool:
+    if stored is None:
+        return shown == UNKNOWN
+    half = Decimal(1).scaleb(-places) / 2
+    return abs(Decimal(shown) - Decimal(str(stored))) <= half + Decimal("1e-9")
+
+
+# --- the period views against the known week --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def week_url(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("browser-week")
+    _readings, db, conf = week_store(tmp)
+    with running_web(conf, tmp / "web.log") as url:
+        yield url, db
+
+
+def stored(db: Path, table_name: str, lo: int, hi: int) -> list[tuple]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute(
+            "SELECT period_start, delivered_kwh, received_kwh, cost, demand_avg_kw, demand_max_kw,"
+            f" demand_samples FROM {table_name} WHERE period_start >= ? AND period_start < ?"
+            " ORDER BY period_start", (lo, hi)).fetchall()
+    finally:
+        conn.close()
+
+
+def local(day: str) -> int:
+    return int(dt.datetime.combine(dt.date.fromisoformat(day), dt.time(), PHOENIX).timestamp())
+
+
+def check_rows(rows: list[list[str]], want: list[tuple]) -> None:
+    assert len(rows) == len(want)
+    for row, (_start, kwh_in, kwh_out, cost, avg, peak, _n) in zip(rows, want, strict=True):
+        assert close(row[1], kwh_in, 3) and close(row[2], kwh_out, 3), (row, kwh_in, kwh_out)
+        assert close(row[3], cost, 2) and close(row[4], avg, 3) and close(row[5], peak, 3), row
+
+
+@pytest.mark.parametrize("size", sorted(SIZES))
+def test_period_views_show_the_stored_rollups(browser, week_url, artifacts, size) -> None:
+    url, db = week_url
+    browser.set_window_size(*SIZES[size])
+    # Day: the UTC hours of the local day, the outage (20:00 to midnight) as gap rows.
+    show(browser, f"{url}/#view=day&date=2025-03-06", "day:2025-03-06")
+    rows = table(browser)
+    want = stored(db, "rollup_hourly", local("2025-03-06"), local("2025-03-07"))
+    check_rows(rows, want)
+    assert [r[0] for r in rows if "gap" in r[-1]] == ["20:00", "21:00", "22:00", "23:00"]
+    assert all(r[4] == UNKNOWN and r[6] == "gap: no reading" for r in rows if "gap" in r[-1])
+    assert "4 periods without any reading" in browser.find_element(By.ID, "totals").text
+    assert browser.find_element(By.ID, "meter-choice").is_displayed() is False  # one meter
+    shoot(browser, artifacts, f"day-{size}")
+    # Week (compared with the week before) and month: local days.
+    show(browser, f"{url}/#view=week&date=2025-03-06&compare=1", "week:2025-03-03")
+    check_rows(table(browser), stored(db, "rollup_daily", local("2025-03-03"),
+                                      local("2025-03-10")))
+    assert "The period before" in browser.find_element(By.ID, "totals").text
+    shoot(browser, artifacts, f"week-{size}")
+    show(browser, f"{url}/#view=month&date=2025-03-06", "month:2025-03-01")
+    rows = table(browser)
+    days = {r[0]: r for r in stored(db, "rollup_daily", local("2025-03-01"), local("2025-04-01"))}
+    assert len(rows) == 31
+    for row in rows:
+        start = local(row[0])
+        if start in days:
+            check_rows([row], [days[start]])
+        else:
+            assert row[1] == UNKNOWN and "gap" in row[-1]
+    shoot(browser, artifacts, f"month-{size}")
+    # Year: months, each the sum of its stored days.
+    show(browser, f"{url}/#view=year&date=2025-03-06", "year:2025-01-01")
+    rows = table(browser)
+    assert [r[0] for r in rows] == [f"2025-{m:02d}" for m in range(1, 13)]
+    march = list(days.values())
+    total_in = sum(Decimal(str(r[1])) for r in march if r[1] is not None)
+    assert close(rows[2][1], total_in, 3)
+    assert close(rows[2][5], max(Decimal(str(r[5])) for r in march if r[5] is not None), 3)
+    # Previous and next walk the years.
+    browser.find_element(By.ID, "prev").click()
+    assert wait_for(lambda: browser.execute_script("return document.body.dataset.ready")
+                    == "year:2024-01-01:0x00135003001234ab", 5)
+    shoot(browser, artifacts, f"year-empty-{size}")
+    show(browser, f"{url}/#view=year&date=2025-03-06", "year:2025-01-01")
+    shoot(browser, artifacts, f"year-{size}")
+
+
+# --- the live view, the selector, Data and Device on the real path -------------------------
+
+
+@pytest.fixture(scope="module")
+def live_url(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("browser-live")
+    link = str(tmp / "stick")
+    state = tmp / "state"
+    sim = MeterSimulator("emu2", link=link, seed=11, speed=4, meters=2,
+                         start_time=int(time.time()), reply_delay=0.02).start()
+    conf = write_config(tmp / "ravend.conf", state, link, service={"commit_interval": "0.2"},
+                        retention={"rollup_interval": "1s", "time_zone": "UTC"})
+    db = state / "ravend.db"
+    with running_ravend(conf, tmp / "ravend.log", then_stop=(sim.stop,)) as ravend:
+        assert wait_for(lambda: {r[0] for r in stored_rows(db) if r[1] == "demand"}
+                        == set(sim.meter_macs), 30), ravend.log()
+        with running_web(conf, tmp / "web.log") as url:
+            yield url, db, sim
+
+
+def received(db: Path, newest_id: int) -> float:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT received_at FROM readings WHERE id = ?",
+                            (newest_id,)).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_live_view_and_meter_selector(browser, live_url, artifacts) -> None:
+    url, db, sim = live_url
+    browser.set_window_size(*SIZES["desktop"])
+    first, second = sorted(sim.meter_macs)  # the API lists meters in order
+    show(browser, f"{url}/#view=now", f"now:{first}")
+    now = browser.find_element(By.ID, "now")
+    seen = int(now.get_attribute("data-newest-id"))
+    delays = []
+    for _ in range(2):
+        assert wait_for(lambda s=seen: int(now.get_attribute("data-newest-id")) > s, 15)
+        arrived = time.time()
+        seen = int(now.get_attribute("data-newest-id"))
+        delays.append(arrived - received(db, seen))
+    assert max(delays) < 2.0, delays
+    assert browser.find_element(By.ID, "demand").text not in ("", UNKNOWN)
+    choice = browser.find_element(By.ID, "meter")
+    assert choice.is_displayed()
+    assert [o.get_attribute("value") for o in Select(choice).options] == [first, second]
+    Select(choice).select_by_value(second)
+    assert wait_for(lambda: (browser.execute_script("return document.body.dataset.ready")
+                             or "").startswith(f"now:{second}"), 10)
+    assert f"meter={second}" in browser.current_url
+    for size in sorted(SIZES):
+        browser.set_window_size(*SIZES[size])
+        show(browser, f"{url}/#view=now&meter={second}", f"now:{second}")
+        shoot(browser, artifacts, f"now-{size}")
+        show(browser, f"{url}/#view=data&meter={second}", "data")
+        link = browser.find_element(By.ID, "download-csv").get_attribute("href")
+        assert "/api/v1/readings?format=csv" in link and f"meter={second}" in link
+        shoot(browser, artifacts, f"data-{size}")
+        show(browser, f"{url}/#view=device", "device")
+        text = browser.find_element(By.ID, "device-table").text
+        assert "fw version" in text and first in text and second in text
+        shoot(browser, artifacts, f"device-{size}")
+
+
+def test_every_view_renders_within_a_second(browser, week_url) -> None:
+    url, _db = week_url
+    browser.set_window_size(*SIZES["desktop"])
+    for view, date, ready in (("day", "2025-03-06", "day"), ("week", "2025-03-06", "week"),
+                              ("month", "2025-03-06", "month"), ("year", "2025-03-06", "year"),
+                              ("data", "", "data"), ("device", "", "device")):
+        took = show(browser, f"{url}/#view={view}&date={date}", ready)
+        assert took < 1.0, (view, took)
+
+
+def test_screenshots_can_be_kept(artifacts) -> None:
+    """RAVEND_KEEP_SCREENSHOTS=DIR copies this run's screenshots there (doc/screenshots)."""
+    keep = os.environ.get("RAVEND_KEEP_SCREENSHOTS")
+    shots = sorted(artifacts.glob("*.png"))
+    assert len(shots) >= 12
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        for shot in shots:
+            if "empty" not in shot.name:
+                shutil.copy(shot, Path(keep) / shot.name)
