@@ -19,19 +19,39 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ravend.config_error import EX_CONFIG as EX_CONFIG
+from ravend.config_error import ConfigError as ConfigError
+from ravend.config_secrets import read_secret, shown_value
+from ravend.config_values import (
+    absolute_path,
+    boolean,
+    currency_code,
+    duration,
+    integer,
+    listen_address,
+    meter_scale,
+    mongo_name,
+    mongo_uri,
+    mqtt_client_id,
+    mqtt_filter,
+    mqtt_share_group,
+    mqtt_topic,
+    number,
+    one_of,
+    optional_price,
+    optional_time_zone,
+    text,
+    time_zone,
+    tou_periods,
+    web_listen,
+)
+
 if TYPE_CHECKING:
     from ravend.tariff import Rule
 
 DEFAULT_PATH = "/etc/ravend/ravend.conf"
 DEFAULT_STATE_DIR = Path("/var/lib/ravend")
 DEFAULT_SQLITE_NAME = Path("ravend.db")
-EX_CONFIG = 78
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; ``str()`` is the one line to log."""
-
-    exit_status = EX_CONFIG
 
 
 class ConfigUnreadable(ConfigError):
@@ -43,142 +63,8 @@ class ConfigUnreadable(ConfigError):
         self.path = path
 
 
-# --- value parsers: each returns the value or raises ValueError saying what was expected ------
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
-_UNIT_SECONDS = {None: 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0, "h": 3600.0,
-                 "d": 86400.0}
-
-
-def duration(text: str) -> float:
-    match = _DURATION.match(text)
-    if not match:
-        raise ValueError("a duration such as 30, 30s, 5m, 2h or 7d")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-
-
-def boolean(text: str) -> bool:
-    t = text.strip().lower()
-    if t in ("1", "yes", "true", "on"):
-        return True
-    if t in ("0", "no", "false", "off"):
-        return False
-    raise ValueError("yes or no")
-
-
-def integer(text: str) -> int:
-    try:
-        return int(text.strip(), 10)
-    except ValueError:
-        raise ValueError("a whole number") from None
-
-
-def number(text: str) -> float:
-    try:
-        return float(text.strip())
-    except ValueError:
-        raise ValueError("a number") from None
-
-
-def text(value: str) -> str:
-    return value.strip()
-
-
-def one_of(*choices: str) -> Callable[[str], str]:
-    def parse(value: str) -> str:
-        v = value.strip().lower()
-        if v not in choices:
-            raise ValueError("one of " + ", ".join(choices))
-        return v
-
-    return parse
-
-
-def mqtt_topic(value: str) -> str:
-    """A topic prefix: one or more levels, no wildcards, no empty level at either end."""
-    v = value.strip()
-    if not v or v.startswith("/") or v.endswith("/") or "+" in v or "#" in v or "\0" in v:
-        raise ValueError("a topic such as ravend or home/meter (no + or #, no leading or"
-                         " trailing /)")
-    return v
-
-
-def mqtt_client_id(value: str) -> str:
-    """An MQTT client id; %h stands for the host name. It also names a topic level."""
-    v = value.strip()
-    if not v or any(c in v for c in "+#/ \0"):
-        raise ValueError("a client id such as ravend-%h (no spaces, +, # or /)")
-    return v
-
-
-def read_secret(path: str | os.PathLike[str], where: str = "") -> str:
-    """The first line of a secret file that only its owner may read, or ConfigError."""
-    label = f"{where}: " if where else ""
-    try:
-        mode = os.stat(path).st_mode
-        if mode & 0o077:
-            raise ConfigError(
-                f"{label}{path} is accessible by group or others (mode {mode & 0o777:04o}):"
-                f" make it readable by the service user only (chmod 600 {path})")
-        with open(path, encoding="utf-8") as handle:
-            first = handle.readline()
-    except FileNotFoundError:
-        raise ConfigError(f"{label}{path}: no such file") from None
-    except PermissionError:
-        raise ConfigError(f"{label}{path}: permission denied (readable by the service user?)"
-                          ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{label}{path}: cannot read: {exc}") from None
-    return first.rstrip("\r\n")
-
-
-#: Keys whose value is a secret or may hold one (a URI's password): never echoed in full.
-SECRET_KEYS = frozenset({"password", "uri"})
-#: What stands for a secret that was left out.
-REDACTED = "***"
-
-
-def redact_uri(uri: str) -> str:
-    """A URI fit for a log line: without its credentials and options, whatever they contain.
-
-    The credentials end at the *last* "@" (a password may hold "@", "/", ":", "?" or "#"
-    unescaped), so everything from the scheme up to it goes, before any other splitting."""
-    scheme, sep, rest = uri.partition("://")
-    if not sep:
-        scheme, rest = "", uri
-    if "@" in rest:
-        rest = REDACTED + "@" + rest.rpartition("@")[2]
-    rest = re.split(r"[?#]", rest, maxsplit=1)[0]
-    return f"{scheme}{sep}{rest}"
-
-
-def uri_secrets(uri: str) -> list[str]:
-    """The parts of a URI's credentials that must not appear in a message about it: the whole
-    user-info and its pieces (split at : / @ ? #), longest first."""
-    rest = uri.partition("://")[2] or uri
-    if "@" not in rest:
-        return []
-    userinfo = rest.rpartition("@")[0]
-    pieces = {userinfo, *(p for p in re.split(r"[:/@?#]", userinfo) if len(p) >= 3)}
-    return sorted(pieces, key=len, reverse=True)
-
-
-def scrub(message: str, secrets: list[str]) -> str:
-    """message with every secret in it replaced by REDACTED (a driver's error may quote part
-    of the URI it refused)."""
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, REDACTED)
-    return message
-
-
-def shown_value(key: str, raw: str) -> str:
-    """A refused value as an error message repeats it: secrets redacted."""
-    if key == "uri":
-        return repr(redact_uri(raw.strip()))
-    if key in SECRET_KEYS:
-        return REDACTED
-    return repr(raw)
+# Each key's parser is in ravend.config_values: it returns the value or raises ValueError saying
+# what was expected, which _parse_section puts after the file, line, section and key.
 
 
 def opt(name: str, parse: Callable[[str], Any], default: Any, *, low: float | None = None,
@@ -339,21 +225,6 @@ class MysqlConfig:
     spool_max_mb: float = opt("spool size cap", number, 100.0, low=1, high=1_000_000)
 
 
-def time_zone(value: str) -> str:
-    """``local`` (the host's zone) or an IANA zone name that this system's tzdata knows."""
-    v = value.strip()
-    if v.lower() in ("local", "utc"):
-        return v.lower() if v.lower() == "local" else "UTC"  # neither needs tzdata
-    import zoneinfo
-
-    try:
-        zoneinfo.ZoneInfo(v)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError("local, UTC or a time zone name such as Europe/Berlin (names need"
-                         " the tzdata package)") from None
-    return v
-
-
 @dataclass(frozen=True)
 class RetentionConfig:
     """Roll-ups and purges of the SQL stores, done by ravend's maintenance thread."""
@@ -375,57 +246,6 @@ class RetentionConfig:
     purge_pause: float = opt("purge pause", duration, 0.05, low=0, high=60)
     # SQLite only: past this size, purge the oldest (rolled-up) raw readings too; 0: no cap.
     max_db_mb: float = opt("SQLite size cap", number, 0.0, low=0, high=10_000_000)
-
-
-def mongo_uri(value: str) -> str:
-    """A MongoDB connection string; checked in full (options, hosts) by the ingest's driver."""
-    v = value.strip()
-    if not v.startswith(("mongodb://", "mongodb+srv://")) or len(v) <= len("mongodb://"):
-        raise ValueError("a MongoDB URI such as mongodb://localhost:27017/ or"
-                         " mongodb+srv://cluster.example.net/")
-    rest = v.split("://", 1)[1]
-    hosts_end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    if "@" in rest[hosts_end:]:
-        # The driver would read the hosts from inside the password (it takes such a URI):
-        # RFC 3986 wants these characters of a user name or password percent-escaped.
-        raise ValueError("a URI whose user name and password have any '/', '?', '#' or '@'"
-                         " percent-escaped (%2F, %3F, %23, %40)")
-    return v
-
-
-def mongo_name(what: str, forbidden: str) -> Callable[[str], str]:
-    """A database or collection name: not empty, at most 64 characters, none of forbidden."""
-
-    def parse(value: str) -> str:
-        v = value.strip()
-        if not v or len(v) > 64 or any(c in v for c in forbidden) or v.startswith("system."):
-            shown = " ".join(repr(c) for c in forbidden)
-            raise ValueError(f"a {what} name of 1 to 64 characters, without {shown}")
-        return v
-
-    return parse
-
-
-def mqtt_filter(value: str) -> str:
-    """A subscription topic filter (empty: the default); + and # only as whole levels."""
-    v = value.strip()
-    if not v:
-        return v
-    levels = v.split("/")
-    bad = ("\0" in v or v.startswith("$share/")
-           or any(("+" in lv or "#" in lv) and lv not in ("+", "#") for lv in levels)
-           or "#" in levels[:-1])
-    if bad:
-        raise ValueError("a topic filter such as ravend/+/+ or ravend/+/demand (+ and # only as"
-                         " whole levels, # only last; a shared subscription goes in share_group)")
-    return v
-
-
-def mqtt_share_group(value: str) -> str:
-    v = value.strip()
-    if any(c in v for c in "+#/ \0"):
-        raise ValueError("a share group name such as ravend-mongo (no spaces, +, # or /)")
-    return v
 
 
 #: [mongo] uri when nothing is set.
@@ -462,38 +282,6 @@ class MongoConfig:
     retry_max: float | None = opt("maximum retry delay", duration, None, low=0.01, high=3600)
 
 
-_LISTEN = re.compile(
-    r"^(?:\[(?P<v6>[^\[\]]+)\]|(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*)):(?P<port>\d{1,5})$")
-
-
-def split_listen(value: str) -> tuple[str, int]:
-    """host:port → (host, port); an IPv6 address must be in brackets, or its last group would
-    read as the port."""
-    match = _LISTEN.match(value.strip())
-    expected = ("host:port to listen on, such as 127.0.0.1:9105 or [::1]:9105 (an IPv6"
-                " address in brackets; empty: off)")
-    if not match or not 1 <= int(match["port"]) <= 65535:
-        raise ValueError(expected)
-    host = match["v6"] or match["host"]
-    import ipaddress
-
-    try:
-        if match["v6"]:
-            ipaddress.IPv6Address(host)
-        elif re.fullmatch(r"[\d.]+", host):
-            ipaddress.IPv4Address(host)  # 300.1.1.1 is no host name either
-    except ValueError:
-        raise ValueError(expected) from None
-    return host, int(match["port"])
-
-
-def listen_address(value: str) -> str:
-    v = value.strip()
-    if v:
-        split_listen(v)
-    return v
-
-
 @dataclass(frozen=True)
 class MetricsConfig:
     """ravend's optional Prometheus endpoint (python3-prometheus-client)."""
@@ -502,13 +290,6 @@ class MetricsConfig:
     # anyone is at home, and the endpoint has no authentication: keep it on loopback (or behind
     # a firewall or an authenticating proxy).
     listen: str = opt("listen address", listen_address, "")
-
-
-def web_listen(value: str) -> str:
-    """Where ravend-web listens: host:port (never empty: the dashboard is its only job)."""
-    v = value.strip()
-    split_listen(v)
-    return v
 
 
 @dataclass(frozen=True)
@@ -529,35 +310,6 @@ class WebConfig:
     channel_timeout: float = opt("channel timeout", duration, 30.0, low=1, high=3600)
     # Live views (Server-Sent Events) at once: each holds a thread, so fewer than threads.
     max_streams: int = opt("live views", integer, 4, low=1, high=63)
-
-
-def optional_price(value: str) -> Fraction | None:
-    """A price per kWh (exact), or empty for none."""
-    from ravend.tariff import parse_price
-
-    return parse_price(value) if value.strip() else None
-
-
-def tou_periods(value: str) -> tuple[Rule, ...]:
-    from ravend.tariff import parse_periods
-
-    return parse_periods(value)
-
-
-def currency_code(value: str) -> str:
-    """USD, EUR ... or an ISO 4217 number (840 → USD); empty: the meter's."""
-    v = value.strip().upper()
-    if v.isdigit() and 0 < int(v) < 1000:
-        from ravend.protocol.readings import currency_name
-
-        return currency_name(int(v))
-    if v and not re.fullmatch(r"[A-Z]{3}", v):
-        raise ValueError("an ISO 4217 currency such as USD, EUR or 840 (empty: the meter's)")
-    return v
-
-
-def optional_time_zone(value: str) -> str:
-    return time_zone(value) if value.strip() else ""
 
 
 @dataclass(frozen=True)
@@ -583,20 +335,6 @@ class TariffConfig:
 
 #: A meter as ravend names it in stores and topics: 0x and 16 lower-case hex digits.
 _METER_MAC = re.compile(r"^0x[0-9a-f]{16}$")
-#: Scales are stored exactly in MySQL's DECIMAL(13,6) and round-trip through SQLite's REAL.
-MAX_SCALE = 1_000_000
-
-
-def meter_scale(value: str) -> Decimal:
-    """A CT meter's ratio (60 for 60:1): a positive decimal, at most 6 places, ≤ MAX_SCALE."""
-    try:
-        v = Decimal(value.strip())
-    except ArithmeticError:
-        v = Decimal("NaN")
-    if not v.is_finite() or v <= 0 or v > MAX_SCALE or v != round(v, 6):
-        raise ValueError(f"a positive decimal such as 60 or 0.5 (at most {MAX_SCALE}, 6"
-                         " decimal places)")
-    return v
 
 
 @dataclass(frozen=True)
@@ -619,13 +357,6 @@ class RetryPace:
 #: Where `ravenctl backup` and ravend-backup.service put the copies; mount a USB disk or a NAS
 #: share here: a copy on the same SD card does not survive the card.
 DEFAULT_BACKUP_DIR = Path("/var/backups/ravend")
-
-
-def absolute_path(value: str) -> Path:
-    path = Path(value.strip())
-    if not path.is_absolute():
-        raise ValueError("an absolute path")
-    return path
 
 
 @dataclass(frozen=True)

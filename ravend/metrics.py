@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from ravend.config import ConfigError, split_listen
+from ravend.config import ConfigError
+from ravend.config_values import split_listen
 from ravend.protocol.model import Kind, Reading
 
 if TYPE_CHECKING:

@@ -23,15 +23,9 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl
 
-from ravend.config import (
-    ConfigError,
-    MongoConfig,
-    mongo_uri,
-    read_secret,
-    redact_uri,
-    scrub,
-    uri_secrets,
-)
+from ravend.config import ConfigError, MongoConfig
+from ravend.config_secrets import read_secret, redact_uri, scrub, uri_secrets
+from ravend.config_values import mongo_uri
 from ravend.protocol.model import Reading
 from ravend.pymongo_quiet import quiet_pymongo
 from ravend.sinks.conflicts import Key, Value

@@ -28,7 +28,8 @@ from typing import Any
 import paho.mqtt as paho_package
 import paho.mqtt.client as paho
 
-from ravend.config import MqttConfig, read_secret
+from ravend.config import MqttConfig
+from ravend.config_secrets import read_secret
 
 #: True on paho-mqtt 2.x (it has the callback API versions).
 PAHO_2 = hasattr(paho, "CallbackAPIVersion")

@@ -257,8 +257,9 @@ def parse_periods(text: str) -> tuple[Rule, ...]:
 
 class TariffSettings(Protocol):
     """What ``[tariff]`` says (``ravend.config.TariffConfig``). A protocol, not an import:
-    ``ravend.config`` parses prices and periods with this module, so this one never imports
-    it (no import circle; config imports it only where it parses, to start quickly)."""
+    ``ravend.config_values`` parses prices and periods with this module, so this one never
+    imports the config (no import circle; config_values imports it only where it parses, to
+    start quickly)."""
 
     @property
     def source(self) -> str: ...

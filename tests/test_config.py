@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ravend.config import EX_CONFIG, RETRY_SECTIONS, ConfigError, RetryPace, duration, load
+from ravend.config import EX_CONFIG, RETRY_SECTIONS, ConfigError, RetryPace, load
+from ravend.config_values import duration
 
 ROOT = Path(__file__).resolve().parent.parent
 

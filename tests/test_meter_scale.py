@@ -284,7 +284,7 @@ def test_a_scaled_meter_is_stored_published_and_rolled_up_scaled_end_to_end(
 
 def test_mysql_stores_the_scale_rolls_it_up_and_the_repeater_reads_it_back(
         mariadb_server) -> None:
-    from ravend.repeater import MysqlSource
+    from ravend.repeater_sources import MysqlSource
     from ravend.sinks.mysql import MysqlSink
     from ravend.store import MysqlStore
     from tests.helpers.mysql import mysql_config, query

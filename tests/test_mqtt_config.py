@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ravend.config import ConfigError, load, read_secret
+from ravend.config import ConfigError, load
+from ravend.config_secrets import read_secret
 
 ROOT = Path(__file__).resolve().parent.parent
 

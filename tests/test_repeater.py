@@ -23,7 +23,8 @@ from ravend import maintenance
 from ravend.calplug_history import HISTORY_DEVICE
 from ravend.config import RetentionConfig, load
 from ravend.protocol.model import METER_EPOCH_OFFSET, Kind, Reading, scale
-from ravend.repeater import SqliteSource, StoreWatch, Watermark
+from ravend.repeater import Watermark
+from ravend.repeater_sources import SqliteSource, StoreWatch
 from ravend.sinks.base import StateItem
 from ravend.sinks.mqtt_payload import parse_reading
 from ravend.sinks.sqlite import SqliteSink
@@ -408,7 +409,7 @@ def test_sqlite_source_reads_rows_and_states(tmp_path: Path) -> None:
 def test_mysql_source_reads_what_the_mysql_sink_stored(mariadb_server) -> None:
     """The MySQL path: rows written by ravend's MySQL sink, read back through its connect()."""
     from ravend.db.mysql import migrate_database
-    from ravend.repeater import MysqlSource
+    from ravend.repeater_sources import MysqlSource
     from ravend.sinks.mysql import MysqlSink
     from tests.helpers.mysql import mysql_config
 
@@ -433,7 +434,7 @@ def test_mysql_source_reads_what_the_mysql_sink_stored(mariadb_server) -> None:
 
 def test_unreachable_mysql_is_unavailable_not_fatal(tmp_path: Path) -> None:
     from ravend.config import MysqlConfig
-    from ravend.repeater import MysqlSource, SourceUnavailable
+    from ravend.repeater_sources import MysqlSource, SourceUnavailable
     from tests.helpers import servers
 
     source = MysqlSource(MysqlConfig(host=servers.LOOPBACK, port=servers.free_port(),
@@ -443,7 +444,7 @@ def test_unreachable_mysql_is_unavailable_not_fatal(tmp_path: Path) -> None:
 
 
 def test_config_source_mysql_uses_the_mysql_section(tmp_path: Path) -> None:
-    from ravend.repeater import make_source
+    from ravend.repeater_sources import make_source
 
     config = load(write_config(tmp_path, SimpleNamespace(host="h", port=1), source="mysql"))
     assert make_source(config).description == "mysql://ravend@localhost:3306/ravend"

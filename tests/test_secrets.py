@@ -12,7 +12,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ravend.config import ConfigError, load, redact_uri
+from ravend.config import ConfigError, load
+from ravend.config_secrets import redact_uri
 from ravend.mongo_ingest import check
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ravend import __version__
 from ravend.config import DEFAULT_PATH, EX_CONFIG, ConfigError, companion_unconfigured
-from ravend.repeater import Repeater, make_source
+from ravend.repeater import Repeater
+from ravend.repeater_sources import make_source
 from ravend.runtime.config_loader import load_config, refuse
 from ravend.runtime.logs import setup_logging
 

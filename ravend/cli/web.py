@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, state_dir=args.state_dir, log_level=args.log_level)
         if args.listen:
-            from ravend.config import replace, web_listen
+            from ravend.config import replace
+            from ravend.config_values import web_listen
 
             try:
                 config = replace(config, web={"listen": web_listen(args.listen)})

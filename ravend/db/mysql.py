@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ravend.config import ConfigError, MysqlConfig, read_secret
+from ravend.config import ConfigError, MysqlConfig
+from ravend.config_secrets import read_secret
 from ravend.db.dialect import Dialect
 from ravend.db.migrations import migrations, split_statements
 from ravend.errors import SinkUnavailable

@@ -17,7 +17,8 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
-from ravend.config import ConfigError, split_listen
+from ravend.config import ConfigError
+from ravend.config_values import split_listen
 
 if TYPE_CHECKING:
     from ravend.config import WebConfig

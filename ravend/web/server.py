@@ -20,7 +20,7 @@ def serve(app: Any, web: WebConfig, on_stop: Any = None) -> int:
     """Serve ``app`` on [web] listen until SIGTERM or SIGINT; 0 then."""
     from waitress.server import create_server  # type: ignore[import-untyped]
 
-    from ravend.config import split_listen
+    from ravend.config_values import split_listen
 
     host, port = split_listen(web.listen)
     server = create_server(
