@@ -41,6 +41,7 @@ from typing import IO, Any
 
 from ravend import __version__
 from ravend.db.migrations import migrations
+from ravend.db.sqlite import readonly_uri
 from ravend.statelock import AlreadyRunning, StateLock
 
 #: Backup file names: ravend-20261208T011500Z.tar.gz (UTC; names sort in time order).
@@ -232,7 +233,7 @@ def take(source: Path, folder: Path, conffile: Path | None, *,
             snapshot(source, copy)
         except sqlite3.Error as exc:
             raise BackupError(f"{source}: cannot copy the store: {exc}") from None
-        conn = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+        conn = sqlite3.connect(readonly_uri(copy), uri=True)
         try:
             found = counts(conn)
         finally:
@@ -342,7 +343,7 @@ def extract(path: Path, into: Path) -> tuple[Manifest, Path, bytes | None]:
 
 
 def _check_database(path: Path, db: Path, manifest: Manifest) -> None:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    conn = sqlite3.connect(readonly_uri(db), uri=True)
     try:
         result = [r[0] for r in conn.execute("PRAGMA integrity_check")]
         if result != ["ok"]:

@@ -21,6 +21,7 @@ import pytest
 
 from ravend import backup
 from ravend.db.migrations import migrations
+from ravend.db.sqlite import readonly_uri
 from ravend.doctor import check_backup
 from ravend.doctor_check import Status
 from ravend.simulator import MeterSimulator
@@ -34,7 +35,7 @@ READING_KEY = ("meter_mac", "kind", "key_time", "meter_time", "raw", "multiplier
 
 
 def rows(db: Path, sql: str) -> list[tuple]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    conn = sqlite3.connect(readonly_uri(db), uri=True, timeout=10)
     try:
         return conn.execute(sql).fetchall()
     finally:
@@ -192,6 +193,23 @@ def test_a_restore_round_trip_gives_back_the_same_readings_and_rollups(tmp_path:
     sink.write([demand(10_000)], [])
     sink.close()
     assert rows(db, "SELECT MAX(id) FROM readings")[0][0] == highest_id + 1
+
+
+def test_backup_verify_and_restore_in_a_folder_named_with_uri_characters(
+        tmp_path: Path) -> None:
+    """'#', '?' and '%' in the paths: the copy is verified, counted and restored from the very
+    files named, and no stray empty database appears beside them."""
+    odd = tmp_path / "My Backups #1 ?%20"
+    db = store_with_rollups(odd)
+    want_readings, want_rollups = readings(db), rollups(db)
+    path = take(odd)
+    manifest = backup.verify(path)
+    assert manifest.total == len(want_readings) == 40
+    proc = ravenctl("restore", str(path), "--config", str(conf(odd)))
+    assert proc.returncode == 0, proc.stderr
+    assert readings(db) == want_readings
+    assert rollups(db) == want_rollups
+    assert sorted(p.name for p in tmp_path.iterdir()) == [odd.name]
 
 
 def old_store(db: Path, version: int) -> None:
