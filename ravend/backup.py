@@ -493,7 +493,13 @@ def _id_sequence(store: Path) -> int:
         return 0
     conn = sqlite3.connect(str(store), isolation_level=None, timeout=10)
     try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        busy, log, done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy or log != done:
+            # The -wal goes in the swap: a commit still only in it would be lost from
+            # .before-restore.
+            raise BackupError(f"{store}: a reader (ravend-web, ravend-repeater, a ravenctl"
+                              " command) keeps the latest commits out of the file: stop it"
+                              " and restore again; nothing was changed")
         if "sqlite_sequence" not in _tables(conn):
             return 0
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()

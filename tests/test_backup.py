@@ -212,6 +212,30 @@ def test_backup_verify_and_restore_in_a_folder_named_with_uri_characters(
     assert sorted(p.name for p in tmp_path.iterdir()) == [odd.name]
 
 
+def test_restore_refuses_while_a_reader_keeps_commits_out_of_the_file(tmp_path: Path) -> None:
+    """A reader's old read transaction keeps the checkpoint from copying the last commits into
+    the file: the restore is refused, nothing changed, rather than keeping a
+    .before-restore copy without them."""
+    db = store_with_rollups(tmp_path, n=5)
+    path = take(tmp_path)
+    reader = sqlite3.connect(db, isolation_level=None)
+    writer = sqlite3.connect(db, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM readings").fetchone()  # holds its snapshot
+        writer.execute("DELETE FROM readings WHERE key_time = (SELECT MIN(key_time)"
+                       " FROM readings)")
+        want = readings(db)
+        proc = ravenctl("restore", str(path), "--config", str(conf(tmp_path)), timeout=60)
+        assert "reader" in refused_in_one_line(proc)
+        assert not Path(f"{db}.before-restore").exists()
+        assert [p for p in db.parent.iterdir() if p.name.startswith(".ravend-")] == []
+    finally:
+        reader.close()
+        writer.close()
+    assert readings(db) == want and len(want) == 4
+
+
 def old_store(db: Path, version: int) -> None:
     """A store of schema ``version`` (the migrations up to it, as an older ravend left it),
     with a few readings."""
