@@ -33,6 +33,7 @@ import sqlite3
 import stat
 import tarfile
 import tempfile
+import time
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -61,6 +62,11 @@ BEFORE_RESTORE = ".before-restore"
 GZIP_LEVEL = 6
 #: Copy buffer for checksums and extraction.
 CHUNK = 1 << 20
+#: Work folders (full copies of the store) are made under these prefixes beside their target.
+WORK_PREFIXES = (".ravend-backup-", ".ravend-verify-", ".ravend-restore-")
+#: A work folder untouched for this long belongs to a run that was killed (SIGKILL, power
+#: loss): no backup or restore takes a day.
+STALE_SECONDS = 86400
 
 
 class BackupError(Exception):
@@ -217,6 +223,29 @@ def snapshot(source: Path, copy: Path) -> None:
     _fsync_file(copy)
 
 
+def sweep_stale(folder: Path, *, now: float | None = None) -> list[Path]:
+    """Remove the work folders in ``folder`` that a killed run left behind (older than
+    STALE_SECONDS); the ones removed. Each is a full copy of the store, and nothing else would
+    ever remove it."""
+    limit = (time.time() if now is None else now) - STALE_SECONDS
+    gone = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return gone
+    for entry in entries:
+        if not entry.name.startswith(WORK_PREFIXES):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.lstat().st_mtime < limit:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+                gone.append(entry)
+    return gone
+
+
 def take(source: Path, folder: Path, conffile: Path | None, *,
          now: dt.datetime | None = None) -> tuple[Path, Manifest]:
     """Back the store at ``source`` up into ``folder``; the verified archive and its manifest.
@@ -226,6 +255,7 @@ def take(source: Path, folder: Path, conffile: Path | None, *,
     failure at any point leaves no file that looks like a backup."""
     when = now or dt.datetime.now(dt.UTC)
     folder.mkdir(parents=True, exist_ok=True)
+    sweep_stale(folder)
     work = Path(tempfile.mkdtemp(prefix=".ravend-backup-", dir=folder))
     try:
         copy = work / DB_MEMBER
@@ -460,6 +490,7 @@ def _restore_locked(path: Path, store: Path) -> Restored:
     from ravend.db.sqlite import connect, migrate
 
     store.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(store.parent)
     work = Path(tempfile.mkdtemp(prefix=".ravend-restore-", dir=store.parent))
     try:
         manifest, db, _ = extract(path, work)

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -26,7 +30,7 @@ from ravend.doctor import check_backup
 from ravend.doctor_check import Status
 from ravend.simulator import MeterSimulator
 from ravend.sinks.sqlite import SqliteSink
-from tests.helpers.process import ravenctl, running_ravend, write_config
+from tests.helpers.process import ROOT, program_env, ravenctl, running_ravend, write_config
 from tests.helpers.readings import demand
 from tests.helpers.wait import wait_for
 
@@ -377,6 +381,55 @@ def test_backup_of_no_store_says_so(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "nothing to back up" in refused_in_one_line(proc)
     assert not (tmp_path / "backups").exists() or not list((tmp_path / "backups").iterdir())
+
+
+# --- killed runs -----------------------------------------------------------------------------
+
+
+def test_a_backup_stopped_by_sigterm_leaves_no_copy_behind(tmp_path: Path) -> None:
+    """SIGTERM in the middle of writing the archive: the work folder (a full copy of the store)
+    goes with the process, and no file looks like a backup."""
+    db = store_with_rollups(tmp_path, n=5)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("CREATE TABLE ballast (b BLOB)")  # incompressible: gzip takes its time
+    conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200)"
+                 " INSERT INTO ballast SELECT randomblob(1 << 20) FROM n")
+    conn.close()
+    folder = tmp_path / "backups"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ravend.cli.ravenctl", "backup", "--config", str(conf(tmp_path))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=program_env(), cwd=ROOT)
+    try:
+        assert wait_for(lambda: any(folder.glob(".ravend-backup-*/*.partial")), 60,
+                        interval=0.02), proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    assert list(folder.iterdir()) == []
+
+
+def test_a_backup_sweeps_work_folders_that_killed_runs_left(tmp_path: Path) -> None:
+    store_with_rollups(tmp_path, n=5)
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    old = time.time() - backup.STALE_SECONDS - 60
+    stale = [folder / ".ravend-backup-x1y2z3", folder / ".ravend-verify-a1b2c3"]
+    for work in stale:
+        work.mkdir()
+        (work / "ravend.db").write_bytes(b"a full copy")
+        os.utime(work, (old, old))
+    fresh = folder / ".ravend-backup-running"  # another run's, still at work
+    fresh.mkdir()
+    proc = ravenctl("backup", "--config", str(conf(tmp_path)))
+    assert proc.returncode == 0, proc.stderr
+    assert not any(w.exists() for w in stale)
+    assert fresh.exists()
+    assert len(backup.backups(folder)) == 1
 
 
 # --- rotation -------------------------------------------------------------------------------
