@@ -439,11 +439,16 @@ def to_keep(found: Iterable[Path], keep_daily: int, keep_weekly: int) -> set[Pat
     return keep
 
 
-def rotate(folder: Path, keep_daily: int, keep_weekly: int) -> list[Path]:
+def rotate(folder: Path, keep_daily: int, keep_weekly: int, *,
+           written: Path | None = None) -> list[Path]:
     """Delete the backups in ``folder`` that rotation does not keep; the ones deleted.
-    Files not named as ravend backups are never touched."""
+    Files not named as ravend backups are never touched, and neither is ``written``, the
+    backup just taken: named by a wrong clock (1970, at boot before the time is set), it
+    would otherwise sort as the oldest and go at once."""
     found = backups(folder)
     keep = to_keep(found, keep_daily, keep_weekly)
+    if written is not None:
+        keep.add(written)
     gone = [p for p in found if p not in keep]
     for path in gone:
         path.unlink(missing_ok=True)

@@ -472,6 +472,21 @@ def test_rotation_keeps_the_newest_even_with_nothing_else(tmp_path: Path) -> Non
     assert [p.name for p in backup.backups(folder)] == ["ravend-20261201T020000Z.tar.gz"]
 
 
+def test_rotation_never_deletes_the_backup_just_written(tmp_path: Path) -> None:
+    """A backup named by a clock not yet set (1970) sorts as the oldest: it stays all the
+    same, and a backup with the real time does as well."""
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    for when in ("2026-12-01T03:00:00", "2026-12-02T03:00:00"):
+        (folder / backup.backup_name(stamp(when))).write_bytes(b"")
+    written = folder / backup.backup_name(stamp("1970-01-01T00:00:42"))
+    written.write_bytes(b"")
+    gone = backup.rotate(folder, keep_daily=1, keep_weekly=0, written=written)
+    assert [p.name for p in gone] == ["ravend-20261201T030000Z.tar.gz"]
+    assert sorted(p.name for p in backup.backups(folder)) == [
+        written.name, "ravend-20261202T030000Z.tar.gz"]
+
+
 def test_ravenctl_backup_rotates_as_configured(tmp_path: Path) -> None:
     store_with_rollups(tmp_path, n=5)
     folder = tmp_path / "backups"

@@ -109,7 +109,8 @@ def cmd_backup(args: argparse.Namespace, config: Config) -> int:
     path, manifest = backup.take(store, folder, conffile if conffile.is_file() else None)
     size = path.stat().st_size
     print(f"{path}: verified; {_holds(manifest)}; {size / 1e6:.1f} MB")
-    gone = backup.rotate(folder, config.backup.keep_daily, config.backup.keep_weekly)
+    gone = backup.rotate(folder, config.backup.keep_daily, config.backup.keep_weekly,
+                         written=path)
     if gone:
         print(f"rotation removed {', '.join(p.name for p in gone)}")
     return 0
