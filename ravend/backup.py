@@ -228,7 +228,7 @@ def sweep_stale(folder: Path, *, now: float | None = None) -> list[Path]:
     STALE_SECONDS); the ones removed. Each is a full copy of the store, and nothing else would
     ever remove it."""
     limit = (time.time() if now is None else now) - STALE_SECONDS
-    gone = []
+    gone: list[Path] = []
     try:
         entries = list(folder.iterdir())
     except OSError:
