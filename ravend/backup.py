@@ -276,7 +276,8 @@ def take(source: Path, folder: Path, conffile: Path | None, *,
             db_sha256=_sha256(copy))
         final = folder / backup_name(when)
         partial = work / (final.name + ".partial")
-        _write_archive(partial, copy, conffile, manifest)
+        with _writing(folder, "write the backup"):
+            _write_archive(partial, copy, conffile, manifest)
         verify(partial)
         os.replace(partial, final)
         _fsync_dir(folder)
@@ -357,12 +358,8 @@ def extract(path: Path, into: Path) -> tuple[Manifest, Path, bytes | None]:
             elif member.name == CONF_MEMBER:
                 conf = _read(tar, path, member).read()
             elif member.name == DB_MEMBER:
-                with _read(tar, path, member) as src, open(db, "wb") as out:
-                    while chunk := src.read(CHUNK):
-                        digest.update(chunk)
-                        out.write(chunk)
-                    out.flush()
-                    os.fsync(out.fileno())
+                with _read(tar, path, member) as src:
+                    _unpack(src, db, digest)
     if manifest is None or not db.exists():
         missing = MANIFEST_MEMBER if manifest is None else DB_MEMBER
         raise BackupError(f"{path}: not a ravend backup (no {missing} in it)")
@@ -370,6 +367,37 @@ def extract(path: Path, into: Path) -> tuple[Manifest, Path, bytes | None]:
         raise BackupError(f"{path}: the database does not match its manifest's checksum")
     _check_database(path, db, manifest)
     return manifest, db, conf
+
+
+@contextlib.contextmanager
+def _writing(folder: Path, what: str) -> Iterator[None]:
+    """A full or failing disk (ENOSPC, EIO, EFBIG) while writing into ``folder`` is
+    BackupError naming the folder: one line, the disk's fault, not the store's or the backup
+    file's. PermissionError goes on to the command's own advice (sudo)."""
+    try:
+        yield
+    except PermissionError:
+        raise
+    except OSError as exc:
+        raise BackupError(f"{folder}: cannot {what}: {exc.strerror or exc}") from None
+
+
+def _unpack(src: IO[bytes], db: Path, digest: Any) -> None:
+    """Write the database member to ``db``, the archive read outside ``_writing`` (a read
+    error is the backup file's, and _members says so)."""
+    with _writing(db.parent, "unpack the database"):
+        out = open(db, "wb")  # noqa: SIM115  (closed below, its errors caught too)
+    try:
+        while chunk := src.read(CHUNK):
+            digest.update(chunk)
+            with _writing(db.parent, "unpack the database"):
+                out.write(chunk)
+        with _writing(db.parent, "unpack the database"):
+            out.flush()
+            os.fsync(out.fileno())
+    finally:
+        with _writing(db.parent, "unpack the database"):
+            out.close()
 
 
 def _check_database(path: Path, db: Path, manifest: Manifest) -> None:

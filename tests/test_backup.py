@@ -432,6 +432,38 @@ def test_a_backup_sweeps_work_folders_that_killed_runs_left(tmp_path: Path) -> N
     assert len(backup.backups(folder)) == 1
 
 
+@pytest.fixture()
+def small_disk(tmp_path: Path):
+    """A 200 KiB tmpfs (root only): a backup disk that fills up."""
+    disk = tmp_path / "small"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_full_backup_disk_is_one_line_and_leaves_nothing(tmp_path: Path,
+                                                          small_disk: Path) -> None:
+    """The copy of the store fits, the archive beside it does not (ENOSPC): one line naming
+    the folder, exit status 1, nothing left with a backup's name or a work folder's."""
+    db = store_with_rollups(tmp_path, n=5)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("CREATE TABLE ballast (b BLOB)")  # incompressible
+    conn.execute("INSERT INTO ballast VALUES (randomblob(100000))")
+    conn.close()
+    assert 110_000 < db.stat().st_size < 190_000, db.stat().st_size
+    proc = ravenctl("backup", "--config", str(conf(tmp_path)), "--to", str(small_disk))
+    err = refused_in_one_line(proc)
+    assert proc.returncode == 1
+    assert f"{small_disk}: cannot write the backup: No space left on device" in err, err
+    assert list(small_disk.iterdir()) == []
+
+
 # --- rotation -------------------------------------------------------------------------------
 
 
