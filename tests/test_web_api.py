@@ -402,3 +402,32 @@ def test_basic_authentication_with_a_bcrypt_file(tmp_path: Path) -> None:
         token = "Basic " + base64.b64encode(b"anna:s3cret pass").decode()
         assert status_for_host(url, "ravend.lan:80", token) == 200
         assert status_for_host(url, "ravend.lan:80") == 401
+
+
+def test_a_restored_store_is_served_without_a_restart(tmp_path: Path) -> None:
+    """ravenctl restore renames a new file in place: ravend-web notices and reads it, rather
+    than the replaced file its connections had open."""
+    from tests.helpers.readings import T0
+    from tests.test_backup import conf, store_with_rollups, take
+
+    db = store_with_rollups(tmp_path, n=40)
+    path = take(tmp_path)
+    config = conf(tmp_path)
+    with config.open("a") as text:  # two workers, each with its connection open
+        text.write("\n[web]\nthreads = 2\nmax_streams = 1\n")
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("DELETE FROM readings WHERE id > 10")
+    conn.close()
+
+    def served(url: str) -> int:
+        start, end = T0 - 86400, T0 + 30 * 86400
+        reply = request(f"{url}/api/v1/readings?format=jsonl&start={start}&end={end}")
+        assert reply.status == 200, reply
+        return len(reply.body.splitlines())
+
+    with running_web(config, tmp_path / "web.log") as url:
+        assert [served(url) for _ in range(8)] == [10] * 8
+        proc = run_program("ravend.cli.ravenctl", "restore", str(path), "--config", str(config))
+        assert proc.returncode == 0, proc.stderr
+        assert [served(url) for _ in range(8)] == [40] * 8
+
