@@ -33,6 +33,7 @@ import sqlite3
 import stat
 import tarfile
 import tempfile
+import time
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -41,6 +42,7 @@ from typing import IO, Any
 
 from ravend import __version__
 from ravend.db.migrations import migrations
+from ravend.db.sqlite import readonly_uri
 from ravend.statelock import AlreadyRunning, StateLock
 
 #: Backup file names: ravend-20261208T011500Z.tar.gz (UTC; names sort in time order).
@@ -60,6 +62,11 @@ BEFORE_RESTORE = ".before-restore"
 GZIP_LEVEL = 6
 #: Copy buffer for checksums and extraction.
 CHUNK = 1 << 20
+#: Work folders (full copies of the store) are made under these prefixes beside their target.
+WORK_PREFIXES = (".ravend-backup-", ".ravend-verify-", ".ravend-restore-")
+#: A work folder untouched for this long belongs to a run that was killed (SIGKILL, power
+#: loss): no backup or restore takes a day.
+STALE_SECONDS = 86400
 
 
 class BackupError(Exception):
@@ -216,6 +223,29 @@ def snapshot(source: Path, copy: Path) -> None:
     _fsync_file(copy)
 
 
+def sweep_stale(folder: Path, *, now: float | None = None) -> list[Path]:
+    """Remove the work folders in ``folder`` that a killed run left behind (older than
+    STALE_SECONDS); the ones removed. Each is a full copy of the store, and nothing else would
+    ever remove it."""
+    limit = (time.time() if now is None else now) - STALE_SECONDS
+    gone: list[Path] = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return gone
+    for entry in entries:
+        if not entry.name.startswith(WORK_PREFIXES):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.lstat().st_mtime < limit:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+                gone.append(entry)
+    return gone
+
+
 def take(source: Path, folder: Path, conffile: Path | None, *,
          now: dt.datetime | None = None) -> tuple[Path, Manifest]:
     """Back the store at ``source`` up into ``folder``; the verified archive and its manifest.
@@ -225,6 +255,7 @@ def take(source: Path, folder: Path, conffile: Path | None, *,
     failure at any point leaves no file that looks like a backup."""
     when = now or dt.datetime.now(dt.UTC)
     folder.mkdir(parents=True, exist_ok=True)
+    sweep_stale(folder)
     work = Path(tempfile.mkdtemp(prefix=".ravend-backup-", dir=folder))
     try:
         copy = work / DB_MEMBER
@@ -232,7 +263,7 @@ def take(source: Path, folder: Path, conffile: Path | None, *,
             snapshot(source, copy)
         except sqlite3.Error as exc:
             raise BackupError(f"{source}: cannot copy the store: {exc}") from None
-        conn = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+        conn = sqlite3.connect(readonly_uri(copy), uri=True)
         try:
             found = counts(conn)
         finally:
@@ -245,7 +276,8 @@ def take(source: Path, folder: Path, conffile: Path | None, *,
             db_sha256=_sha256(copy))
         final = folder / backup_name(when)
         partial = work / (final.name + ".partial")
-        _write_archive(partial, copy, conffile, manifest)
+        with _writing(folder, "write the backup"):
+            _write_archive(partial, copy, conffile, manifest)
         verify(partial)
         os.replace(partial, final)
         _fsync_dir(folder)
@@ -326,12 +358,8 @@ def extract(path: Path, into: Path) -> tuple[Manifest, Path, bytes | None]:
             elif member.name == CONF_MEMBER:
                 conf = _read(tar, path, member).read()
             elif member.name == DB_MEMBER:
-                with _read(tar, path, member) as src, open(db, "wb") as out:
-                    while chunk := src.read(CHUNK):
-                        digest.update(chunk)
-                        out.write(chunk)
-                    out.flush()
-                    os.fsync(out.fileno())
+                with _read(tar, path, member) as src:
+                    _unpack(src, db, digest)
     if manifest is None or not db.exists():
         missing = MANIFEST_MEMBER if manifest is None else DB_MEMBER
         raise BackupError(f"{path}: not a ravend backup (no {missing} in it)")
@@ -341,8 +369,39 @@ def extract(path: Path, into: Path) -> tuple[Manifest, Path, bytes | None]:
     return manifest, db, conf
 
 
+@contextlib.contextmanager
+def _writing(folder: Path, what: str) -> Iterator[None]:
+    """A full or failing disk (ENOSPC, EIO, EFBIG) while writing into ``folder`` is
+    BackupError naming the folder: one line, the disk's fault, not the store's or the backup
+    file's. PermissionError goes on to the command's own advice (sudo)."""
+    try:
+        yield
+    except PermissionError:
+        raise
+    except OSError as exc:
+        raise BackupError(f"{folder}: cannot {what}: {exc.strerror or exc}") from None
+
+
+def _unpack(src: IO[bytes], db: Path, digest: Any) -> None:
+    """Write the database member to ``db``, the archive read outside ``_writing`` (a read
+    error is the backup file's, and _members says so)."""
+    with _writing(db.parent, "unpack the database"):
+        out = open(db, "wb")  # noqa: SIM115  (closed below, its errors caught too)
+    try:
+        while chunk := src.read(CHUNK):
+            digest.update(chunk)
+            with _writing(db.parent, "unpack the database"):
+                out.write(chunk)
+        with _writing(db.parent, "unpack the database"):
+            out.flush()
+            os.fsync(out.fileno())
+    finally:
+        with _writing(db.parent, "unpack the database"):
+            out.close()
+
+
 def _check_database(path: Path, db: Path, manifest: Manifest) -> None:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    conn = sqlite3.connect(readonly_uri(db), uri=True)
     try:
         result = [r[0] for r in conn.execute("PRAGMA integrity_check")]
         if result != ["ok"]:
@@ -408,11 +467,16 @@ def to_keep(found: Iterable[Path], keep_daily: int, keep_weekly: int) -> set[Pat
     return keep
 
 
-def rotate(folder: Path, keep_daily: int, keep_weekly: int) -> list[Path]:
+def rotate(folder: Path, keep_daily: int, keep_weekly: int, *,
+           written: Path | None = None) -> list[Path]:
     """Delete the backups in ``folder`` that rotation does not keep; the ones deleted.
-    Files not named as ravend backups are never touched."""
+    Files not named as ravend backups are never touched, and neither is ``written``, the
+    backup just taken: named by a wrong clock (1970, at boot before the time is set), it
+    would otherwise sort as the oldest and go at once."""
     found = backups(folder)
     keep = to_keep(found, keep_daily, keep_weekly)
+    if written is not None:
+        keep.add(written)
     gone = [p for p in found if p not in keep]
     for path in gone:
         path.unlink(missing_ok=True)
@@ -459,6 +523,7 @@ def _restore_locked(path: Path, store: Path) -> Restored:
     from ravend.db.sqlite import connect, migrate
 
     store.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(store.parent)
     work = Path(tempfile.mkdtemp(prefix=".ravend-restore-", dir=store.parent))
     try:
         manifest, db, _ = extract(path, work)
@@ -492,7 +557,13 @@ def _id_sequence(store: Path) -> int:
         return 0
     conn = sqlite3.connect(str(store), isolation_level=None, timeout=10)
     try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        busy, log, done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy or log != done:
+            # The -wal goes in the swap: a commit still only in it would be lost from
+            # .before-restore.
+            raise BackupError(f"{store}: a reader (ravend-web, ravend-repeater, a ravenctl"
+                              " command) keeps the latest commits out of the file: stop it"
+                              " and restore again; nothing was changed")
         if "sqlite_sequence" not in _tables(conn):
             return 0
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()

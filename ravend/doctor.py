@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from ravend import doctor_sinks
 from ravend.config import Config, ConfigError, DeviceConfig, load, replace
+from ravend.db.sqlite import readonly_uri
 from ravend.device import DeviceNotFound, find_port
 from ravend.doctor_check import Check, Status
 from ravend.plural import plural
@@ -248,7 +249,7 @@ def check_user(user: str, node: str | None, accounts: Accounts = Accounts(), *,
 
 
 def _spooled(path: Path) -> int:
-    conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=TIMEOUT)
+    conn = sqlite3.connect(readonly_uri(path), uri=True, timeout=TIMEOUT)
     try:
         return int(conn.execute("SELECT COALESCE(SUM(n), 0) FROM outbox").fetchone()[0])
     except sqlite3.OperationalError as exc:

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -21,11 +25,12 @@ import pytest
 
 from ravend import backup
 from ravend.db.migrations import migrations
+from ravend.db.sqlite import readonly_uri
 from ravend.doctor import check_backup
 from ravend.doctor_check import Status
 from ravend.simulator import MeterSimulator
 from ravend.sinks.sqlite import SqliteSink
-from tests.helpers.process import ravenctl, running_ravend, write_config
+from tests.helpers.process import ROOT, program_env, ravenctl, running_ravend, write_config
 from tests.helpers.readings import demand
 from tests.helpers.wait import wait_for
 
@@ -34,7 +39,7 @@ READING_KEY = ("meter_mac", "kind", "key_time", "meter_time", "raw", "multiplier
 
 
 def rows(db: Path, sql: str) -> list[tuple]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    conn = sqlite3.connect(readonly_uri(db), uri=True, timeout=10)
     try:
         return conn.execute(sql).fetchall()
     finally:
@@ -194,6 +199,47 @@ def test_a_restore_round_trip_gives_back_the_same_readings_and_rollups(tmp_path:
     assert rows(db, "SELECT MAX(id) FROM readings")[0][0] == highest_id + 1
 
 
+def test_backup_verify_and_restore_in_a_folder_named_with_uri_characters(
+        tmp_path: Path) -> None:
+    """'#', '?' and '%' in the paths: the copy is verified, counted and restored from the very
+    files named, and no stray empty database appears beside them."""
+    odd = tmp_path / "My Backups #1 ?%20"
+    db = store_with_rollups(odd)
+    want_readings, want_rollups = readings(db), rollups(db)
+    path = take(odd)
+    manifest = backup.verify(path)
+    assert manifest.total == len(want_readings) == 40
+    proc = ravenctl("restore", str(path), "--config", str(conf(odd)))
+    assert proc.returncode == 0, proc.stderr
+    assert readings(db) == want_readings
+    assert rollups(db) == want_rollups
+    assert sorted(p.name for p in tmp_path.iterdir()) == [odd.name]
+
+
+def test_restore_refuses_while_a_reader_keeps_commits_out_of_the_file(tmp_path: Path) -> None:
+    """A reader's old read transaction keeps the checkpoint from copying the last commits into
+    the file: the restore is refused, nothing changed, rather than keeping a
+    .before-restore copy without them."""
+    db = store_with_rollups(tmp_path, n=5)
+    path = take(tmp_path)
+    reader = sqlite3.connect(db, isolation_level=None)
+    writer = sqlite3.connect(db, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM readings").fetchone()  # holds its snapshot
+        writer.execute("DELETE FROM readings WHERE key_time = (SELECT MIN(key_time)"
+                       " FROM readings)")
+        want = readings(db)
+        proc = ravenctl("restore", str(path), "--config", str(conf(tmp_path)), timeout=60)
+        assert "reader" in refused_in_one_line(proc)
+        assert not Path(f"{db}.before-restore").exists()
+        assert [p for p in db.parent.iterdir() if p.name.startswith(".ravend-")] == []
+    finally:
+        reader.close()
+        writer.close()
+    assert readings(db) == want and len(want) == 4
+
+
 def old_store(db: Path, version: int) -> None:
     """A store of schema ``version`` (the migrations up to it, as an older ravend left it),
     with a few readings."""
@@ -337,6 +383,87 @@ def test_backup_of_no_store_says_so(tmp_path: Path) -> None:
     assert not (tmp_path / "backups").exists() or not list((tmp_path / "backups").iterdir())
 
 
+# --- killed runs -----------------------------------------------------------------------------
+
+
+def test_a_backup_stopped_by_sigterm_leaves_no_copy_behind(tmp_path: Path) -> None:
+    """SIGTERM in the middle of writing the archive: the work folder (a full copy of the store)
+    goes with the process, and no file looks like a backup."""
+    db = store_with_rollups(tmp_path, n=5)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("CREATE TABLE ballast (b BLOB)")  # incompressible: gzip takes its time
+    conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200)"
+                 " INSERT INTO ballast SELECT randomblob(1 << 20) FROM n")
+    conn.close()
+    folder = tmp_path / "backups"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ravend.cli.ravenctl", "backup", "--config", str(conf(tmp_path))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=program_env(), cwd=ROOT)
+    try:
+        assert wait_for(lambda: any(folder.glob(".ravend-backup-*/*.partial")), 60,
+                        interval=0.02), proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    assert list(folder.iterdir()) == []
+
+
+def test_a_backup_sweeps_work_folders_that_killed_runs_left(tmp_path: Path) -> None:
+    store_with_rollups(tmp_path, n=5)
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    old = time.time() - backup.STALE_SECONDS - 60
+    stale = [folder / ".ravend-backup-x1y2z3", folder / ".ravend-verify-a1b2c3"]
+    for work in stale:
+        work.mkdir()
+        (work / "ravend.db").write_bytes(b"a full copy")
+        os.utime(work, (old, old))
+    fresh = folder / ".ravend-backup-running"  # another run's, still at work
+    fresh.mkdir()
+    proc = ravenctl("backup", "--config", str(conf(tmp_path)))
+    assert proc.returncode == 0, proc.stderr
+    assert not any(w.exists() for w in stale)
+    assert fresh.exists()
+    assert len(backup.backups(folder)) == 1
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path):
+    """A 200 KiB tmpfs (root only): a backup disk that fills up."""
+    disk = tmp_path / "small"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_full_backup_disk_is_one_line_and_leaves_nothing(tmp_path: Path,
+                                                          small_disk: Path) -> None:
+    """The copy of the store fits, the archive beside it does not (ENOSPC): one line naming
+    the folder, exit status 1, nothing left with a backup's name or a work folder's."""
+    db = store_with_rollups(tmp_path, n=5)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("CREATE TABLE ballast (b BLOB)")  # incompressible
+    conn.execute("INSERT INTO ballast VALUES (randomblob(100000))")
+    conn.close()
+    assert 110_000 < db.stat().st_size < 190_000, db.stat().st_size
+    proc = ravenctl("backup", "--config", str(conf(tmp_path)), "--to", str(small_disk))
+    err = refused_in_one_line(proc)
+    assert proc.returncode == 1
+    assert f"{small_disk}: cannot write the backup: No space left on device" in err, err
+    assert list(small_disk.iterdir()) == []
+
+
 # --- rotation -------------------------------------------------------------------------------
 
 
@@ -375,6 +502,21 @@ def test_rotation_keeps_the_newest_even_with_nothing_else(tmp_path: Path) -> Non
         (folder / backup.backup_name(stamp(when))).write_bytes(b"")
     backup.rotate(folder, keep_daily=1, keep_weekly=0)
     assert [p.name for p in backup.backups(folder)] == ["ravend-20261201T020000Z.tar.gz"]
+
+
+def test_rotation_never_deletes_the_backup_just_written(tmp_path: Path) -> None:
+    """A backup named by a clock not yet set (1970) sorts as the oldest: it stays all the
+    same, and a backup with the real time does as well."""
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    for when in ("2026-12-01T03:00:00", "2026-12-02T03:00:00"):
+        (folder / backup.backup_name(stamp(when))).write_bytes(b"")
+    written = folder / backup.backup_name(stamp("1970-01-01T00:00:42"))
+    written.write_bytes(b"")
+    gone = backup.rotate(folder, keep_daily=1, keep_weekly=0, written=written)
+    assert [p.name for p in gone] == ["ravend-20261201T030000Z.tar.gz"]
+    assert sorted(p.name for p in backup.backups(folder)) == [
+        written.name, "ravend-20261202T030000Z.tar.gz"]
 
 
 def test_ravenctl_backup_rotates_as_configured(tmp_path: Path) -> None:

@@ -134,3 +134,26 @@ def test_unopenable_path_is_unavailable(tmp_path: Path) -> None:
     sink = SqliteSink(tmp_path / "file" / "ravend.db")
     with pytest.raises(SinkUnavailable, match="cannot open"):
         sink.open()
+
+
+ODD_DIR = "My Backups #1 ?%20"
+
+
+def test_a_readonly_open_of_a_path_with_uri_characters_refuses_writes(tmp_path: Path) -> None:
+    """'#', '?' and '%' in the path are percent-encoded in the URI: the open reaches this very
+    file, read-only, and creates no stray one beside it."""
+    folder = tmp_path / ODD_DIR
+    folder.mkdir()
+    path = folder / "ravend.db"
+    sink = SqliteSink(path)
+    sink.open()
+    sink.write(demands(3), [])
+    sink.close()
+    conn = connect(path, readonly=True)
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0] == 3
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            conn.execute("CREATE TABLE intruder (x)")
+    finally:
+        conn.close()
+    assert [p.name for p in tmp_path.iterdir()] == [ODD_DIR]

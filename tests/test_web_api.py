@@ -7,6 +7,7 @@ OpenAPI document, runs on the PyPI stack (marker pypi_only: Debian has no schema
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import sqlite3
@@ -219,6 +220,32 @@ def test_strict_security_headers_and_clear_errors(week) -> None:
         "openapi.json"}
 
 
+def status_for_host(url: str, host: str, auth: str | None = None) -> int:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        headers = {"Host": host, **({"Authorization": auth} if auth else {})}
+        conn.request("GET", "/api/v1/health", headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def test_without_a_password_only_local_host_names_are_answered(week) -> None:
+    """DNS rebinding: a page at evil.example re-pointed at 127.0.0.1 sends Host: evil.example;
+    without a password that is 421, never the API's data."""
+    url, *_ = week
+    port = urlsplit(url).port
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "LOCALHOST.",
+                 "127.0.0.1"):
+        assert status_for_host(url, host) == 200, host
+    for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1.evil.example:{port}",
+                 f"[::2]:{port}", ""):
+        assert status_for_host(url, host) == 421, host
+
+
 @pytest.mark.pypi_only
 def test_schemathesis_finds_no_failure(week, tmp_path: Path) -> None:
     """Every check of schemathesis against the OpenAPI document (the endless event stream
@@ -371,3 +398,36 @@ def test_basic_authentication_with_a_bcrypt_file(tmp_path: Path) -> None:
         for _ in range(2):  # the second time from the remembered check
             assert request(health, auth=("anna", "s3cret pass")).status == 200
         assert request(f"{url}/", auth=("anna", "s3cret pass")).status == 200
+        # With a password in force, any host name may be used (a name on the network).
+        token = "Basic " + base64.b64encode(b"anna:s3cret pass").decode()
+        assert status_for_host(url, "ravend.lan:80", token) == 200
+        assert status_for_host(url, "ravend.lan:80") == 401
+
+
+def test_a_restored_store_is_served_without_a_restart(tmp_path: Path) -> None:
+    """ravenctl restore renames a new file in place: ravend-web notices and reads it, rather
+    than the replaced file its connections had open."""
+    from tests.helpers.readings import T0
+    from tests.test_backup import conf, store_with_rollups, take
+
+    db = store_with_rollups(tmp_path, n=40)
+    path = take(tmp_path)
+    config = conf(tmp_path)
+    with config.open("a") as text:  # two workers, each with its connection open
+        text.write("\n[web]\nthreads = 2\nmax_streams = 1\n")
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("DELETE FROM readings WHERE id > 10")
+    conn.close()
+
+    def served(url: str) -> int:
+        start, end = T0 - 86400, T0 + 30 * 86400
+        reply = request(f"{url}/api/v1/readings?format=jsonl&start={start}&end={end}")
+        assert reply.status == 200, reply
+        return len(reply.body.splitlines())
+
+    with running_web(config, tmp_path / "web.log") as url:
+        assert [served(url) for _ in range(8)] == [10] * 8
+        proc = run_program("ravend.cli.ravenctl", "restore", str(path), "--config", str(config))
+        assert proc.returncode == 0, proc.stderr
+        assert [served(url) for _ in range(8)] == [40] * 8
+

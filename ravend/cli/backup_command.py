@@ -7,9 +7,11 @@ status`` must stay light: tests/test_status_imports.py).
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from ravend.config import Config
@@ -51,9 +53,20 @@ def add_parsers(sub: Any, config_args: Callable[[argparse.ArgumentParser], None]
                    help="verify the backup and describe it; change nothing")
 
 
+def _exit_on_sigterm() -> None:
+    """SIGTERM (systemctl stop, a timeout) becomes SystemExit, so that the work folder, a full
+    copy of the store, is removed on the way out rather than left behind for ever."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def run(args: argparse.Namespace, config: Config) -> int:
     from ravend.backup import BackupError, StoreRunning
 
+    _exit_on_sigterm()
     try:
         if args.command == "backup":
             return cmd_backup(args, config)
@@ -96,7 +109,8 @@ def cmd_backup(args: argparse.Namespace, config: Config) -> int:
     path, manifest = backup.take(store, folder, conffile if conffile.is_file() else None)
     size = path.stat().st_size
     print(f"{path}: verified; {_holds(manifest)}; {size / 1e6:.1f} MB")
-    gone = backup.rotate(folder, config.backup.keep_daily, config.backup.keep_weekly)
+    gone = backup.rotate(folder, config.backup.keep_daily, config.backup.keep_weekly,
+                         written=path)
     if gone:
         print(f"rotation removed {', '.join(p.name for p in gone)}")
     return 0

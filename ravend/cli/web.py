@@ -84,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     poller = Poller(stores, config.web.max_streams)
     poller.start()
     try:
-        return serve(App(Context(config, stores, poller), auth), config.web, poller.stop)
+        from ravend.config_values import split_listen
+
+        app = App(Context(config, stores, poller), auth,
+                  listen_host=split_listen(config.web.listen)[0])
+        return serve(app, config.web, poller.stop)
     except OSError as exc:
         logging.getLogger("ravend.web").error("cannot listen on %s: %s", config.web.listen, exc)
         return 1

@@ -60,12 +60,19 @@ class SqliteDialect(Dialect):
 DIALECT = SqliteDialect()
 
 
+def readonly_uri(path: Path | str) -> str:
+    """The URI that opens ``path`` read-only. The path is percent-encoded: a '#', '?' or '%'
+    in it would otherwise end the path early, and SQLite would open (and create) another file,
+    read-write, without ``mode=ro``."""
+    return Path(path).resolve().as_uri() + "?mode=ro"
+
+
 def connect(path: Path | str, *, readonly: bool = False,
             timeout: float = 10.0) -> sqlite3.Connection:
     """A connection with ravend's pragmas; read-only opens never create or migrate the file."""
     if readonly:
-        uri = f"file:{Path(path).resolve()}?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
+        conn = sqlite3.connect(readonly_uri(path), uri=True, timeout=timeout,
+                               check_same_thread=False)
     else:
         conn = sqlite3.connect(str(path), timeout=timeout, check_same_thread=False,
                                isolation_level=None)

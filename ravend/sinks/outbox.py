@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ravend.db.sqlite import readonly_uri
 from ravend.protocol.model import Reading
 from ravend.serialize import dumps, reading_from_dict, reading_to_dict
 from ravend.sinks.base import StateItem
@@ -373,7 +374,7 @@ def _salvage(path: Path) -> list[tuple[int, int, str, int]]:
     the first until a read fails, then backward from the last down to there."""
     rows: list[tuple[int, int, str, int]] = []
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+        conn = sqlite3.connect(readonly_uri(path), uri=True, timeout=1)
     except sqlite3.Error:
         return rows
     try:

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ravend.db.sqlite import readonly_uri
 from ravend.protocol.model import Reading
 from ravend.serialize import dumps, reading_to_dict
 from ravend.sinks.outbox import is_corrupt
@@ -63,7 +64,7 @@ class Quarantine:
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
             if self.readonly:
-                conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5,
+                conn = sqlite3.connect(readonly_uri(self.path), uri=True, timeout=5,
                                        check_same_thread=False)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)

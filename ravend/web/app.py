@@ -39,7 +39,21 @@ SECURITY_HEADERS = [
     ("Cross-Origin-Resource-Policy", "same-origin"),
 ]
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-           405: "Method Not Allowed", 500: "Internal Server Error", 503: "Service Unavailable"}
+           405: "Method Not Allowed", 421: "Misdirected Request", 500: "Internal Server Error",
+           503: "Service Unavailable"}
+#: The names a browser on this machine reaches ravend-web by without a password.
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def host_name(header: str) -> str:
+    """The host of a Host header: the port aside, lower case, an IPv6 address without its
+    brackets, no trailing dot."""
+    host = header.strip().lower()
+    if host.startswith("["):
+        host = host[1:host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")
 
 StartResponse = Callable[..., Any]
 
@@ -48,16 +62,28 @@ class App:
     """ravend-web's WSGI application."""
 
     def __init__(self, ctx: api.Context, auth: BasicAuth | None = None,
-                 chart_js: Path = CHART_JS) -> None:
+                 chart_js: Path = CHART_JS, listen_host: str = "") -> None:
         self.ctx = ctx
         self.auth = auth
         self.chart_js = chart_js
+        self.hosts = LOOPBACK_HOSTS | ({host_name(listen_host)} if listen_host else set())
+
+    def misdirected(self, environ: dict[str, Any]) -> bool:
+        """Without a password, only a Host this machine's own names: else a web page whose
+        name an attacker re-points at 127.0.0.1 (DNS rebinding) could read the API from the
+        visitor's browser. A request without Host (HTTP/1.0, no browser) passes."""
+        host = environ.get("HTTP_HOST")
+        return self.auth is None and host is not None and host_name(host) not in self.hosts
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse
                  ) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "/") or "/"
-        if method not in ("GET", "HEAD"):
+        if self.misdirected(environ):
+            answer = api.json_answer({"error": "unknown host name: without a password,"
+                                      " ravend-web answers only to localhost, 127.0.0.1, [::1]"
+                                      " and its listen address"}, 421)
+        elif method not in ("GET", "HEAD"):
             answer = api.json_answer({"error": f"{method} is not allowed: ravend-web only"
                                       " reads"}, 405)
             answer.headers.append(("Allow", "GET, HEAD"))
