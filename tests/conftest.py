@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import servers
+from tests.helpers.disk import small_tmpfs
 
 
 @contextlib.contextmanager
@@ -136,15 +136,8 @@ def small_disk(tmp_path: Path):
     """A 16 MB tmpfs as the state directory: a disk that fills up (needs root). Not smaller:
     while it is full, the WAL cannot be checkpointed (that needs room too), so once space
     returns the writes replayed meanwhile grow it by a few MB before its next checkpoint."""
-    mount = tmp_path / "state"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.fail(f"cannot mount a small tmpfs for the disk-full test: {done.stderr.strip()}"
-                    " (run the suite as root, as make check does)")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with small_tmpfs(tmp_path / "state", "16m") as mount:
+        yield mount
 
 # ---------------------------------------------------------------------------------------------
 # hooks

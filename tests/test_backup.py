@@ -30,6 +30,7 @@ from ravend.doctor import check_backup
 from ravend.doctor_check import Status
 from ravend.simulator import MeterSimulator
 from ravend.sinks.sqlite import SqliteSink
+from tests.helpers.disk import small_tmpfs
 from tests.helpers.process import ROOT, program_env, ravenctl, running_ravend, write_config
 from tests.helpers.readings import demand
 from tests.helpers.wait import wait_for
@@ -435,16 +436,8 @@ def test_a_backup_sweeps_work_folders_that_killed_runs_left(tmp_path: Path) -> N
 @pytest.fixture()
 def small_disk(tmp_path: Path):
     """A 200 KiB tmpfs (root only): a backup disk that fills up."""
-    disk = tmp_path / "small"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(disk)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "small", "200k") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
 
 
 def test_a_full_backup_disk_is_one_line_and_leaves_nothing(tmp_path: Path,
