@@ -301,8 +301,10 @@ def bench_purge_sqlite(quick: bool, readings: int | None = None) -> list[dict[st
         migrate(conn)
         log(f"sqlite: loading {n:,} readings")
         started = time.monotonic()
-        insert = (f"INSERT INTO readings ({', '.join(READING_COLUMNS)})"
-                  f" VALUES ({', '.join('?' * len(READING_COLUMNS))})")
+        # generate() gives every column but scale, which keeps its default of 1 (as in MariaDB).
+        columns = [c for c in READING_COLUMNS if c != "scale"]
+        insert = (f"INSERT INTO readings ({', '.join(columns)})"
+                  f" VALUES ({', '.join('?' * len(columns))})")
         conn.execute("BEGIN")
         conn.executemany(insert, ((*r[:9], float(r[9]), r[10]) for r in generate(n)))
         conn.execute("COMMIT")
