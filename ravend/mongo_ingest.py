@@ -46,6 +46,7 @@ from ravend.config import Config, ConfigError
 from ravend.mongo_store import MongoStore, StoreUnavailable, document
 from ravend.runtime.backoff import Backoff
 from ravend.runtime.notify import Notifier
+from ravend.runtime.packages import require
 from ravend.runtime.signals import install_signals
 from ravend.sinks.conflicts import KeyConflicts
 from ravend.sinks.mqtt_payload import PayloadError, parse_reading, parse_reading_topic
@@ -472,16 +473,8 @@ class MongoIngest:
 def check(config: Config) -> MongoStore:
     """What the CLI checks before it starts (ConfigError): the drivers and the URI. Returns
     the store."""
-    try:
-        import pymongo  # noqa: F401
-    except ImportError:
-        raise ConfigError("python3-pymongo is not installed (apt install python3-pymongo)"
-                          ) from None
-    try:
-        import paho.mqtt.client  # noqa: F401
-    except ImportError:
-        raise ConfigError("python3-paho-mqtt is not installed"
-                          " (apt install python3-paho-mqtt)") from None
+    require("pymongo", "python3-pymongo")
+    require("paho.mqtt.client", "python3-paho-mqtt")
     from ravend.mqtt_client import MANUAL_ACK, PAHO_VERSION
 
     if not MANUAL_ACK:

@@ -16,18 +16,21 @@ from typing import Any
 NAME = "doctor"
 EX_PROBLEM = 1
 
+#: argparse fills it into lines of the terminal's width (line breaks here do not count).
+DESCRIPTION = """\
+Check what ravend needs, one line each with the fix: the configuration is valid; the device is
+there, and which one; the service user may open it (group dialout); no other process
+(ModemManager, a second logger) holds the port; each enabled store is reachable; a verified
+backup of the SQLite store newer than two days; how many readings wait in the outboxes; free
+space for the state directory; when ravend runs, whether each of its parts is up. Changes
+nothing. Exits 1 when any line says FAIL (WARN does not count), 0 otherwise. Run it as root to
+see which process holds the port.
+"""
+
 
 def add_parser(sub: Any, config_args: Callable[[argparse.ArgumentParser], None]) -> None:
-    d = sub.add_parser(
-        NAME, help="check the setup; one line per problem, with the fix",
-        description="Check what ravend needs, one line each with the fix: the configuration is"
-        " valid; the device is there, and which one; the service user may open it (group"
-        " dialout); no other process (ModemManager, a second logger) holds the port; each"
-        " enabled store is reachable; a verified backup of the SQLite store newer than two"
-        " days; how many readings wait in the outboxes; free space for"
-        " the state directory; when ravend runs, whether each of its parts is up. Changes"
-        " nothing. Exits 1 when any line says FAIL (WARN does"
-        " not count), 0 otherwise. Run it as root to see which process holds the port.")
+    d = sub.add_parser(NAME, help="check the setup; one line per problem, with the fix",
+                       description=DESCRIPTION)
     config_args(d)
     d.add_argument("--user", default="ravend", metavar="NAME",
                    help="the service user to check (default ravend)")

@@ -11,13 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from ravend import __version__
-from ravend.config import DEFAULT_PATH, EX_CONFIG, Config, ConfigError
+from ravend.cli import common
+from ravend.config import Config, ConfigError
 from ravend.db.mysql import driver as mysql_driver
 from ravend.memory import limit_malloc_arenas
 from ravend.metrics import prometheus
-from ravend.runtime.config_loader import load_config, refuse
 from ravend.runtime.logs import setup_logging
+from ravend.runtime.packages import require
 from ravend.service import Service
 from ravend.statelock import EX_LOCKED, AlreadyRunning
 
@@ -46,50 +46,37 @@ See ravend(8) and ravend.conf(5).
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ravend", description=DESCRIPTION, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--config", default=DEFAULT_PATH, metavar="PATH",
-                   help=f"configuration file (default {DEFAULT_PATH}; absent = all defaults)")
-    p.add_argument("--check-config", action="store_true",
-                   help="validate the configuration, print the result, exit (0 ok, 78 bad)")
+    return common.parser("ravend", DESCRIPTION, EPILOG, config_note="; absent = all defaults",
+                         overrides=_overrides, more=_daemon_options)
+
+
+def _overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", help="override [device] port (path, 'auto' or pyserial URL)")
-    p.add_argument("--state-dir", type=Path, help="override [service] state_dir")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
-                   help="override [service] log_level")
+    common.add_state_dir(p)
+
+
+def _daemon_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--daemon", action="store_true",
                    help="detach into the background (python-daemon) for systems without"
                         " systemd; do not use under systemd")
     p.add_argument("--pidfile", type=Path, default=Path("/run/ravend/ravend.pid"),
                    help="PID file written with --daemon (default %(default)s)")
-    p.add_argument("--version", action="version", version=f"ravend {__version__}")
-    return p
-
-
-def configure(args: argparse.Namespace) -> Config:
-    """The file and the command line's overrides, validated (ConfigError): at start and for
-    each SIGHUP, which re-reads the file with the same overrides."""
-    return load_config(args.config, port=args.port, state_dir=args.state_dir,
-                       log_level=args.log_level)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        config = configure(args)
-        if args.check_config:
-            check_start(config)  # what the start checks, so that OK means it will start
-    except ConfigError as exc:
-        return refuse("ravend", exc)
-    if args.check_config:
-        print(f"ravend: configuration OK ({config.source})")
-        return 0
+    # --check-config checks what the start checks, so that OK means it will start; the start
+    # itself checks once logging is set up, so that a refusal is in the journal.
+    return common.run(common.Program(
+        "ravend", check=lambda config: check_start(config) if args.check_config else None,
+        start=lambda config, _: _start(args, config)), args)
 
-    setup_logging(config.service.log_level)
+
+def _start(args: argparse.Namespace, config: Config) -> int:
     try:
         check_start(config)
     except ConfigError as exc:
-        logging.getLogger("ravend").error("%s", exc)
-        return EX_CONFIG
+        return common.logged_refusal("ravend", exc)
     limit_malloc_arenas()  # before the service's threads exist
     code = (_run_daemon(config, args.pidfile, lambda: reconfigure(args)) if args.daemon
             else _serve(config, lambda: reconfigure(args)))
@@ -99,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def reconfigure(args: argparse.Namespace) -> Config:
-    """SIGHUP's check: everything ``ravend --check-config`` and the start check."""
-    config = configure(args)
+    """SIGHUP's check: the file again with the same overrides (common.configure), and
+    everything ``ravend --check-config`` and the start check."""
+    config = common.configure(args)
     check_start(config)
     return config
 
@@ -136,16 +124,9 @@ def check_start(config: Config) -> None:
     """What a start refuses beyond the file itself (ConfigError, exit 78): a feature that is
     configured but whose Debian package is missing. ``--check-config``, the start and each
     SIGHUP call this one function, so that "configuration OK" means ravend will start."""
-    try:
-        import serial  # noqa: F401
-    except ImportError:
-        raise ConfigError("python3-serial is not installed (apt install python3-serial)") from None
+    require("serial", "python3-serial")
     if config.mqtt.enabled:
-        try:
-            import paho.mqtt.client  # noqa: F401
-        except ImportError:
-            raise ConfigError("[mqtt] enabled = yes, but python3-paho-mqtt is not installed"
-                              " (apt install python3-paho-mqtt)") from None
+        require("paho.mqtt.client", "python3-paho-mqtt", "[mqtt] enabled = yes, but ")
     if config.mysql.enabled:
         mysql_driver()  # ConfigError naming python3-mysqldb
     if config.metrics.listen:

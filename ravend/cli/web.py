@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ravend import __version__
-from ravend.config import DEFAULT_PATH, ConfigError
-from ravend.runtime.config_loader import load_config, refuse
-from ravend.runtime.logs import setup_logging
+from ravend.cli import common
+from ravend.config import Config, ConfigError
+from ravend.runtime.packages import require
+
+if TYPE_CHECKING:
+    from ravend.web.auth import BasicAuth
 
 DESCRIPTION = """\
 Serve the dashboard of what ravend stored (Now, Day, Week, Month, Year, Data, Device) and its
@@ -30,50 +32,44 @@ See ravend-web(8) and ravend.conf(5).
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ravend-web", description=DESCRIPTION, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--config", default=DEFAULT_PATH, metavar="PATH",
-                   help=f"configuration file (default {DEFAULT_PATH})")
-    p.add_argument("--check-config", action="store_true",
-                   help="validate the configuration, print the result, exit (0 ok, 78 bad)")
-    p.add_argument("--state-dir", type=Path, help="override [service] state_dir")
+    return common.parser("ravend-web", DESCRIPTION, EPILOG, overrides=_overrides)
+
+
+def _overrides(p: argparse.ArgumentParser) -> None:
+    common.add_state_dir(p)
     p.add_argument("--listen", metavar="HOST:PORT", help="override [web] listen")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
-                   help="override [service] log_level")
-    p.add_argument("--version", action="version", version=f"ravend-web {__version__}")
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def _configure(args: argparse.Namespace) -> Config:
+    config = common.configure(args)
+    if not args.listen:
+        return config
+    from ravend.config import replace
+    from ravend.config_values import web_listen
+
     try:
-        config = load_config(args.config, state_dir=args.state_dir, log_level=args.log_level)
-        if args.listen:
-            from ravend.config import replace
-            from ravend.config_values import web_listen
+        return replace(config, web={"listen": web_listen(args.listen)})
+    except ValueError as exc:
+        raise ConfigError(f"--listen {args.listen!r}: expected {exc}") from None
 
-            try:
-                config = replace(config, web={"listen": web_listen(args.listen)})
-            except ValueError as exc:
-                raise ConfigError(f"--listen {args.listen!r}: expected {exc}") from None
-        from ravend.web.auth import BasicAuth, policy, read_password_file
 
-        auth = None
-        if policy(config.web) == "basic":
-            auth = BasicAuth(read_password_file(config.web.password_file))
-        try:
-            import waitress  # type: ignore[import-untyped]  # noqa: F401
-        except ImportError:
-            raise ConfigError("python3-waitress is not installed"
-                              " (apt install python3-waitress)") from None
-    except ConfigError as exc:
-        return refuse("ravend-web", exc)
-    if args.check_config:
-        print(f"ravend-web: configuration OK ({config.source}; listening on {config.web.listen},"
-              f" {'password required' if auth else 'no password'}; reading {config.web.store})")
-        return 0
+def _check(config: Config) -> BasicAuth | None:
+    """Who may look (the password file read now, so that a bad one is refused at start)."""
+    from ravend.web.auth import BasicAuth, policy, read_password_file
 
-    setup_logging(config.service.log_level)
+    auth = None
+    if policy(config.web) == "basic":
+        auth = BasicAuth(read_password_file(config.web.password_file))
+    require("waitress", "python3-waitress")
+    return auth
+
+
+def _ok(config: Config, auth: BasicAuth | None) -> str:
+    return (f"listening on {config.web.listen}, {'password required' if auth else 'no password'};"
+            f" reading {config.web.store}")
+
+
+def _start(config: Config, auth: BasicAuth | None) -> int:
     from ravend.web.api import Context
     from ravend.web.app import App
     from ravend.web.server import serve
@@ -92,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         logging.getLogger("ravend.web").error("cannot listen on %s: %s", config.web.listen, exc)
         return 1
+
+
+PROGRAM = common.Program("ravend-web", check=_check, start=_start, ok=_ok, configure=_configure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return common.run(PROGRAM, parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -7,5 +7,6 @@ ravend-mongo-ingest, ravenctl): nothing here knows meters, sinks or stores.
 - ``notify``: sd_notify (READY=1, STATUS=, WATCHDOG=1) under systemd;
 - ``logs``: log lines on stderr, with journald's priority prefixes when stderr is the journal;
 - ``config_loader``: a command line's configuration file, its overrides, and the one line
-  that refuses it.
+  that refuses it;
+- ``packages``: the refusal when a configured feature's optional Debian package is missing.
 """
