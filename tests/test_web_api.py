@@ -403,6 +403,89 @@ def test_basic_authentication_with_a_bcrypt_file(tmp_path: Path) -> None:
         token = "Basic " + base64.b64encode(b"anna:s3cret pass").decode()
         assert status_for_host(url, "ravend.lan:80", token) == 200
         assert status_for_host(url, "ravend.lan:80") == 401
+        # Guessing: the tenth wrong password shuts the address out for a while.
+        for n in range(8):  # two wrong ones above
+            assert request(health, auth=("anna", f"guess {n}")).status == 401
+        refused = request(health, auth=("anna", "one more"))
+        assert refused.status == 429 and 0 < int(refused.headers["Retry-After"]) <= 60
+        assert "too many wrong passwords" in refused.json()["error"]
+        assert request(health, auth=("bert", "s3cret pass")).status == 429
+        assert request(health, auth=("anna", "s3cret pass")).status == 200  # remembered
+    assert "wrong passwords within 60 s" in (tmp_path / "web.log").read_text()
+
+
+def counted_checks(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every hash bcrypt.checkpw is asked to check, from now on."""
+    import bcrypt
+
+    checked: list[bytes] = []
+    real = bcrypt.checkpw
+
+    def checkpw(password: bytes, hashed: bytes) -> bool:
+        checked.append(hashed)
+        return real(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", checkpw)
+    return checked
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_an_unknown_user_costs_what_a_wrong_password_costs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No timing tells which names are in the password file: an unknown name is checked with
+    bcrypt too, once, against a hash of the same cost as the file's."""
+    import bcrypt
+
+    from ravend.web.auth import BasicAuth, cost_of
+
+    hashed = bcrypt.hashpw(b"right", bcrypt.gensalt(rounds=5))
+    auth = BasicAuth({"anna": hashed})
+    checked = counted_checks(monkeypatch)
+    assert auth.check(basic("anna", "wrong"), "192.0.2.1") is False
+    assert checked == [hashed]
+    assert auth.check(basic("bert", "wrong"), "192.0.2.1") is False
+    assert auth.check(basic("bert", "right"), "192.0.2.1") is False
+    assert len(checked) == 3 and checked[1] == checked[2] != hashed
+    assert cost_of(checked[1]) == cost_of(hashed) == 5
+    assert auth.check(basic("anna", "right"), "192.0.2.1") is True
+    assert len(checked) == 4
+
+
+def test_wrong_passwords_are_limited_per_address_in_bounded_memory(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After FAILURES wrong passwords within WINDOW seconds an address waits (no bcrypt run
+    for it meanwhile); other addresses, and a password that passed before, go on; the table
+    of addresses never outgrows its cap."""
+    import bcrypt
+
+    from ravend.web.auth import FAILURES, WINDOW, BasicAuth, FailureLimit, TooManyFailures
+
+    clock = [1000.0]
+    limit = FailureLimit(clock=lambda: clock[0], max_clients=100)
+    auth = BasicAuth({"anna": bcrypt.hashpw(b"right", bcrypt.gensalt(rounds=4))}, limit)
+    assert auth.check(basic("anna", "right"), "192.0.2.1") is True  # remembered from now on
+    checked = counted_checks(monkeypatch)
+    for _ in range(FAILURES):
+        assert auth.check(basic("anna", "guess"), "192.0.2.1") is False
+        clock[0] += 1
+    assert len(checked) == FAILURES
+    with pytest.raises(TooManyFailures) as refused:
+        auth.check(basic("anna", "another guess"), "192.0.2.1")
+    assert refused.value.retry_after == WINDOW - FAILURES
+    with pytest.raises(TooManyFailures):
+        auth.check(basic("bert", "a name"), "192.0.2.1")
+    assert len(checked) == FAILURES  # refused without bcrypt
+    assert auth.check(basic("anna", "right"), "192.0.2.1") is True  # the household's browser
+    assert auth.check(basic("anna", "guess"), "192.0.2.2") is False  # another address
+    clock[0] += WINDOW
+    assert auth.check(basic("anna", "guess"), "192.0.2.1") is False  # the window has passed
+    for n in range(1000):  # a flood of addresses
+        auth.limit.failed(f"2001:db8::{n:x}")
+    assert len(auth.limit) == 100
+    assert auth.limit.wait("2001:db8::3e7") == 0  # one failure: it may go on
 
 
 def test_a_restored_store_is_served_without_a_restart(tmp_path: Path) -> None:
