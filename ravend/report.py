@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 from ravend.rollup import HOUR, Period, hour_of
 
@@ -69,6 +70,22 @@ def days(meter_mac: str, periods: Sequence[Period], time_zone: str,
         gaps = sum(1 for h in ended if h not in heard_hours)
         out.append(Day(meter_mac, p, time_zone, daily.get(p.start), len(ended), gaps))
     return out
+
+
+def row(day: Day) -> dict[str, Any]:
+    """A day as the report's columns (``ravenctl report --format csv/json``, the web's report):
+    one mapping, so both write the same names and values."""
+    r = day.rollup
+    values: dict[str, Any] = {"meter_mac": day.meter_mac, "day": day.period.day,
+                              "time_zone": day.time_zone}
+    for name in ("delivered_kwh", "received_kwh", "demand_avg_kw", "demand_max_kw", "cost",
+                 "export_credit"):
+        values[name] = getattr(r, name) if r is not None else None
+    values["net_cost"] = day.net_cost
+    values["currency"] = r.currency if r is not None else None
+    values["gap_hours"] = day.gap_hours
+    values["hours"] = day.hours
+    return values
 
 
 @dataclass(frozen=True, slots=True)

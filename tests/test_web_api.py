@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -402,6 +403,89 @@ def test_basic_authentication_with_a_bcrypt_file(tmp_path: Path) -> None:
         token = "Basic " + base64.b64encode(b"anna:s3cret pass").decode()
         assert status_for_host(url, "ravend.lan:80", token) == 200
         assert status_for_host(url, "ravend.lan:80") == 401
+        # Guessing: the tenth wrong password shuts the address out for a while.
+        for n in range(8):  # two wrong ones above
+            assert request(health, auth=("anna", f"guess {n}")).status == 401
+        refused = request(health, auth=("anna", "one more"))
+        assert refused.status == 429 and 0 < int(refused.headers["Retry-After"]) <= 60
+        assert "too many wrong passwords" in refused.json()["error"]
+        assert request(health, auth=("bert", "s3cret pass")).status == 429
+        assert request(health, auth=("anna", "s3cret pass")).status == 200  # remembered
+    assert "wrong passwords within 60 s" in (tmp_path / "web.log").read_text()
+
+
+def counted_checks(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every hash bcrypt.checkpw is asked to check, from now on."""
+    import bcrypt
+
+    checked: list[bytes] = []
+    real = bcrypt.checkpw
+
+    def checkpw(password: bytes, hashed: bytes) -> bool:
+        checked.append(hashed)
+        return real(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", checkpw)
+    return checked
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_an_unknown_user_costs_what_a_wrong_password_costs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No timing tells which names are in the password file: an unknown name is checked with
+    bcrypt too, once, against a hash of the same cost as the file's."""
+    import bcrypt
+
+    from ravend.web.auth import BasicAuth, cost_of
+
+    hashed = bcrypt.hashpw(b"right", bcrypt.gensalt(rounds=5))
+    auth = BasicAuth({"anna": hashed})
+    checked = counted_checks(monkeypatch)
+    assert auth.check(basic("anna", "wrong"), "192.0.2.1") is False
+    assert checked == [hashed]
+    assert auth.check(basic("bert", "wrong"), "192.0.2.1") is False
+    assert auth.check(basic("bert", "right"), "192.0.2.1") is False
+    assert len(checked) == 3 and checked[1] == checked[2] != hashed
+    assert cost_of(checked[1]) == cost_of(hashed) == 5
+    assert auth.check(basic("anna", "right"), "192.0.2.1") is True
+    assert len(checked) == 4
+
+
+def test_wrong_passwords_are_limited_per_address_in_bounded_memory(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After FAILURES wrong passwords within WINDOW seconds an address waits (no bcrypt run
+    for it meanwhile); other addresses, and a password that passed before, go on; the table
+    of addresses never outgrows its cap."""
+    import bcrypt
+
+    from ravend.web.auth import FAILURES, WINDOW, BasicAuth, FailureLimit, TooManyFailures
+
+    clock = [1000.0]
+    limit = FailureLimit(clock=lambda: clock[0], max_clients=100)
+    auth = BasicAuth({"anna": bcrypt.hashpw(b"right", bcrypt.gensalt(rounds=4))}, limit)
+    assert auth.check(basic("anna", "right"), "192.0.2.1") is True  # remembered from now on
+    checked = counted_checks(monkeypatch)
+    for _ in range(FAILURES):
+        assert auth.check(basic("anna", "guess"), "192.0.2.1") is False
+        clock[0] += 1
+    assert len(checked) == FAILURES
+    with pytest.raises(TooManyFailures) as refused:
+        auth.check(basic("anna", "another guess"), "192.0.2.1")
+    assert refused.value.retry_after == WINDOW - FAILURES
+    with pytest.raises(TooManyFailures):
+        auth.check(basic("bert", "a name"), "192.0.2.1")
+    assert len(checked) == FAILURES  # refused without bcrypt
+    assert auth.check(basic("anna", "right"), "192.0.2.1") is True  # the household's browser
+    assert auth.check(basic("anna", "guess"), "192.0.2.2") is False  # another address
+    clock[0] += WINDOW
+    assert auth.check(basic("anna", "guess"), "192.0.2.1") is False  # the window has passed
+    for n in range(1000):  # a flood of addresses
+        auth.limit.failed(f"2001:db8::{n:x}")
+    assert len(auth.limit) == 100
+    assert auth.limit.wait("2001:db8::3e7") == 0  # one failure: it may go on
 
 
 def test_a_restored_store_is_served_without_a_restart(tmp_path: Path) -> None:
@@ -431,3 +515,166 @@ def test_a_restored_store_is_served_without_a_restart(tmp_path: Path) -> None:
         assert proc.returncode == 0, proc.stderr
         assert [served(url) for _ in range(8)] == [40] * 8
 
+
+
+# --- long downloads ---------------------------------------------------------------------------
+
+
+def same_time_store(tmp: Path, times: int = 200, step: int = 1) -> tuple[Path, Path]:
+    """Six readings at each of ``times`` times ``step`` seconds apart (two meters, three kinds
+    each), in time order: (database, config)."""
+    from ravend.protocol.model import KIND_UNITS, Kind, Reading, scale
+    from tests.helpers.readings import DEVICE, METER, T0
+
+    kinds = (Kind.DEMAND, Kind.SUMMATION_DELIVERED, Kind.SUMMATION_RECEIVED)
+    rows = [Reading(meter, kind, T0 + i * step, T0 + i * step + 0.5, 1000 + i, 1, 1000,
+                    scale(1000 + i, 1, 1000), KIND_UNITS[kind], DEVICE)
+            for i in range(times) for meter in (METER, "0x00135003009999cd") for kind in kinds]
+    state = tmp / "state"
+    state.mkdir()
+    sink = SqliteSink(state / "ravend.db")
+    sink.open()
+    sink.write(rows, [])
+    sink.close()
+    return state / "ravend.db", week_conf(tmp / "ravend.conf", state)
+
+
+def test_a_slow_raw_download_lets_a_checkpoint_through_and_misses_no_row(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A download read slowly, as a slow client takes it, holds no read snapshot between its
+    chunks: ravend's commit and a full checkpoint (TRUNCATE: no reader may be left on the
+    -wal) go through meanwhile, and the lines are still ``ravenctl export``'s, no row lost or
+    repeated where a chunk's edge falls among readings of one time."""
+    from ravend.store import SqliteStore
+    from ravend.web import queries as q
+    from tests.helpers.readings import T0, demand
+
+    db, conf = same_time_store(tmp_path)
+    monkeypatch.setattr(q, "CHUNK", 7)  # 6 readings a second: edges fall inside one time
+    store = SqliteStore(db, readonly=True, busy_timeout=5.0)  # as ravend-web opens it
+    lo, hi = T0, T0 + 200
+    lines = q.export_lines(store, "jsonl", None, None, lo, hi)
+    body = next(lines)  # the first 16 KiB, then the client pauses
+    assert 0 < body.count("\n") < 1200
+    writer = sqlite3.connect(db, timeout=0.5, isolation_level=None)
+    try:
+        sink = SqliteSink(db)  # ravend commits a reading meanwhile (outside the range)
+        sink.open()
+        sink.write([demand(10_000)], [])
+        sink.close()
+        busy, wal_frames, _done = writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        assert (busy, wal_frames) == (0, 0)
+    finally:
+        writer.close()
+    body += "".join(lines)
+    store.close()
+    export = run_program("ravend.cli.ravenctl", "export", "--config", str(conf), "--since",
+                         str(lo), "--until", str(hi), "--format", "jsonl")
+    assert export.returncode == 0, export.stderr
+    assert body.splitlines() == export.stdout.splitlines()
+    assert len(body.splitlines()) == 1200
+
+
+@pytest.mark.parametrize("rollup", [None, "hourly"])
+@pytest.mark.parametrize("meter", [None, "0x00135003009999cd"])
+def test_chunked_downloads_equal_one_query(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           rollup: str | None, meter: str | None) -> None:
+    """Any chunk size gives the lines of one query in (time, id) order, for one meter or all,
+    raw or rolled up (both meters share every hour: edges fall among rows of one hour)."""
+    from ravend.store import SqliteStore
+    from ravend.web import queries as q
+    from tests.helpers.readings import T0
+
+    db, conf = same_time_store(tmp_path, times=120, step=60)  # two hours
+    assert ravenctl.main(["purge", "--config", str(conf)]) == 0  # the hourly roll-ups
+    store = SqliteStore(db, readonly=True)
+    try:
+        lo, hi = T0 - 3600, T0 + 3 * 3600
+        whole = list(q.export_lines(store, "csv", rollup, meter, lo, hi))
+        monkeypatch.setattr(q, "CHUNK", 1)
+        assert list(q.export_lines(store, "csv", rollup, meter, lo, hi)) == whole
+        monkeypatch.setattr(q, "CHUNK", 5)
+        text = "".join(q.export_lines(store, "csv", rollup, meter, lo, hi))
+    finally:
+        store.close()
+    assert text == "".join(whole)
+    rows = [line.split(",") for line in text.splitlines()[1:]]
+    meters = 1 if meter else 2
+    if rollup is None:
+        assert len(rows) == 120 * 3 * meters
+    else:  # the three hours the two hours of readings touch, each meter's
+        assert [r[0] for r in rows].count("0x00135003009999cd") == 3
+        assert len(rows) == 3 * meters
+
+
+def web_pid(conf: Path) -> int:
+    """The ravend-web process serving ``conf`` (its command line names it)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"ravend.cli.web" in argv and str(conf).encode() in argv:
+            return int(proc.name)
+    raise AssertionError(f"no ravend-web of {conf}")
+
+
+def access_modes(pid: int, db: Path) -> list[int]:
+    """How the process holds the database file open: the O_ACCMODE of each descriptor (its
+    -wal and -shm aside: SQLite opens them read-write for every connection, read-only too)."""
+    modes = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+            info = (Path(f"/proc/{pid}/fdinfo") / fd.name).read_text()
+        except OSError:
+            continue  # closed meanwhile
+        if target == str(db):
+            modes.append(int(info.split("flags:")[1].split()[0], 8) & os.O_ACCMODE)
+    return modes
+
+
+def test_answers_while_the_store_is_purged(tmp_path: Path) -> None:
+    """``ravenctl purge`` (what ravend's maintenance does every purge_interval) deletes the
+    week's raw readings in small chunks and vacuums while ravend-web answers every view: every
+    answer 200 and whole, no "database is locked" anywhere, and ravend-web never opens the
+    store for writing, so it can never hold the write lock."""
+    _readings, db, conf = week_store(tmp_path)
+    before = sqlite3.connect(db).execute("SELECT COUNT(*) FROM readings").fetchone()[0]
+    purging = tmp_path / "purge.conf"  # a day of raw readings kept, in chunks of 50
+    purging.write_text(conf.read_text().replace(
+        "raw_days = 0", "raw_days = 1\npurge_chunk = 50\npurge_pause = 0.01"))
+    lo, hi = GAP[0] - 2 * 86400, GAP[1] + 86400
+    paths = ("meters", "now", "rollups?resolution=hourly&start=2025-03-06&end=2025-03-08",
+             f"report?start={MONDAY}&end={NEXT_MONDAY}",
+             f"readings?format=jsonl&start={lo}&end={hi}",
+             f"readings?rollup=hourly&format=csv&start={lo}&end={hi}", "device", "health")
+    with running_web(conf, tmp_path / "web.log") as url:
+        pid = web_pid(conf)
+        purge = subprocess.Popen(
+            [sys.executable, "-m", "ravend.cli.ravenctl", "purge", "--config", str(purging)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        answered = 0
+        try:
+            while purge.poll() is None:
+                for path in paths:
+                    reply = request(f"{url}/api/v1/{path}", timeout=20)
+                    assert reply.status == 200, (path, reply)
+                    if path.startswith("readings?format=jsonl"):
+                        assert all(json.loads(line) for line in reply.body.splitlines())
+                    elif path.startswith("readings"):
+                        assert reply.body.startswith(b"meter_mac,period_start,")
+                    else:
+                        assert isinstance(reply.json(), dict)
+                    answered += 1
+                modes = access_modes(pid, db)
+                assert modes and set(modes) == {os.O_RDONLY}, modes
+        finally:
+            out, err = purge.communicate(timeout=120)
+        assert purge.returncode == 0, err
+        assert answered >= len(paths), "the purge ended before one round of answers"
+        after = request(f"{url}/api/v1/readings?format=jsonl&start={lo}&end={hi}")
+        assert after.status == 200 and after.body == b""  # the purge did delete them
+    assert "deleted" in out, out
+    assert "locked" not in err + (tmp_path / "web.log").read_text()
+    assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM readings").fetchone()[0] < before

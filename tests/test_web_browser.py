@@ -5,7 +5,8 @@ The period views are checked against the store itself (the known week of tests/t
 with its 6-hour outage): each table row equals the stored roll-up. The live view runs on the
 real path (simulator with two meters -> ravend -> SQLite) and must show a new reading within
 2 s; the meter selector switches meters. Every view is screenshot at phone (390x844) and
-desktop (1366x900) sizes into $RAVEND_ARTIFACTS (else a temporary directory)."""
+desktop (1366x900) sizes into $RAVEND_ARTIFACTS (else a temporary directory), light and, with
+prefers-color-scheme: dark emulated through the DevTools protocol, dark (``*-dark.png``)."""
 
 from __future__ import annotations
 
@@ -84,6 +85,39 @@ def shoot(driver, artifacts: Path, name: str) -> None:
         "return document.documentElement.scrollWidth <= window.innerWidth + 1"), name
 
 
+def color_scheme(driver, scheme: str) -> None:
+    """Emulate prefers-color-scheme (``dark``, ``light``; ``""``: the browser's own)."""
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+        "features": [{"name": "prefers-color-scheme", "value": scheme}]})
+
+
+def lightness(driver) -> float:
+    """The page background's relative luminance (0 black .. 1 white), from its computed
+    style."""
+    rgb = driver.execute_script(
+        "return getComputedStyle(document.body).backgroundColor.match(/[0-9.]+/g).map(Number)")
+
+    def linear(c: float) -> float:
+        c /= 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(c) for c in rgb[:3])
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def shoot_dark(driver, artifacts: Path, name: str, url: str, ready: str) -> None:
+    """The view at ``url`` again in dark mode (drawn anew: the charts take their colours from
+    the page's when they draw), screenshot as ``name-dark``; light again afterwards."""
+    assert lightness(driver) > 0.8, name  # the light page that was just shot
+    color_scheme(driver, "dark")
+    try:
+        show(driver, url, ready)
+        assert lightness(driver) < 0.05, name
+        shoot(driver, artifacts, f"{name}-dark")
+    finally:
+        color_scheme(driver, "")
+
+
 def table(driver) -> list[list[str]]:
     rows = driver.find_elements(By.CSS_SELECTOR, "#table tbody tr")
     return [[c.text for c in r.find_elements(By.CSS_SELECTOR, "th, td")]
@@ -144,12 +178,16 @@ def test_period_views_show_the_stored_rollups(browser, week_url, artifacts, size
     assert "4 periods without any reading" in browser.find_element(By.ID, "totals").text
     assert browser.find_element(By.ID, "meter-choice").is_displayed() is False  # one meter
     shoot(browser, artifacts, f"day-{size}")
+    shoot_dark(browser, artifacts, f"day-{size}", f"{url}/#view=day&date=2025-03-06",
+               "day:2025-03-06")
     # Week (compared with the week before) and month: local days.
     show(browser, f"{url}/#view=week&date=2025-03-06&compare=1", "week:2025-03-03")
     check_rows(table(browser), stored(db, "rollup_daily", local("2025-03-03"),
                                       local("2025-03-10")))
     assert "The period before" in browser.find_element(By.ID, "totals").text
     shoot(browser, artifacts, f"week-{size}")
+    shoot_dark(browser, artifacts, f"week-{size}", f"{url}/#view=week&date=2025-03-06&compare=1",
+               "week:2025-03-03")
     show(browser, f"{url}/#view=month&date=2025-03-06", "month:2025-03-01")
     rows = table(browser)
     days = {r[0]: r for r in stored(db, "rollup_daily", local("2025-03-01"), local("2025-04-01"))}
@@ -161,6 +199,8 @@ def test_period_views_show_the_stored_rollups(browser, week_url, artifacts, size
         else:
             assert row[1] == UNKNOWN and "gap" in row[-1]
     shoot(browser, artifacts, f"month-{size}")
+    shoot_dark(browser, artifacts, f"month-{size}", f"{url}/#view=month&date=2025-03-06",
+               "month:2025-03-01")
     # Year: months, each the sum of its stored days.
     show(browser, f"{url}/#view=year&date=2025-03-06", "year:2025-01-01")
     rows = table(browser)
@@ -176,6 +216,8 @@ def test_period_views_show_the_stored_rollups(browser, week_url, artifacts, size
     shoot(browser, artifacts, f"year-empty-{size}")
     show(browser, f"{url}/#view=year&date=2025-03-06", "year:2025-01-01")
     shoot(browser, artifacts, f"year-{size}")
+    shoot_dark(browser, artifacts, f"year-{size}", f"{url}/#view=year&date=2025-03-06",
+               "year:2025-01-01")
 
 
 # --- the live view, the selector, Data and Device on the real path -------------------------
@@ -233,14 +275,18 @@ def test_live_view_and_meter_selector(browser, live_url, artifacts) -> None:
         browser.set_window_size(*SIZES[size])
         show(browser, f"{url}/#view=now&meter={second}", f"now:{second}")
         shoot(browser, artifacts, f"now-{size}")
+        shoot_dark(browser, artifacts, f"now-{size}", f"{url}/#view=now&meter={second}",
+                   f"now:{second}")
         show(browser, f"{url}/#view=data&meter={second}", "data")
         link = browser.find_element(By.ID, "download-csv").get_attribute("href")
         assert "/api/v1/readings?format=csv" in link and f"meter={second}" in link
         shoot(browser, artifacts, f"data-{size}")
+        shoot_dark(browser, artifacts, f"data-{size}", f"{url}/#view=data&meter={second}", "data")
         show(browser, f"{url}/#view=device", "device")
         text = browser.find_element(By.ID, "device-table").text
         assert "fw version" in text and first in text and second in text
         shoot(browser, artifacts, f"device-{size}")
+        shoot_dark(browser, artifacts, f"device-{size}", f"{url}/#view=device", "device")
 
 
 def test_every_view_renders_within_a_second(browser, week_url) -> None:
@@ -257,7 +303,8 @@ def test_screenshots_can_be_kept(artifacts) -> None:
     """RAVEND_KEEP_SCREENSHOTS=DIR copies this run's screenshots there (doc/screenshots)."""
     keep = os.environ.get("RAVEND_KEEP_SCREENSHOTS")
     shots = sorted(artifacts.glob("*.png"))
-    assert len(shots) >= 12
+    assert len(shots) >= 28
+    assert len([s for s in shots if s.name.endswith("-dark.png")]) == 14
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
         for shot in shots:

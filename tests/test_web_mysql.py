@@ -4,6 +4,8 @@ answers the same roll-ups, report and gaps as from SQLite, and the session refus
 
 from __future__ import annotations
 
+import json
+
 import MySQLdb
 import pytest
 
@@ -54,6 +56,24 @@ def test_mysql_rollups_report_and_gaps(mysql_week) -> None:
     assert now["meter_mac"] == readings[0].meter_mac and now["demand_kw"] is not None
     export = request(f"{url}/api/v1/readings?rollup=daily&start=2025-03-03&end=2025-03-05")
     assert export.status == 200 and len(export.body.decode().splitlines()) == 3
+
+
+def test_mysql_raw_download_of_one_meter_is_whole_and_in_order(mysql_week) -> None:
+    """Read in chunks of CHUNK rows keyed on (key_time, id): every reading once, in time
+    order, across the many chunk edges of a week."""
+    from ravend.web.queries import CHUNK
+
+    url, readings, _server, _database = mysql_week
+    mac = readings[0].meter_mac
+    times = [r.key_time for r in readings]
+    lo, hi = min(times), max(times) + 1
+    raw = request(f"{url}/api/v1/readings?format=jsonl&meter={mac}&start={lo}&end={hi}")
+    assert raw.status == 200, raw
+    got = [json.loads(line) for line in raw.body.splitlines()]
+    assert len(got) > 3 * CHUNK
+    assert [r["key_time"] for r in got] == sorted(r["key_time"] for r in got)
+    assert sorted((r["key_time"], r["kind"]) for r in got) == sorted(
+        (r.key_time, r.kind.value) for r in readings if r.meter_mac == mac)
 
 
 def test_the_read_only_session_refuses_writes(mysql_week) -> None:

@@ -15,11 +15,11 @@ import datetime as dt
 import json
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from ravend.export_rows import plain
 from ravend.plural import plural
 
 if TYPE_CHECKING:
@@ -35,8 +35,6 @@ CSV_COLUMNS = (
     "meter_mac", "day", "time_zone", "delivered_kwh", "received_kwh", "demand_avg_kw",
     "demand_max_kw", "cost", "export_credit", "net_cost", "currency", "gap_hours", "hours",
 )
-_DAILY = ("meter_mac, period_start, demand_samples, demand_avg_kw, demand_max_kw, delivered_kwh,"
-          " received_kwh, cost, export_credit, currency")
 
 
 def add_parser(sub: Any, config_args: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -110,37 +108,11 @@ def _open(args: argparse.Namespace, config: Config) -> Any:
     return SqliteStore(args.db or config.sqlite_path, readonly=True)
 
 
-def _dec(value: Any) -> Decimal | None:
-    return None if value is None else Decimal(str(value))
-
-
-def fetch(store: Any, periods: list[ru.Period], meter: str | None
-          ) -> tuple[dict[str, dict[int, rp.DailyRollup]], dict[str, set[int]]]:
-    """Daily roll-ups by meter and start, and the hours with a demand reading, by meter."""
-    from ravend import report as rp
-    from ravend import rollup as ru
-
-    lo, hi = periods[0].start, periods[-1].end
-    where = "period_start >= ? AND period_start < ?" + (" AND meter_mac = ?" if meter else "")
-    params: tuple[Any, ...] = (lo, hi, meter) if meter else (lo, hi)
-    daily: dict[str, dict[int, rp.DailyRollup]] = defaultdict(dict)
-    for mac, start, n, avg, peak, kwh_in, kwh_out, cost, credit, currency in store.rows(
-            f"SELECT {_DAILY} FROM rollup_daily WHERE {where}", params):
-        daily[mac][int(start)] = rp.DailyRollup(
-            int(n), _dec(avg), _dec(peak), _dec(kwh_in), _dec(kwh_out), _dec(cost),
-            _dec(credit), currency)
-    heard: dict[str, set[int]] = defaultdict(set)
-    for mac, start in store.rows(
-            f"SELECT meter_mac, period_start FROM rollup_hourly WHERE {where}"
-            " AND demand_samples > 0", (ru.hour_of(lo), *params[1:])):
-        heard[mac].add(int(start))
-    return daily, heard
-
-
 def run(args: argparse.Namespace, config: Config, now: float | None = None) -> int:
     from ravend import report as rp
     from ravend import rollup as ru
     from ravend.db import store_errors
+    from ravend.report_query import fetch
 
     now = time.time() if now is None else now
     tz = ru.zone(config.retention.time_zone)
@@ -176,39 +148,25 @@ def run(args: argparse.Namespace, config: Config, now: float | None = None) -> i
     return 0
 
 
-def _row(day: rp.Day) -> dict[str, Any]:
-    r = day.rollup
-    values: dict[str, Any] = {"meter_mac": day.meter_mac, "day": day.period.day,
-                              "time_zone": day.time_zone}
-    for name in ("delivered_kwh", "received_kwh", "demand_avg_kw", "demand_max_kw", "cost",
-                 "export_credit"):
-        values[name] = getattr(r, name) if r is not None else None
-    values["net_cost"] = day.net_cost
-    values["currency"] = r.currency if r is not None else None
-    values["gap_hours"] = day.gap_hours
-    values["hours"] = day.hours
-    return values
-
-
 def print_csv(reports: dict[str, list[rp.Day]]) -> None:
+    from ravend import report as rp
+
     writer = csv.writer(sys.stdout)
     writer.writerow(CSV_COLUMNS)
     for days in reports.values():
         for day in days:
-            row = _row(day)
-            writer.writerow(["" if row[c] is None else _plain(row[c]) for c in CSV_COLUMNS])
-
-
-def _plain(value: Any) -> Any:
-    return format(value, "f") if isinstance(value, Decimal) else value
+            row = rp.row(day)
+            writer.writerow(["" if row[c] is None else plain(row[c]) for c in CSV_COLUMNS])
 
 
 def print_json(reports: dict[str, list[rp.Day]]) -> None:
     """A JSON array, one day per line; decimals as JSON numbers written exactly as stored."""
+    from ravend import report as rp
+
     lines = []
     for days in reports.values():
         for day in days:
-            row = _row(day)
+            row = rp.row(day)
             parts = [f"{json.dumps(k)}: "
                      + (format(v, "f") if isinstance(v, Decimal) else json.dumps(v))
                      for k, v in row.items()]

@@ -12,22 +12,14 @@ import csv
 import json
 import sys
 from collections.abc import Callable
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from ravend.config import Config
-from ravend.timetext import iso_utc
+from ravend.export_rows import json_line, reading_values, rollup_columns, rollup_values
 
 NAMES = frozenset({"db", "purge"})
 EX_FAILED = 1
-
-ROLLUP_OUT = (
-    "meter_mac", "period_start", "period_end", "demand_samples", "demand_avg_kw",
-    "demand_min_kw", "demand_max_kw", "delivered_kwh", "received_kwh", "energy_seconds",
-    "counter_resets", "cost", "export_credit", "currency",
-)
-
 
 def add_parsers(sub: Any, config_args: Callable[[argparse.ArgumentParser], None]) -> None:
     db = sub.add_parser(
@@ -174,20 +166,10 @@ def cmd_purge(args: argparse.Namespace, config: Config) -> int:
     return status
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    return value
-
-
-def _iso(ts: int) -> str:
-    return iso_utc(ts, "%Y-%m-%dT%H:%M:%SZ")
-
-
 def export_rollups(args: argparse.Namespace, config: Config, since: float | None,
                    until: float | None) -> int:
     table = f"rollup_{args.rollup}"
-    columns = ROLLUP_OUT + (("day", "time_zone") if args.rollup == "daily" else ())
+    columns = rollup_columns(args.rollup)
     where = []
     params: list[Any] = []
     if since is not None:
@@ -223,15 +205,11 @@ def export_rollups(args: argparse.Namespace, config: Config, since: float | None
         if writer is not None:
             writer.writerow(columns)
         for row in cur:
-            values = [_plain(v) for v in row]
-            values[1], values[2] = _iso(values[1]), _iso(values[2])
-            day = columns.index("day") if args.rollup == "daily" else -1
-            if day >= 0 and not isinstance(values[day], str):
-                values[day] = values[day].isoformat()
+            values = rollup_values(row, args.rollup == "daily")
             if writer is not None:
                 writer.writerow(["" if v is None else v for v in values])
             else:
-                out.write(_json_line(columns, values) + "\n")
+                out.write(json_line(columns, values) + "\n")
     finally:
         with contextlib.suppress(Exception):
             conn.close()
@@ -269,8 +247,7 @@ def export_mysql_readings(args: argparse.Namespace, config: Config, since: float
         if writer is not None:
             writer.writerow(READING_COLUMNS)
         for row in cur:
-            # DECIMAL columns (value, scale) as the floats SQLite holds: one export either way.
-            values = [float(v) if isinstance(v, Decimal) else v for v in row]
+            values = reading_values(row)
             if writer is not None:
                 writer.writerow(values)
             else:
@@ -281,14 +258,3 @@ def export_mysql_readings(args: argparse.Namespace, config: Config, since: float
             conn.close()
     return 0
 
-
-def _json_line(columns: tuple[str, ...], values: list[Any]) -> str:
-    """Decimal values as JSON numbers written exactly as stored (no float rounding)."""
-    parts = []
-    for name, value in zip(columns, values, strict=True):
-        if name.endswith(("_kw", "_kwh", "cost", "_credit")) and value is not None:
-            encoded = str(value)
-        else:
-            encoded = json.dumps(value)
-        parts.append(f"{json.dumps(name)}: {encoded}")
-    return "{" + ", ".join(parts) + "}"

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs
 
 from ravend.db import store_errors
 from ravend.web import api
-from ravend.web.auth import BasicAuth
+from ravend.web.auth import BasicAuth, TooManyFailures
 
 log = logging.getLogger("ravend.web")
 
@@ -39,8 +39,8 @@ SECURITY_HEADERS = [
     ("Cross-Origin-Resource-Policy", "same-origin"),
 ]
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-           405: "Method Not Allowed", 421: "Misdirected Request", 500: "Internal Server Error",
-           503: "Service Unavailable"}
+           405: "Method Not Allowed", 421: "Misdirected Request", 429: "Too Many Requests",
+           500: "Internal Server Error", 503: "Service Unavailable"}
 #: The names a browser on this machine reaches ravend-web by without a password.
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -87,13 +87,27 @@ class App:
             answer = api.json_answer({"error": f"{method} is not allowed: ravend-web only"
                                       " reads"}, 405)
             answer.headers.append(("Allow", "GET, HEAD"))
-        elif self.auth is not None and not self.auth.check(environ.get("HTTP_AUTHORIZATION")):
-            answer = api.json_answer({"error": "a user name and password are needed"}, 401)
-            answer.headers.append(("WWW-Authenticate",
-                                   f'Basic realm="{self.auth.realm}", charset="UTF-8"'))
+        elif self.auth is not None and (refused := self.refused(environ)) is not None:
+            answer = refused
         else:
             answer = self.route(path, environ.get("QUERY_STRING", ""))
         return self.respond(answer, start_response, head=method == "HEAD")
+
+    def refused(self, environ: dict[str, Any]) -> api.Answer | None:
+        """None when the request's user and password pass; else 401, or 429 for a client
+        address that gave too many wrong ones lately (auth.FailureLimit)."""
+        assert self.auth is not None
+        try:
+            if self.auth.check(environ.get("HTTP_AUTHORIZATION"), environ.get("REMOTE_ADDR", "")):
+                return None
+        except TooManyFailures as exc:
+            answer = api.json_answer({"error": f"{exc}"}, 429)
+            answer.headers.append(("Retry-After", str(exc.retry_after)))
+            return answer
+        answer = api.json_answer({"error": "a user name and password are needed"}, 401)
+        answer.headers.append(("WWW-Authenticate",
+                               f'Basic realm="{self.auth.realm}", charset="UTF-8"'))
+        return answer
 
     def route(self, path: str, query: str) -> api.Answer:
         handler = api.ROUTES.get(path.rstrip("/") if path != "/" else path)

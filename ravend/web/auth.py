@@ -5,6 +5,12 @@ takes a password file, or ``auth = none`` said in so many words; ``policy`` give
 ravend-web refuses to start with otherwise. A bcrypt check costs a quarter of a second by
 design, so a password that passed is remembered (as a keyed digest, never in clear) and the
 next request of the same browser is not slowed.
+
+That cost must not tell anything either: a user name that is not in the file is checked
+against a stand-in hash of the same cost, so it takes as long as a wrong password and names
+cannot be probed by timing. And it must not be had for free: ``FailureLimit`` stops a client
+address after ``FAILURES`` wrong passwords within ``WINDOW`` seconds (429, Retry-After), without
+running bcrypt, so guessing goes at a few words a minute rather than at all the CPU's speed.
 """
 
 from __future__ import annotations
@@ -13,8 +19,13 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import logging
+import math
 import os
+import re
 import threading
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ravend.config import ConfigError
@@ -22,6 +33,8 @@ from ravend.config_values import split_listen
 
 if TYPE_CHECKING:
     from ravend.config import WebConfig
+
+log = logging.getLogger("ravend.web")
 
 
 def is_loopback(host: str) -> bool:
@@ -75,18 +88,106 @@ def read_password_file(path: str) -> dict[str, bytes]:
     return users
 
 
+#: Wrong passwords a client address may give within WINDOW seconds before it must wait.
+FAILURES = 10
+WINDOW = 60.0
+#: Client addresses the limiter remembers at most (the oldest go first): bounded memory
+#: whatever the number of addresses that try.
+MAX_CLIENTS = 4096
+
+
+class TooManyFailures(Exception):
+    """This client gave too many wrong passwords: refused without a check for ``retry_after``
+    seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many wrong passwords: try again in {retry_after} s")
+        self.retry_after = retry_after
+
+
+class FailureLimit:
+    """Wrong passwords per client address in a fixed window: the window opens at a client's
+    first failure and, while it is open, the FAILURES-th failure shuts the client out until it
+    closes. At most ``max_clients`` addresses are kept (the oldest window dropped first), so a
+    flood of addresses costs bounded memory; a dropped one merely starts afresh."""
+
+    def __init__(self, failures: int = FAILURES, window: float = WINDOW,
+                 max_clients: int = MAX_CLIENTS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.failures = failures
+        self.window = window
+        self.max_clients = max_clients
+        self.clock = clock
+        self._clients: dict[str, tuple[float, int]] = {}  # address -> (window start, failures)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def wait(self, client: str) -> int:
+        """Seconds this client must wait before its next check; 0: it may try now."""
+        now = self.clock()
+        with self._lock:
+            entry = self._clients.get(client)
+            if entry is None:
+                return 0
+            start, count = entry
+            if now - start >= self.window:
+                del self._clients[client]
+                return 0
+            return math.ceil(start + self.window - now) if count >= self.failures else 0
+
+    def failed(self, client: str) -> None:
+        now = self.clock()
+        with self._lock:
+            start, count = self._clients.pop(client, (now, 0))
+            if now - start >= self.window:
+                start, count = now, 0
+            if len(self._clients) >= self.max_clients:
+                self._expire(now)
+            while len(self._clients) >= self.max_clients:
+                del self._clients[next(iter(self._clients))]  # the oldest entry
+            self._clients[client] = (start, count + 1)  # newest last
+
+    def _expire(self, now: float) -> None:
+        for client in [c for c, (start, _n) in self._clients.items()
+                       if now - start >= self.window]:
+            del self._clients[client]
+
+
+_COST = re.compile(rb"^\$2[aby]\$(\d\d)\$")
+
+
+def cost_of(hashed: bytes) -> int:
+    """The work factor (log2 rounds) of a bcrypt hash; 12, bcrypt's default, if unreadable."""
+    m = _COST.match(hashed)
+    return int(m.group(1)) if m else 12
+
+
 class BasicAuth:
     """Checks an Authorization header against the password file's bcrypt hashes."""
 
     realm = "ravend"
 
-    def __init__(self, users: dict[str, bytes]) -> None:
+    def __init__(self, users: dict[str, bytes], limit: FailureLimit | None = None) -> None:
+        import bcrypt
+
         self.users = users
+        self.limit = FailureLimit() if limit is None else limit  # (an empty one is falsy)
         self._key = os.urandom(32)
         self._passed: set[bytes] = set()
         self._lock = threading.Lock()
+        # What an unknown user name is checked against: a hash of a random password that no
+        # one knows, as costly as the dearest hash of the file.
+        rounds = max(cost_of(h) for h in users.values()) if users else 12
+        self._stand_in = bcrypt.hashpw(os.urandom(16).hex().encode(),
+                                       bcrypt.gensalt(rounds=rounds))
 
-    def check(self, header: str | None) -> bool:
+    def check(self, header: str | None, client: str = "") -> bool:
+        """Whether the header carries a user and password of the file; TooManyFailures when
+        ``client`` (its address) must wait first. A password that passed before is accepted
+        even then: the limit is on guesses, not on the household's browsers behind the same
+        address."""
         if not header or not header.startswith("Basic "):
             return False
         try:
@@ -94,16 +195,25 @@ class BasicAuth:
             user, sep, password = pair.partition(":")
         except (ValueError, UnicodeDecodeError):
             return False
-        hashed = self.users.get(user)
-        if not sep or hashed is None:
+        if not sep:
             return False
+        known = self.users.get(user)
+        hashed = self._stand_in if known is None else known
         token = hmac.new(self._key, hashed + b"\0" + password.encode(), hashlib.sha256).digest()
         with self._lock:
-            if token in self._passed:
+            if known is not None and token in self._passed:
                 return True
+        wait = self.limit.wait(client)
+        if wait:
+            raise TooManyFailures(wait)
         import bcrypt
 
-        if not bcrypt.checkpw(password.encode(), hashed):
+        # Checked for an unknown name too, against the stand-in: the same cost either way.
+        if not bcrypt.checkpw(password.encode(), hashed) or known is None:
+            self.limit.failed(client)
+            if self.limit.wait(client):
+                log.warning("%s: %d wrong passwords within %.0f s: refused for a while (429)",
+                            client or "a client", self.limit.failures, self.limit.window)
             return False
         with self._lock:
             if len(self._passed) > 1000:

@@ -31,7 +31,7 @@ END = _param("end", _TIME, "end of the range (exclusive; default: the end of tod
 
 _ERROR = {"description": "what was wrong", "content": {"application/json": {"schema": {
     "$ref": "#/components/schemas/Error"}}}}
-_ERRORS = {"400": _ERROR, "401": _ERROR, "421": _ERROR, "503": _ERROR}
+_ERRORS = {"400": _ERROR, "401": _ERROR, "421": _ERROR, "429": _ERROR, "503": _ERROR}
 
 _ENERGY = {"type": ["object", "null"], "required": ["delivered_kwh", "received_kwh", "cost"],
            "properties": {"delivered_kwh": _NUM, "received_kwh": _NUM, "cost": _NUM,

@@ -8,7 +8,9 @@ report`` counts them (``ravend.report``). Nothing here writes.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import json
 from collections.abc import Iterator
 from decimal import Decimal
@@ -17,7 +19,10 @@ from typing import Any
 
 from ravend import report as rp
 from ravend import rollup as ru
+from ravend.db import READING_COLUMNS
+from ravend.export_rows import json_line, reading_values, rollup_columns, rollup_values
 from ravend.protocol.model import Kind
+from ravend.report_query import fetch
 from ravend.store import Store
 from ravend.web.jsontext import dec
 
@@ -219,8 +224,6 @@ def rollups(store: Store, meter: str, resolution: str, lo: int, hi: int, tz: dt.
 def report(store: Store, meter: str | None, days: list[ru.Period], tz: dt.tzinfo,
            at: float) -> list[dict[str, Any]]:
     """``ravenctl report``'s days (its own queries and rows), with each meter's totals."""
-    from ravend.cli.report_command import _row, fetch
-
     if not days:
         return []
     daily, heard = fetch(store, days, meter)
@@ -228,7 +231,7 @@ def report(store: Store, meter: str | None, days: list[ru.Period], tz: dt.tzinfo
     for mac in sorted(set(daily) | set(heard)):
         rows = rp.days(mac, days, ru.zone_name(tz), daily.get(mac, {}), heard.get(mac, ()), at)
         t = rp.totals(rows)
-        out.append({"meter_mac": mac, "days": [_row(d) for d in rows],
+        out.append({"meter_mac": mac, "days": [rp.row(d) for d in rows],
                     "totals": {"delivered_kwh": t.delivered_kwh, "received_kwh": t.received_kwh,
                                "demand_avg_kw": t.demand_avg_kw,
                                "demand_max_kw": t.demand_max_kw, "cost": t.cost,
@@ -237,53 +240,66 @@ def report(store: Store, meter: str | None, days: list[ru.Period], tz: dt.tzinfo
     return out
 
 
+#: Rows per query of a download. Each chunk is its own short read, so that a download taking
+#: minutes (a slow client, a year of readings) never holds one read snapshot meanwhile: on a
+#: SQLite WAL store that would stop ravend's checkpoints and grow the -wal file.
+CHUNK = 2000
+
+
+def chunks(store: Store, table: str, columns: tuple[str, ...], keys: tuple[str, str],
+           where: str, params: list[Any]) -> Iterator[list[tuple[Any, ...]]]:
+    """The rows of ``table`` matching ``where``, ordered by ``keys`` (a unique pair, the
+    first indexed), CHUNK at a time: each query starts just after the last row the one before
+    gave (the same first key and a greater second, or a greater first), so rows that share
+    the first key (readings of one time) are neither lost nor repeated at a chunk's edge,
+    whatever is written or purged meanwhile."""
+    first, second = keys
+    picked = columns + tuple(k for k in keys if k not in columns)
+    at = (picked.index(first), picked.index(second))
+    sql = f"SELECT {', '.join(picked)} FROM {table} WHERE {where}"
+    order = f" ORDER BY {first}, {second} LIMIT ?"
+    rows = store.rows(sql + order, [*params, CHUNK])
+    while rows:
+        yield [r[:len(columns)] for r in rows]
+        if len(rows) < CHUNK:
+            return
+        last = rows[-1]
+        rows = store.rows(sql + f" AND {first} >= ? AND ({first} > ? OR {second} > ?)" + order,
+                          [*params, last[at[0]], last[at[0]], last[at[1]], CHUNK])
+
+
 def export_lines(store: Store, fmt: str, rollup: str | None, meter: str | None, lo: int,
                  hi: int) -> Iterator[str]:
     """``ravenctl export``'s lines for a range: raw readings, or hourly or daily roll-ups;
     CSV (with its header) or JSON lines, the same columns and values."""
-    import csv
-    import io
-
-    from ravend.cli.store_commands import ROLLUP_OUT, _iso, _json_line, _plain
-    from ravend.db import READING_COLUMNS
-
     if rollup:
-        columns: tuple[str, ...] = ROLLUP_OUT + (("day", "time_zone") if rollup == "daily" else ())
-        sql = (f"SELECT {', '.join(columns)} FROM rollup_{rollup} WHERE period_start >= ?"
-               " AND period_start < ?")
-        order = " ORDER BY period_start, meter_mac"
+        columns = rollup_columns(rollup)
+        table, keys = f"rollup_{rollup}", ("period_start", "meter_mac")
     else:
         columns = READING_COLUMNS
-        sql = f"SELECT {', '.join(columns)} FROM readings WHERE key_time >= ? AND key_time < ?"
-        order = " ORDER BY key_time, id"
+        table, keys = "readings", ("key_time", "id")
+    where = f"{keys[0]} >= ? AND {keys[0]} < ?"
     params: list[Any] = [lo, hi]
     if meter:
-        sql += " AND meter_mac = ?"
+        # Unary +: walk the time index and skip other meters' rows, never the meter's whole
+        # history sorted again for every chunk.
+        where += " AND +meter_mac = ?"
         params.append(meter)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     if fmt == "csv":
         writer.writerow(columns)
-    cur = store.execute(sql + order, params)
-    try:
-        for row in cur:
-            if rollup:
-                values = [_plain(v) for v in row]
-                values[1], values[2] = _iso(values[1]), _iso(values[2])
-                if rollup == "daily" and not isinstance(values[-2], str):
-                    values[-2] = values[-2].isoformat()
-            else:
-                values = [float(v) if isinstance(v, Decimal) else v for v in row]
+    for chunk in chunks(store, table, columns, keys, where, params):
+        for row in chunk:
+            values = rollup_values(row, rollup == "daily") if rollup else reading_values(row)
             if fmt == "csv":
                 writer.writerow(["" if v is None else v for v in values])
             elif rollup:
-                buffer.write(_json_line(columns, values) + "\n")
+                buffer.write(json_line(columns, values) + "\n")
             else:
                 buffer.write(json.dumps(dict(zip(columns, values, strict=True))) + "\n")
             if buffer.tell() > 16384:
                 yield buffer.getvalue()
                 buffer.seek(0)
                 buffer.truncate()
-        yield buffer.getvalue()
-    finally:
-        cur.close()
+    yield buffer.getvalue()
