@@ -12,13 +12,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-import socketserver
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from ravend.config import ConfigError
 from ravend.config_values import split_listen
@@ -26,6 +23,7 @@ from ravend.protocol.model import Kind, Reading
 
 if TYPE_CHECKING:
     from ravend.device import DeviceSession
+    from ravend.metrics_http import ScrapeServer
     from ravend.runtime.supervisor import Supervisor
     from ravend.sinks.worker import SinkWorker
 
@@ -40,9 +38,6 @@ class DispatcherView(Protocol):
     readings: int
     last: dict[str, Reading]
     latest: dict[tuple[str, Kind], Reading]
-
-#: A scrape that has not sent its request within this time is dropped (its thread ends).
-REQUEST_TIMEOUT = 10.0
 
 
 def prometheus() -> Any:
@@ -165,38 +160,6 @@ class ServiceCollector:
         yield from families.values()
 
 
-class _QuietHandler(WSGIRequestHandler):
-    """One journal line per scrape would drown the lines that matter."""
-
-    timeout = REQUEST_TIMEOUT
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-class _Server(socketserver.ThreadingMixIn, WSGIServer):
-    daemon_threads = True  # a stuck scrape must not hold up the stop
-    # Two ravends on one port would split the scrapes between them: let the second fail.
-    allow_reuse_port = False
-
-    def __init__(self, address: tuple[Any, ...], family: socket.AddressFamily) -> None:
-        self.address_family = family  # read by TCPServer.__init__ when it makes the socket
-        super().__init__(address, _QuietHandler)
-
-    def server_bind(self) -> None:
-        """HTTPServer's bind, without its reverse DNS lookup of the address, which stalls the
-        start where DNS is down."""
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
-        self.setup_environ()
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        """A scraper that hangs up mid-answer is not ravend's fault: a debug line, not the
-        traceback socketserver prints."""
-        log.debug("metrics: request from %s failed: %s", client_address, sys.exc_info()[1])
-
-
 class MetricsServer:
     """The HTTP endpoint over a private registry. A port that cannot be had is logged once and
     readings go on being stored: metrics are never a reason to stop logging."""
@@ -209,7 +172,7 @@ class MetricsServer:
         self.registry = client.CollectorRegistry(auto_describe=False)
         self.registry.register(ServiceCollector(dispatcher, device, supervisor=supervisor))
         self._app = client.make_wsgi_app(self.registry)
-        self._httpd: _Server | None = None
+        self._httpd: ScrapeServer | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
 
@@ -231,11 +194,14 @@ class MetricsServer:
 
     def bind(self) -> bool:
         """Listen; False (logged once) when the address cannot be had."""
+        # Here, not at the top: the HTTP server's imports cost ~2 MiB (ravend.metrics_http).
+        from ravend.metrics_http import ScrapeServer
+
         host, port = split_listen(self.listen)
         try:
             family, _, _, _, sockaddr = socket.getaddrinfo(
                 host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-            self._httpd = _Server(sockaddr, family)
+            self._httpd = ScrapeServer(sockaddr, family)
         except OSError as exc:
             self.error = f"cannot listen on {self.listen}: {exc.strerror or exc}"
             log.error("metrics: %s; no metrics until ravend is restarted"

@@ -189,6 +189,27 @@ def test_ipv6_endpoint_serves_and_stops_at_once(capsys: pytest.CaptureFixture[st
     assert capsys.readouterr().err == ""  # no traceback, no line per request
 
 
+#: What the HTTP server behind an endpoint pulls in (wsgiref -> http.server, http.client, email,
+#: ssl): about 2 MiB of RSS, for nothing in a ravend that serves no metrics (bench row rss).
+HTTP_SERVER_MODULES = ("ravend.metrics_http", "wsgiref", "http.server", "http.client", "email",
+                       "ssl")
+
+
+def test_ravend_without_an_endpoint_loads_no_http_server() -> None:
+    """ravend's CLI imports the service and ravend.metrics at the top; the HTTP server's modules
+    wait until an endpoint is bound (ravend.metrics_http)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys, ravend.cli.ravend; print(*sorted(sys.modules))"],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    names = set(proc.stdout.split())
+    assert {"ravend.service", "ravend.metrics"} <= names  # the check is about what they pull in
+    loaded = sorted(n for n in names
+                    if any(n == m or n.startswith(m + ".") for m in HTTP_SERVER_MODULES))
+    assert loaded == []
+
+
 def test_missing_prometheus_client_is_one_config_error(tmp_path: Path) -> None:
     """Configured but not installed: exit 78 and one line naming the Debian package."""
     shadow = tmp_path / "shadow" / "prometheus_client"
