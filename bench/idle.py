@@ -38,7 +38,6 @@ import argparse
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -56,7 +55,7 @@ for _p in (ROOT,):
         sys.path.insert(0, str(_p))
 
 from bench.core import DEBIAN_PYTHON  # noqa: E402
-from bench.processes import debian_env, free_port, wait_until  # noqa: E402
+from bench.processes import debian_env, free_port, terminate, wait_until  # noqa: E402
 from ravend.protocol.model import Kind  # noqa: E402
 from ravend.simulator import MeterSimulator  # noqa: E402
 from tests.helpers import servers  # noqa: E402  (private Mosquitto and SecantusDB)
@@ -234,13 +233,7 @@ class _Process:
         return ""
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 15)
 
 
 def _sqlite_count(db: Path, conn: Any = None) -> int:

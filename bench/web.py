@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import signal
 import sqlite3
 import subprocess
 import time
@@ -32,7 +31,7 @@ from typing import Any
 
 from bench import yearstore
 from bench.core import DEBIAN_PYTHON, Context
-from bench.processes import Ravend, debian_env, free_port, rss_kib, wait_until
+from bench.processes import Ravend, debian_env, free_port, rss_kib, terminate, wait_until
 from bench.yearstore import ROOT
 
 #: Each endpoint is asked at least this many times, in turn with the others, and for at least
@@ -96,12 +95,7 @@ def running_web(config: Path, log_path: Path) -> Iterator[Web]:
                 time.sleep(0.1)
         yield Web(base, proc.pid)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc)
 
 
 def paths(store: yearstore.YearStore) -> dict[str, str]:
@@ -175,13 +169,7 @@ class Writer:
     def stop(self) -> None:
         if self.ravend is not None:
             self.ravend.stop()
-        if self.sim.poll() is None:
-            self.sim.send_signal(signal.SIGTERM)
-            try:
-                self.sim.wait(10)
-            except subprocess.TimeoutExpired:
-                self.sim.kill()
-                self.sim.wait()
+        terminate(self.sim)
         self._sim_log.close()
 
 

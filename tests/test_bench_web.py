@@ -1,6 +1,6 @@
-"""The web bench rows' assumptions (bench/web.py, bench/browser.py), checked without running them:
-the writer's meter must not become the pages' default meter, and every view the page has must
-be among those whose first render is timed."""
+"""The web bench rows' assumptions (bench/web.py, bench/browser.py), checked without running
+them: the writer's meter must not become the pages' default meter, and every view the page has
+must be among those whose first render is timed."""
 
 from __future__ import annotations
 
