@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Idle cost at the real rate: ravend, ravend-repeater and ravend-mongo-ingest, measured at once.
+"""Idle cost at the real rate: ravend, its repeater, mongo-ingest and ravend-web, measured at once.
 
     bench/idle.py            a 180 s window (the issue's minimum of 3 minutes)
     bench/idle.py --quick    a 30 s window (labelled as such: few wake-ups to average)
@@ -9,7 +9,9 @@ The whole chain runs as it would at home: the meter simulator on a pty at speed 
 defaults: a demand every 8 s, a price every 90 s, a message every 120 s, a summation every
 240 s), ravend on it with its default SQLite store and a control socket, ravend-repeater
 publishing that store to a private Mosquitto, and ravend-mongo-ingest storing what it publishes
-in a private SecantusDB (tests/helpers/servers.py). Every process runs on Debian's
+in a private SecantusDB (tests/helpers/servers.py), and ravend-web on a free loopback port
+serving that store with no page open (asked once for its health when it starts, never in the
+window: idle is the dashboard nobody is looking at). Every process runs on Debian's
 interpreter, as the package runs them. After a settling time (start-up commands, first connections,
 the first readings through to MongoDB) the bench reads, for each process and each of its threads:
 
@@ -36,7 +38,6 @@ import argparse
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -54,7 +55,7 @@ for _p in (ROOT,):
         sys.path.insert(0, str(_p))
 
 from bench.core import DEBIAN_PYTHON  # noqa: E402
-from bench.processes import debian_env, wait_until  # noqa: E402
+from bench.processes import debian_env, free_port, terminate, wait_until  # noqa: E402
 from ravend.protocol.model import Kind  # noqa: E402
 from ravend.simulator import MeterSimulator  # noqa: E402
 from tests.helpers import servers  # noqa: E402  (private Mosquitto and SecantusDB)
@@ -65,9 +66,9 @@ WINDOW_FULL, WINDOW_QUICK = 180.0, 30.0
 #: From the last process's start to the window's start.
 SETTLE_FULL, SETTLE_QUICK = 20.0, 8.0
 #: The processes, in the order they start and are reported.
-NAMES = ("ravend", "ravend-repeater", "ravend-mongo-ingest")
+NAMES = ("ravend", "ravend-repeater", "ravend-mongo-ingest", "ravend-web")
 _MODULES = {"ravend": "ravend.cli.ravend", "ravend-repeater": "ravend.cli.repeater",
-            "ravend-mongo-ingest": "ravend.cli.mongo_ingest"}
+            "ravend-mongo-ingest": "ravend.cli.mongo_ingest", "ravend-web": "ravend.cli.web"}
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 #: Runs ``-m MODULE ARGS`` with every new thread's Python name given to the OS (PR_SET_NAME).
@@ -208,12 +209,12 @@ class IdleRun:
 
 
 class _Process:
-    def __init__(self, name: str, config: Path, work: Path) -> None:
+    def __init__(self, name: str, config: Path, work: Path, *args: str) -> None:
         self.name = name
         self.log_path = work / f"{name}.log"
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [DEBIAN_PYTHON, "-c", _LAUNCHER, _MODULES[name], "--config", str(config)],
+                [DEBIAN_PYTHON, "-c", _LAUNCHER, _MODULES[name], "--config", str(config), *args],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env={**debian_env(), "PYTHONUNBUFFERED": "1"}, cwd=ROOT)
 
@@ -232,13 +233,7 @@ class _Process:
         return ""
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 15)
 
 
 def _sqlite_count(db: Path, conn: Any = None) -> int:
@@ -250,6 +245,17 @@ def _sqlite_count(db: Path, conn: Any = None) -> int:
         return int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM readings").fetchone()[0])
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as c:
         return _sqlite_count(db, c)
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            answer.read()
+        return True
+    except OSError:
+        return False
 
 
 def measure(quick: bool, work: Path, log: Callable[[str], None]) -> IdleRun:
@@ -279,8 +285,13 @@ def measure(quick: bool, work: Path, log: Callable[[str], None]) -> IdleRun:
         if not wait_until(lambda: db.exists() and _sqlite_count(db) > 0, 60, 0.2):
             procs["ravend"].check()
             raise RuntimeError(f"ravend stored nothing in 60 s: {procs['ravend'].log_tail()}")
-        for name in NAMES[1:]:
+        for name in NAMES[1:3]:
             procs[name] = _Process(name, config, work)
+        web = f"127.0.0.1:{free_port()}"
+        procs["ravend-web"] = _Process("ravend-web", config, work, "--listen", web)
+        if not wait_until(lambda: _answers(f"http://{web}/api/v1/health"), 30, 0.2):
+            procs["ravend-web"].check()
+            raise RuntimeError(f"ravend-web did not answer: {procs['ravend-web'].log_tail()}")
         client = pymongo.MongoClient(mongo.uri, serverSelectionTimeoutMS=10_000)
         coll = client["bench"]["readings"]
         started = time.monotonic()
@@ -290,7 +301,7 @@ def measure(quick: bool, work: Path, log: Callable[[str], None]) -> IdleRun:
             raise RuntimeError("no reading reached MongoDB within 60 s: "
                                + "; ".join(f"{p.name}: {p.log_tail(3)}" for p in procs.values()))
         log(f"idle: chain up (meter -> ravend -> SQLite -> repeater -> broker -> ingest ->"
-            f" SecantusDB); settling {settle:g} s")
+            f" SecantusDB; ravend-web on {web}); settling {settle:g} s")
         import sqlite3
 
         reader = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)  # closed after

@@ -309,16 +309,31 @@ def idle_ingest_wakeups(ctx: Context) -> Result:
     return _idle_wakeups(ctx, "ravend-mongo-ingest")
 
 
+@row("idle-web-cpu", "idle, real rate: ravend-web CPU", "% core", Target("<=", 0.2))
+def idle_web_cpu(ctx: Context) -> Result:
+    return _idle_cpu(ctx, "ravend-web")
+
+
+@row("idle-web-wake", "  ravend-web wake-ups", "/s", Target("<=", 2))
+def idle_web_wakeups(ctx: Context) -> Result:
+    return _idle_wakeups(ctx, "ravend-web")
+
+
 # --- 9. ravenctl on a year of one home's readings (bench/storecmds.py, bench/yearstore.py) -------
+
+
+def _store_size(store: Any) -> str:
+    """"365 days, 4.2M readings": the year store a row ran on."""
+    n = store.readings
+    return f"{store.days} days, " + (f"{n / 1e6:.1f}M readings" if n >= 10**6
+                                      else f"{n:,} readings")
 
 
 def _store_cmd(ctx: Context, key: str, what: str, sized: bool = False) -> Result:
     from bench import storecmds
 
     run = ctx.once("storecmds", lambda: storecmds.measure(ctx))
-    n = run.store.readings
-    size = f"{n / 1e6:.1f}M readings" if n >= 10**6 else f"{n:,} readings"
-    return Result(run.seconds[key], what=f"{what} ({run.store.days} days, {size})" if sized
+    return Result(run.seconds[key], what=f"{what} ({_store_size(run.store)})" if sized
                   else what, detail=run.detail(key))
 
 
@@ -367,16 +382,24 @@ def _web(ctx: Context) -> Any:
     return ctx.once("web", lambda: web.measure(ctx))
 
 
-@row("web-api-p95", "ravend-web: every API answer, p95", "s", Target("<=", 0.05))
+@row("web-api-p95", "ravend-web: every API answer, p95, ravend writing", "s",
+     Target("<=", 0.05))
 def web_api_p95(ctx: Context) -> Result:
     run = _web(ctx)
-    n = run.store.readings
-    size = f"{n / 1e6:.1f}M readings" if n >= 10**6 else f"{n:,} readings"
-    return Result(run.p95(), what=f"ravend-web: every API answer, p95 ({run.store.days} days,"
-                  f" {size})", detail=run.detail())
+    return Result(run.p95(), what=f"ravend-web: every API answer, p95, ravend writing"
+                  f" ({_store_size(run.store)})", detail=run.detail())
 
 
 @row("web-rss", "  ravend-web resident memory after them", "MiB", Target("<=", 40))
 def web_rss(ctx: Context) -> Result:
     return Result(_web(ctx).rss_mib)
 
+
+@row("web-render", "ravend-web: slowest view's first render, Chromium", "s", Target("<=", 1))
+def web_render(ctx: Context) -> Result:
+    from bench import browser
+
+    run = ctx.once("browser", lambda: browser.measure(ctx))
+    return Result(run.median(run.slowest()), what=f"ravend-web: slowest view's first render"
+                  f" ({run.slowest()}), Chromium ({_store_size(run.store)})",
+                  detail=run.detail())
