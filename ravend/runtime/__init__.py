@@ -2,6 +2,8 @@
 ravend-mongo-ingest, ravenctl): nothing here knows meters, sinks or stores.
 
 - ``backoff``: the one capped exponential backoff of every retry loop;
+- ``outage``: up or down, and when a failure or a recovery is worth a log line (sink workers,
+  repeater, MongoDB ingest);
 - ``supervisor``: the threads of ravend's parts, restarted when they fail;
 - ``signals``: SIGTERM/SIGINT stop, SIGHUP reloads;
 - ``notify``: sd_notify (READY=1, STATUS=, WATCHDOG=1) under systemd;
