@@ -45,7 +45,7 @@ from typing import Any
 from ravend.config import Config, ConfigError
 from ravend.mongo_store import MongoStore, StoreUnavailable, document
 from ravend.runtime.backoff import Backoff
-from ravend.runtime.notify import Notifier
+from ravend.runtime.notify import Heartbeat, Notifier
 from ravend.runtime.outage import Outage
 from ravend.runtime.signals import install_signals
 from ravend.sinks.conflicts import KeyConflicts
@@ -221,24 +221,15 @@ class MongoIngest:
                  self.config.mqtt.host, self.config.mqtt.port, self.topic, self._client_id(),
                  PAHO_VERSION, self.store.description)
         self.notifier.notify("READY=1\nSTATUS=starting")
-        watchdog = self.notifier.watchdog_interval()
-        last_ping = last_status = resume_at = 0.0
-        status = ""
+        beat = Heartbeat(self.notifier, STATUS_INTERVAL)
+        resume_at = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
-            if watchdog is not None and now - last_ping >= watchdog:
-                self.notifier.notify("WATCHDOG=1")
-                last_ping = now
-            if now - last_status >= STATUS_INTERVAL:
-                status = self.status_line()
-                self.notifier.notify("STATUS=" + status)
-                last_status = now
+            beat.beat(now, self.status_line)
             # No tick: wake for the watchdog's next ping and for a STATUS= that is out of date.
-            wait = IDLE_WAIT
-            if watchdog is not None:
-                wait = min(wait, last_ping + watchdog - now)
-            if self.status_line() != status:
-                wait = min(wait, last_status + STATUS_INTERVAL - now)
+            wait = beat.wait(now, IDLE_WAIT)
+            if self.status_line() != beat.status:
+                wait = min(wait, beat.until_status(now))
             wait = max(0.0, wait)
             if now < resume_at:  # after a failure; the loop keeps pinging the watchdog
                 self._stop.wait(min(resume_at - now, wait))

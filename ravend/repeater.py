@@ -37,7 +37,7 @@ from ravend.plural import plural
 from ravend.protocol.model import Reading
 from ravend.repeater_sources import Source, SourceUnavailable, StoreWatch, make_source
 from ravend.runtime.backoff import Backoff
-from ravend.runtime.notify import Notifier
+from ravend.runtime.notify import Heartbeat, Notifier
 from ravend.runtime.outage import Outage
 from ravend.runtime.signals import install_signals
 from ravend.sinks.base import SinkUnavailable, StateItem
@@ -165,21 +165,14 @@ class Repeater:
                  self.source.description, f"{self.config.mqtt.host}:{self.config.mqtt.port}",
                  self.sink.client_id, self.watermark.path)
         self.notifier.notify("READY=1\nSTATUS=starting")
-        watchdog = self.notifier.watchdog_interval()
-        last_ping = last_status = 0.0
+        beat = Heartbeat(self.notifier, STATUS_INTERVAL)
         status_published = -1  # stats.published when STATUS= was last sent
         idle = IDLE_MIN
         recheck = 0.0  # > 0: the next pause after a write event that showed no rows yet
         wm = start
         checked = False
         while not self._stop.is_set():
-            now = time.monotonic()
-            if watchdog is not None and now - last_ping >= watchdog:
-                self.notifier.notify("WATCHDOG=1")
-                last_ping = now
-            if now - last_status >= STATUS_INTERVAL:
-                self.notifier.notify("STATUS=" + self.status_line())
-                last_status = now
+            if beat.beat(time.monotonic(), self.status_line):
                 status_published = self.stats.published
             try:
                 if wm is None:
@@ -210,12 +203,9 @@ class Repeater:
                 # then in case an event was missed. STATUS= is brought up to date first.
                 now = time.monotonic()
                 if status_published != self.stats.published:
-                    self.notifier.notify("STATUS=" + self.status_line())
-                    last_status = now
+                    beat.send_status(self.status_line(), now)
                     status_published = self.stats.published
-                wait = recheck or WATCH_FALLBACK
-                if watchdog is not None:
-                    wait = min(wait, last_ping + watchdog - now)
+                wait = beat.wait(now, recheck or WATCH_FALLBACK)
                 written = watch.wait(wait) if wait > 0 else False
                 if written:
                     recheck = IDLE_MIN
