@@ -315,7 +315,7 @@ def check_backup(folder: Path, now: float | None = None) -> Check:
     verified copies get a backup's name there (ravend.backup), so the names are enough."""
     import time
 
-    from ravend.backup import backups, taken_at
+    from ravend.backup_archive import backups, taken_at
 
     fix = ("ravenctl backup (or: systemctl enable --now ravend-backup.timer); mount a USB disk"
            f" or a NAS share on {folder}")

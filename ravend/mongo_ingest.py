@@ -45,7 +45,8 @@ from typing import Any
 from ravend.config import Config, ConfigError
 from ravend.mongo_store import MongoStore, StoreUnavailable, document
 from ravend.runtime.backoff import Backoff
-from ravend.runtime.notify import Notifier
+from ravend.runtime.notify import Heartbeat, Notifier
+from ravend.runtime.outage import Outage
 from ravend.runtime.packages import require
 from ravend.runtime.signals import install_signals
 from ravend.sinks.conflicts import KeyConflicts
@@ -103,6 +104,7 @@ class IngestStats:
     skipped: int = 0  # messages on other topics, and empty (retained-clearing) ones
     batches: int = 0
     up: bool = False
+    last_error: str = ""  # why the broker or MongoDB is not reachable; "" while storing
 
 
 class MongoIngest:
@@ -138,8 +140,7 @@ class MongoIngest:
         self._had_session = False
         # Retry pauses double from [mongo] retry_min to retry_max ([device]'s when unset).
         retry = config.retry("mongo")
-        self._backoff = Backoff(retry.minimum, retry.maximum)
-        self._last_error = ""
+        self._outage = Outage(self.stats, Backoff(retry.minimum, retry.maximum))
         self._reject_logged_at = -REJECT_LOG_INTERVAL
         self._rejects_unlogged = 0
 
@@ -221,30 +222,21 @@ class MongoIngest:
                  self.config.mqtt.host, self.config.mqtt.port, self.topic, self._client_id(),
                  PAHO_VERSION, self.store.description)
         self.notifier.notify("READY=1\nSTATUS=starting")
-        watchdog = self.notifier.watchdog_interval()
-        last_ping = last_status = resume_at = 0.0
-        status = ""
+        beat = Heartbeat(self.notifier, STATUS_INTERVAL)
+        resume_at = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
-            if watchdog is not None and now - last_ping >= watchdog:
-                self.notifier.notify("WATCHDOG=1")
-                last_ping = now
-            if now - last_status >= STATUS_INTERVAL:
-                status = self.status_line()
-                self.notifier.notify("STATUS=" + status)
-                last_status = now
+            beat.beat(now, self.status_line)
             # No tick: wake for the watchdog's next ping and for a STATUS= that is out of date.
-            wait = IDLE_WAIT
-            if watchdog is not None:
-                wait = min(wait, last_ping + watchdog - now)
-            if self.status_line() != status:
-                wait = min(wait, last_status + STATUS_INTERVAL - now)
+            wait = beat.wait(now, IDLE_WAIT)
+            if self.status_line() != beat.status:
+                wait = min(wait, beat.until_status(now))
             wait = max(0.0, wait)
             if now < resume_at:  # after a failure; the loop keeps pinging the watchdog
                 self._stop.wait(min(resume_at - now, wait))
             elif not self._step(wait):
                 self.notifier.notify("STATUS=" + self.status_line())
-                resume_at = time.monotonic() + self._backoff.delay
+                resume_at = time.monotonic() + self._outage.delay
         return self._shutdown()
 
     def _client_id(self) -> str:
@@ -392,12 +384,8 @@ class MongoIngest:
         self.stats.conflicting = self.conflicts.count
         self.stats.rejected += len(outcome.refused)
         self.stats.batches += 1
-        if not self.stats.up:
-            if self._last_error:
-                log.info("storing again (%s)", self.store.description)
-            self.stats.up = True
-            self._last_error = ""
-            self._backoff.reset()
+        if self._outage.recovered():
+            log.info("storing again (%s)", self.store.description)
         return True
 
     def _ack(self, batch: list[Item]) -> None:
@@ -412,12 +400,8 @@ class MongoIngest:
                 conn.ack(it.mid, it.qos)
 
     def _failed(self, error: str) -> bool:
-        if self.stats.up or error != self._last_error:
+        if self._outage.failed(error):
             log.error("%s (retrying; %d received messages kept)", error, self._waiting())
-        else:
-            self._backoff.longer()  # the same failure again: wait longer
-        self.stats.up = False
-        self._last_error = error
         return False
 
     def status_line(self) -> str:
@@ -430,8 +414,8 @@ class MongoIngest:
         waiting = self._waiting()
         if waiting:
             parts.append(f"{waiting} waiting")
-        if self._last_error:
-            parts.append(f"waiting: {self._last_error}")
+        if s.last_error:
+            parts.append(f"waiting: {s.last_error}")
         return "; ".join(parts)
 
     def _shutdown(self) -> int:
@@ -446,7 +430,7 @@ class MongoIngest:
             if not self._store(batch):
                 if time.monotonic() > deadline:
                     break
-                time.sleep(min(self._backoff.delay, 1.0))
+                time.sleep(min(self._outage.delay, 1.0))
         if self._conn is not None:
             self._close_clean()
         left = [it for it in self._pending if it.doc is not None]
@@ -454,7 +438,7 @@ class MongoIngest:
         if left:
             log.warning("%d received readings not stored at stop (%s); they were not"
                         " acknowledged: the broker delivers them again", len(left),
-                        self._last_error or "MongoDB unavailable")
+                        self.stats.last_error or "MongoDB unavailable")
         log.info("ravend-mongo-ingest stopped (%d stored, %d already stored, %d rejected,"
                  " %d refused as conflicting)", self.stats.stored, self.stats.duplicates,
                  self.stats.rejected, self.stats.conflicting)

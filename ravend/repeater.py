@@ -37,7 +37,8 @@ from ravend.plural import plural
 from ravend.protocol.model import Reading
 from ravend.repeater_sources import Source, SourceUnavailable, StoreWatch, make_source
 from ravend.runtime.backoff import Backoff
-from ravend.runtime.notify import Notifier
+from ravend.runtime.notify import Heartbeat, Notifier
+from ravend.runtime.outage import Outage
 from ravend.runtime.signals import install_signals
 from ravend.sinks.base import SinkUnavailable, StateItem
 
@@ -112,6 +113,7 @@ class RepeaterStats:
     watermark: int = 0
     backlog: int = 0
     up: bool = False
+    last_error: str = ""  # why the store or broker is not reachable; "" while publishing
 
 
 class Repeater:
@@ -136,8 +138,7 @@ class Repeater:
         self._opened = False
         # Retry pauses double from [repeater] retry_min to retry_max ([device]'s when unset).
         retry = config.retry("repeater")
-        self._backoff = Backoff(retry.minimum, retry.maximum)
-        self._last_error = ""
+        self._outage = Outage(self.stats, Backoff(retry.minimum, retry.maximum))
         self._pending_states: list[StateItem] = []
         self._watch: StoreWatch | None = None
         self._watch_tried = False
@@ -164,21 +165,14 @@ class Repeater:
                  self.source.description, f"{self.config.mqtt.host}:{self.config.mqtt.port}",
                  self.sink.client_id, self.watermark.path)
         self.notifier.notify("READY=1\nSTATUS=starting")
-        watchdog = self.notifier.watchdog_interval()
-        last_ping = last_status = 0.0
+        beat = Heartbeat(self.notifier, STATUS_INTERVAL)
         status_published = -1  # stats.published when STATUS= was last sent
         idle = IDLE_MIN
         recheck = 0.0  # > 0: the next pause after a write event that showed no rows yet
         wm = start
         checked = False
         while not self._stop.is_set():
-            now = time.monotonic()
-            if watchdog is not None and now - last_ping >= watchdog:
-                self.notifier.notify("WATCHDOG=1")
-                last_ping = now
-            if now - last_status >= STATUS_INTERVAL:
-                self.notifier.notify("STATUS=" + self.status_line())
-                last_status = now
+            if beat.beat(time.monotonic(), self.status_line):
                 status_published = self.stats.published
             try:
                 if wm is None:
@@ -209,12 +203,9 @@ class Repeater:
                 # then in case an event was missed. STATUS= is brought up to date first.
                 now = time.monotonic()
                 if status_published != self.stats.published:
-                    self.notifier.notify("STATUS=" + self.status_line())
-                    last_status = now
+                    beat.send_status(self.status_line(), now)
                     status_published = self.stats.published
-                wait = recheck or WATCH_FALLBACK
-                if watchdog is not None:
-                    wait = min(wait, last_ping + watchdog - now)
+                wait = beat.wait(now, recheck or WATCH_FALLBACK)
                 written = watch.wait(wait) if wait > 0 else False
                 if written:
                     recheck = IDLE_MIN
@@ -275,24 +266,15 @@ class Repeater:
             self._failed(f"broker: {exc}")
             return False
         self._pending_states = []
-        if not self.stats.up:
-            if self._last_error:
-                log.info("publishing again (watermark %d)", self.stats.watermark)
-            self.stats.up = True
-            self._last_error = ""
-            self._backoff.reset()
+        if self._outage.recovered():
+            log.info("publishing again (watermark %d)", self.stats.watermark)
         return True
 
     def _failed(self, error: str) -> None:
-        if self.stats.up or error != self._last_error:
+        if self._outage.failed(error):
             log.error("%s (retrying; watermark stays at %s)", error, self.stats.watermark)
-            delay = self._backoff.delay  # a new failure: retried at the pace reached so far
-        else:
-            delay = self._backoff.longer()
-        self.stats.up = False
-        self._last_error = error
         self.notifier.notify("STATUS=" + self.status_line())
-        self._stop.wait(delay)
+        self._stop.wait(self._outage.delay)
 
     def status_line(self) -> str:
         parts = [f"{self.stats.published} published", f"watermark {self.stats.watermark}"]
@@ -300,8 +282,8 @@ class Repeater:
             backlog = max(0, self.source.newest_id() - self.stats.watermark)
             self.stats.backlog = backlog
             parts.append(f"{backlog} to go")
-        if self._last_error:
-            parts.append(f"waiting: {self._last_error}")
+        if self.stats.last_error:
+            parts.append(f"waiting: {self.stats.last_error}")
         return "; ".join(parts)
 
     def shutdown(self) -> None:

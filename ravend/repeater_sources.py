@@ -74,16 +74,60 @@ def row_reading(row: Sequence[Any]) -> tuple[int, Reading]:
     return int(id_), reading
 
 
-class SqliteSource:
-    """ravend's SQLite store, read-only (WAL: never in ravend's way), opened by ravend.db."""
+class _SqlSource:
+    """What the SQLite and the MySQL source share: ravend's tables, read with the same queries
+    (written with ``?``). A subclass opens the connection and runs a query (``_query``, which
+    raises SourceUnavailable), and tells whether the store has the scale column yet."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.description = f"sqlite:{path}"
-        self._conn: sqlite3.Connection | None = None
-        self._data_version: int | None = None
+    #: What closing a connection may raise, ignored: it is being dropped.
+    _CLOSE_ERRORS: tuple[type[Exception], ...] = (Exception,)
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+        self._conn: Any = None
         self._state_seen: dict[tuple[str, str, str], float] = {}
         self._columns = _COLUMNS_UNSCALED  # until the store is seen to have readings.scale
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        raise NotImplementedError
+
+    def _scaled(self) -> bool:
+        """Whether ``readings`` has the scale column (sql/*/..._meter_scale.sql)."""
+        raise NotImplementedError
+
+    def fetch(self, after_id: int, limit: int) -> list[tuple[int, Reading]]:
+        if self._columns is not _COLUMNS:  # looked at again until ravend has migrated the store
+            self._columns = _COLUMNS if self._scaled() else _COLUMNS_UNSCALED
+        rows = self._query(f"SELECT {self._columns} FROM readings WHERE id > ? ORDER BY id"
+                           " LIMIT ?", (after_id, limit))
+        return [row_reading(r) for r in rows]
+
+    def newest_id(self) -> int:
+        return int(self._query("SELECT COALESCE(MAX(id), 0) FROM readings")[0][0])
+
+    def states(self) -> list[StateItem]:
+        """Device state rows that changed since the last call (DeviceInfo for discovery ...)."""
+        rows = self._query("SELECT device_mac, meter_mac, tag, received_at, body"
+                           " FROM device_state")
+        return _changed_states(rows, self._state_seen)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(*self._CLOSE_ERRORS):
+                self._conn.close()
+            self._conn = None
+
+
+class SqliteSource(_SqlSource):
+    """ravend's SQLite store, read-only (WAL: never in ravend's way), opened by ravend.db."""
+
+    _CLOSE_ERRORS = (sqlite3.Error,)
+    _conn: sqlite3.Connection | None
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"sqlite:{path}")
+        self.path = path
+        self._data_version: int | None = None
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -105,18 +149,13 @@ class SqliteSource:
             self.close()
             raise SourceUnavailable(f"{self.path}: {exc}") from exc
 
-    def fetch(self, after_id: int, limit: int) -> list[tuple[int, Reading]]:
-        if self._columns is not _COLUMNS:  # looked at again until ravend has migrated the store
-            names = {row[1] for row in self._query("PRAGMA table_info(readings)")}
-            self._columns = _COLUMNS if "scale" in names else _COLUMNS_UNSCALED
-        rows = self._query(f"SELECT {self._columns} FROM readings WHERE id > ? ORDER BY id"
-                           " LIMIT ?", (after_id, limit))
-        return [row_reading(r) for r in rows]
+    def _scaled(self) -> bool:
+        return "scale" in {row[1] for row in self._query("PRAGMA table_info(readings)")}
 
     def newest_id(self) -> int:
         """The highest id ever given (sqlite_sequence: the newest rows may have been purged),
         so a watermark past the rows still stored is not taken for a replaced store."""
-        newest = int(self._query("SELECT COALESCE(MAX(id), 0) FROM readings")[0][0])
+        newest = super().newest_id()
         try:
             given = self._connection().execute(
                 "SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
@@ -131,18 +170,9 @@ class SqliteSource:
         self._data_version = version
         return changed
 
-    def states(self) -> list[StateItem]:
-        """Device state rows that changed since the last call (DeviceInfo for discovery ...)."""
-        rows = self._query("SELECT device_mac, meter_mac, tag, received_at, body"
-                           " FROM device_state")
-        return _changed_states(rows, self._state_seen)
-
     def close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.close()
-            self._conn = None
-            self._data_version = None
+        super().close()
+        self._data_version = None
 
     def watch(self) -> StoreWatch | None:
         """A StoreWatch on the database, or None where inotify is not available."""
@@ -223,16 +253,13 @@ class StoreWatch:
                 os.close(fd)
 
 
-class MysqlSource:
+class MysqlSource(_SqlSource):
     """The MySQL/MariaDB store of [mysql], read through ravend.db.mysql (as the sink writes it).
     Queries are written with ``?``, as for SQLite; the dialect gives the driver's style."""
 
     def __init__(self, cfg: Any) -> None:
+        super().__init__(mysql_db.where(cfg))
         self.cfg = cfg
-        self.description = mysql_db.where(cfg)
-        self._conn: Any = None
-        self._state_seen: dict[tuple[str, str, str], float] = {}
-        self._columns = _COLUMNS_UNSCALED  # until the store is seen to have readings.scale
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         db = mysql_db.driver()
@@ -252,32 +279,13 @@ class MysqlSource:
             self.close()
             raise SourceUnavailable(mysql_db.explain(exc, self.cfg)) from exc
 
-    def fetch(self, after_id: int, limit: int) -> list[tuple[int, Reading]]:
-        if self._columns is not _COLUMNS:  # looked at again until ravend has migrated the store
-            scaled = self._query("SELECT COUNT(*) FROM information_schema.columns WHERE"
-                                 " table_schema = DATABASE() AND table_name = 'readings'"
-                                 " AND column_name = 'scale'")[0][0]
-            self._columns = _COLUMNS if scaled else _COLUMNS_UNSCALED
-        rows = self._query(f"SELECT {self._columns} FROM readings WHERE id > ? ORDER BY id"
-                           " LIMIT ?", (after_id, limit))
-        return [row_reading(r) for r in rows]
-
-    def newest_id(self) -> int:
-        return int(self._query("SELECT COALESCE(MAX(id), 0) FROM readings")[0][0])
+    def _scaled(self) -> bool:
+        return bool(self._query("SELECT COUNT(*) FROM information_schema.columns WHERE"
+                                " table_schema = DATABASE() AND table_name = 'readings'"
+                                " AND column_name = 'scale'")[0][0])
 
     def maybe_changed(self) -> bool:
         return True  # no cheap change counter: the primary-key look-up is the check
-
-    def states(self) -> list[StateItem]:
-        rows = self._query("SELECT device_mac, meter_mac, tag, received_at, body"
-                           " FROM device_state")
-        return _changed_states(rows, self._state_seen)
-
-    def close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                self._conn.close()
-            self._conn = None
 
 
 def _changed_states(rows: Sequence[Sequence[Any]],

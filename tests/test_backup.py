@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from ravend import backup
+from ravend import backup, backup_archive
 from ravend.db.migrations import migrations
 from ravend.db.sqlite import readonly_uri
 from ravend.doctor import check_backup
@@ -284,9 +284,10 @@ def repack(src: Path, dest: Path, *, db: Path | None = None, **changes: object) 
     work.mkdir()
     manifest, copy, _ = backup.extract(src, work)
     db = db or copy
-    fields = {**manifest.__dict__, "db_sha256": backup._sha256(db),
+    fields = {**manifest.__dict__, "db_sha256": backup_archive.sha256(db),
               "db_bytes": db.stat().st_size, **changes}
-    backup._write_archive(dest, db, None, backup.Manifest(**fields))  # type: ignore[arg-type]
+    manifest = backup.Manifest(**fields)  # type: ignore[arg-type]
+    backup_archive.write_archive(dest, db, None, manifest)
     return dest
 
 

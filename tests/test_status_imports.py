@@ -39,6 +39,7 @@ HEAVY = (
     "ravend.protocol.table", "ravend.protocol.shortcuts", "ravend.protocol.readings",
     "ravend.report", "ravend.rollup", "ravend.rollup_update", "ravend.purge",
     "ravend.tariff", "ravend.maintenance", "ravend.doctor", "ravend.doctor_sinks", "ravend.backup",
+    "ravend.backup_archive", "ravend.backup_verify", "ravend.backup_rotation", "ravend.restore",
     "ravend.sinks.mqtt_payload", "ravend.mongo_store", "ravend.mongo_ingest",
     "ravend.sinks.mysql", "ravend.service", "ravend.runtime.supervisor", "ravend.simulator",
     "serial", "paho", "pymongo", "MySQLdb", "prometheus_client", "sdnotify", "daemon",

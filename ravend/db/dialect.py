@@ -31,6 +31,12 @@ class Dialect:
         """``?, ?, ?`` (in the driver's style) for n values."""
         return ", ".join([self.placeholder] * n)
 
+    def insert(self, table: str, columns: Sequence[str], verb: str = "INSERT") -> str:
+        """``INSERT INTO table (columns) VALUES (?, ...)``, the head that ``upsert`` and
+        ``insert_ignore`` add their engine's conflict clause to (``verb``: the engine's own
+        form, such as SQLite's ``INSERT OR IGNORE``)."""
+        return f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({self.marks(len(columns))})"
+
     def upsert(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
         """Insert a row, or update the row with the same ``key`` to these values."""
         raise NotImplementedError

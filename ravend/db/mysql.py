@@ -255,14 +255,12 @@ class MysqlDialect(Dialect):
 
     def upsert(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
         sets = ", ".join(f"{c} = VALUES({c})" for c in columns if c not in key)
-        return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({self.marks(len(columns))})"
-                f" ON DUPLICATE KEY UPDATE {sets}")
+        return self.insert(table, columns) + f" ON DUPLICATE KEY UPDATE {sets}"
 
     def insert_ignore(self, table: str, columns: Sequence[str]) -> str:
         # Not INSERT IGNORE: that would also turn a value that does not fit (strict mode's
         # refusal) into a silently clamped one. Every table written this way has an id.
-        return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({self.marks(len(columns))})"
-                " ON DUPLICATE KEY UPDATE id = id")
+        return self.insert(table, columns) + " ON DUPLICATE KEY UPDATE id = id"
 
     def executemany(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         cur = conn.cursor()

@@ -32,12 +32,11 @@ class SqliteDialect(Dialect):
 
     def upsert(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
         sets = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
-        return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({self.marks(len(columns))})"
-                f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}")
+        return (self.insert(table, columns)
+                + f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}")
 
     def insert_ignore(self, table: str, columns: Sequence[str]) -> str:
-        return (f"INSERT OR IGNORE INTO {table} ({', '.join(columns)})"
-                f" VALUES ({self.marks(len(columns))})")
+        return self.insert(table, columns, "INSERT OR IGNORE")
 
     def executemany(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         before = conn.total_changes

@@ -100,6 +100,19 @@ def device_block(meter_mac: str, device_info: Mapping[str, Any] | None) -> dict[
     return device
 
 
+def entity_common(topics: Topics, meter_mac: str,
+                  device_info: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What every entity of a meter says alike: ravend's availability topic, the meter's
+    device block (Home Assistant groups the entities by it) and the origin."""
+    return {
+        "availability_topic": topics.availability,
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "device": device_block(meter_mac, device_info),
+        "origin": {"name": "ravend", "sw_version": __version__},
+    }
+
+
 def sensor_config(spec: SensorSpec, topics: Topics, meter_mac: str, state_topic: str,
                   device_info: Mapping[str, Any] | None, unit: str | None = None) -> dict[str, Any]:
     config: dict[str, Any] = {
@@ -107,11 +120,7 @@ def sensor_config(spec: SensorSpec, topics: Topics, meter_mac: str, state_topic:
         "unique_id": f"{node_id(meter_mac)}_{spec.object_id}",
         "state_topic": state_topic,
         "value_template": spec.value_template,
-        "availability_topic": topics.availability,
-        "payload_available": "online",
-        "payload_not_available": "offline",
-        "device": device_block(meter_mac, device_info),
-        "origin": {"name": "ravend", "sw_version": __version__},
+        **entity_common(topics, meter_mac, device_info),
     }
     if spec.device_class:
         config["device_class"] = spec.device_class
@@ -190,13 +199,7 @@ def command_configs(topics: Topics, meter_mac: str, device_mac: str,
                     allow_restart: bool) -> list[tuple[str, dict[str, Any]]]:
     """Buttons (close period, refresh, restart if allowed) and a number entity for the price."""
     node = node_id(meter_mac)
-    common = {
-        "availability_topic": topics.availability,
-        "payload_available": "online",
-        "payload_not_available": "offline",
-        "device": device_block(meter_mac, device_info),
-        "origin": {"name": "ravend", "sw_version": __version__},
-    }
+    common = entity_common(topics, meter_mac, device_info)
     buttons = [*COMMAND_BUTTONS, *((RESTART_BUTTON,) if allow_restart else ())]
     out: list[tuple[str, dict[str, Any]]] = [
         (f"{topics.discovery_prefix}/button/{node}/{object_id}/config", {

@@ -42,6 +42,7 @@ from typing import Final
 from ravend.plural import plural
 from ravend.protocol.model import Reading
 from ravend.runtime.backoff import Backoff
+from ravend.runtime.outage import Outage
 from ravend.sinks.base import ReadingRejected, Sink, SinkUnavailable, StateItem
 from ravend.sinks.outbox import Outbox, OutboxError, Spooled
 from ravend.sinks.quarantine import FILE_NAME as QUARANTINE_FILE
@@ -104,7 +105,7 @@ class SinkWorker:
         self._ordinals = itertools.count(self.outbox.next_ordinal)
         self._opened = False
         self._retry_at = 0.0
-        self._backoff = Backoff(retry_min, retry_max)
+        self._outage = Outage(self.stats, Backoff(retry_min, retry_max))
         self._thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
         self._outbox_failed = False
         self._stopping = False  # the worker has taken the stop request
@@ -613,25 +614,17 @@ class SinkWorker:
 
     def _failed(self, error: str) -> None:
         now = time.monotonic()
-        if self.stats.up or error != self.stats.last_error:
+        if self._outage.failed(error):
             log.error("%s: unavailable: %s (spooling to %s, retrying)", self.name, error,
                       self.outbox.path)
-            delay = self._backoff.delay  # a new failure: retried at the pace reached so far
-        else:
-            delay = self._backoff.longer()
-        self.stats.up = False
-        self.stats.last_error = error
-        self._retry_at = now + delay
+        self._retry_at = now + self._outage.delay
 
     def _recovered(self) -> None:
-        if self.stats.last_error:
+        if self._outage.recovered():
             drops = self._take_memory_drops()
             log.info("%s: available again (%d spooled to replay%s)", self.name,
                      len(self.outbox), f"; {drops} oldest dropped meanwhile, the outbox being"
                      " unwritable" if drops else "")
-        self.stats.up = True
-        self.stats.last_error = ""
-        self._backoff.reset()
         self._retry_at = 0.0
 
     def _take_queued(self) -> list[Item]:
