@@ -25,6 +25,20 @@ def make_worker(tmp_path: Path, **kw) -> tuple[SinkWorker, Path]:
     return worker, db
 
 
+class StoreLock:
+    """Another connection holding SQLite's exclusive lock on a store, as a long purge or a backup
+    tool would: every write to the store waits for it, then fails, until ``release``."""
+
+    def __init__(self, db: Path) -> None:
+        self._conn = sqlite3.connect(db, isolation_level=None)
+        self._conn.execute("BEGIN EXCLUSIVE")
+
+    def release(self) -> None:
+        """Roll back and disconnect: the writes waiting for the lock go on."""
+        self._conn.execute("ROLLBACK")
+        self._conn.close()
+
+
 def spooled_keys(box: Outbox) -> list[int]:
     """The key times in the outbox, in the order it would replay them."""
     return [r.key_time for b in box.peek(1_000_000) for r in b.readings]
