@@ -25,11 +25,7 @@ from tests.helpers.disk import fill
 from tests.helpers.mqtt import Subscriber, reading_messages
 from tests.helpers.readings import demands
 from tests.helpers.wait import wait_for
-from tests.helpers.worker import StoreLock, spooled_keys, stored_keys
-
-
-def aside(path: Path) -> list[Path]:
-    return sorted(path.parent.glob(path.name + ".corrupt-*"))
+from tests.helpers.worker import StoreLock, aside, moved_aside, spooled_keys, stored_keys
 
 
 def test_an_outbox_that_is_not_a_database_is_moved_aside_and_replaced(
@@ -41,11 +37,8 @@ def test_an_outbox_that_is_not_a_database_is_moved_aside_and_replaced(
     box.append(demands(3), [])
     assert spooled_keys(box) == [r.key_time for r in demands(3)]
     box.close()
-    moved = aside(path)
-    assert len(moved) == 1 and moved[0].read_bytes().startswith(b"this is not an SQLite file")
-    lines = [r for r in caplog.records if "damaged" in r.getMessage()]
-    assert len(lines) == 1 and lines[0].levelno == logging.ERROR
-    assert str(path) in lines[0].getMessage() and str(moved[0]) in lines[0].getMessage()
+    _, said = moved_aside(path, b"this is not an SQLite file", caplog)
+    assert str(path) in said
 
 
 def truncated_outbox(path: Path, rows: int) -> None:
