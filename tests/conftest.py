@@ -51,20 +51,22 @@ def _loud_failure():
 # shared servers
 
 
-@pytest.fixture(scope="session")
-def mariadb_server(tmp_path_factory):
+def _shared(cls, tmp_path_factory, name):
+    """One server for the whole run, in its own directory; killed when the run ends."""
     with _loud_failure():
-        server = servers.MariaDBServer(tmp_path_factory.mktemp("mariadb")).start()
+        server = cls(tmp_path_factory.mktemp(name)).start()
     yield server
     server.kill()
+
+
+@pytest.fixture(scope="session")
+def mariadb_server(tmp_path_factory):
+    yield from _shared(servers.MariaDBServer, tmp_path_factory, "mariadb")
 
 
 @pytest.fixture(scope="session")
 def mongo_server(tmp_path_factory):
-    with _loud_failure():
-        server = servers.SecantusServer(tmp_path_factory.mktemp("secantus")).start()
-    yield server
-    server.kill()
+    yield from _shared(servers.SecantusServer, tmp_path_factory, "secantus")
 
 
 _SHARED = ("mariadb_server", "mongo_server")
@@ -87,6 +89,7 @@ def _restart_shared_servers(request):
 
 
 def _factory(cls, tmp_path):
+    """Yield a make(**kwargs) that starts one more ``cls`` server; kill them all at teardown."""
     started = []
 
     def make(**kwargs):
@@ -95,31 +98,24 @@ def _factory(cls, tmp_path):
         started.append(server)
         return server
 
-    return make, started
+    yield make
+    for server in started:
+        server.kill()
 
 
 @pytest.fixture
 def make_mariadb(tmp_path):
-    make, started = _factory(servers.MariaDBServer, tmp_path)
-    yield make
-    for server in started:
-        server.kill()
+    yield from _factory(servers.MariaDBServer, tmp_path)
 
 
 @pytest.fixture
 def make_mosquitto(tmp_path):
-    make, started = _factory(servers.MosquittoServer, tmp_path)
-    yield make
-    for server in started:
-        server.kill()
+    yield from _factory(servers.MosquittoServer, tmp_path)
 
 
 @pytest.fixture
 def make_mongo(tmp_path):
-    make, started = _factory(servers.SecantusServer, tmp_path)
-    yield make
-    for server in started:
-        server.kill()
+    yield from _factory(servers.SecantusServer, tmp_path)
 
 
 @pytest.fixture

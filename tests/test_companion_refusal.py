@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.config import write
 from tests.helpers.process import ROOT, run_program
 
 PROGRAMS = {"repeater": "ravend.cli.repeater", "mongo": "ravend.cli.mongo_ingest"}
@@ -61,8 +62,7 @@ def test_unconfigured_companion_exits_78_in_one_line_naming_the_setting(
     ("mongo", "[mongo]\ndatabase = meters\n"),
 ])
 def test_configured_companion_passes_its_check(tmp_path: Path, section: str, text: str) -> None:
-    conf = tmp_path / "ravend.conf"
-    conf.write_text(f"[service]\nstate_dir = {tmp_path}\n{text}")
+    conf = write(tmp_path, f"[service]\nstate_dir = {tmp_path}\n{text}")
     done = run(section, conf, "--check-config")
     assert done.returncode == 0 and "configuration OK" in done.stdout, done
 
@@ -74,7 +74,6 @@ def test_configured_companion_passes_its_check(tmp_path: Path, section: str, tex
 ])
 def test_companion_switched_off_or_left_at_localhost_is_refused(
         tmp_path: Path, section: str, text: str) -> None:
-    conf = tmp_path / "ravend.conf"
-    conf.write_text(f"[service]\nstate_dir = {tmp_path}\n{text}")
+    conf = write(tmp_path, f"[service]\nstate_dir = {tmp_path}\n{text}")
     done = run(section, conf, "--check-config")
     assert done.returncode == 78 and f"[{section}] enabled = yes" in done.stderr, done

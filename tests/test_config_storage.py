@@ -6,15 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ravend.config import ConfigError, MysqlConfig, RetentionConfig, load
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "ravend.conf"
-    path.write_text(text)
-    return path
+from ravend.config import MysqlConfig, RetentionConfig, load
+from tests.helpers.config import refused, write
+from tests.helpers.process import ROOT
 
 
 def test_shipped_config_gives_the_defaults() -> None:
@@ -68,6 +62,4 @@ max_db_mb = 512.5
     ],
 )
 def test_bad_values_refused_in_one_line(tmp_path: Path, text: str, expected: str) -> None:
-    with pytest.raises(ConfigError, match=expected) as caught:
-        load(write(tmp_path, text))
-    assert "\n" not in str(caught.value)
+    refused(write(tmp_path, text), expected)

@@ -112,6 +112,28 @@ def usage_fragment(usage: str, stamp: str = "0x25117e9f") -> str:
 </CurrentPeriodUsage>"""
 
 
+def summation_fragment(delivered: str, received: str | None = None, extra: str = "") -> str:
+    received_line = (f"\n  <SummationReceived>{received}</SummationReceived>"
+                     if received is not None else "")
+    return f"""<CurrentSummationDelivered>
+  <DeviceMacId>{DEV}</DeviceMacId>
+  <MeterMacId>{METER}</MeterMacId>
+  <TimeStamp>0x25117ea8</TimeStamp>
+  <SummationDelivered>{delivered}</SummationDelivered>{received_line}
+  <Multiplier>0x00000001</Multiplier>
+  <Divisor>0x000003e8</Divisor>{extra}
+</CurrentSummationDelivered>"""
+
+
+def time_cluster(utc: str, local: str) -> str:
+    return f"""<TimeCluster>
+  <DeviceMacId>{DEV}</DeviceMacId>
+  <MeterMacId>{METER}</MeterMacId>
+  <UTCTime>{utc}</UTCTime>
+  <LocalTime>{local}</LocalTime>
+</TimeCluster>"""
+
+
 def price_fragment(price: str = "0x0000013b", currency: str = "0x0348", digits: str = "0x03",
                    extra: str = "") -> str:
     return f"""<PriceCluster>
@@ -140,18 +162,10 @@ def test_instantaneous_demand_decodes_all_fields() -> None:
 
 
 def test_current_summation_delivered_decodes_with_received() -> None:
-    s = one(f"""<CurrentSummationDelivered>
-  <DeviceMacId>{DEV}</DeviceMacId>
-  <MeterMacId>{METER}</MeterMacId>
-  <TimeStamp>0x25117ea8</TimeStamp>
-  <SummationDelivered>0x0000000001f1a2b3</SummationDelivered>
-  <SummationReceived>0x00000000000a1b2c</SummationReceived>
-  <Multiplier>0x00000001</Multiplier>
-  <Divisor>0x000003e8</Divisor>
+    s = one(summation_fragment("0x0000000001f1a2b3", "0x00000000000a1b2c", extra="""
   <DigitsRight>0x01</DigitsRight>
   <DigitsLeft>0x06</DigitsLeft>
-  <SuppressLeadingZero>Y</SuppressLeadingZero>
-</CurrentSummationDelivered>""")
+  <SuppressLeadingZero>Y</SuppressLeadingZero>"""))
     assert isinstance(s, m.CurrentSummationDelivered)
     assert (s.time_stamp, s.summation_delivered, s.summation_received) == (
         0x25117EA8 + EPOCH, 0x1F1A2B3, 0xA1B2C,
@@ -161,14 +175,7 @@ def test_current_summation_delivered_decodes_with_received() -> None:
 
 
 def test_current_summation_delivered_without_received_is_none() -> None:
-    s = one(f"""<CurrentSummationDelivered>
-  <DeviceMacId>{DEV}</DeviceMacId>
-  <MeterMacId>{METER}</MeterMacId>
-  <TimeStamp>0x25117ea8</TimeStamp>
-  <SummationDelivered>0x0000000001f1a2b3</SummationDelivered>
-  <Multiplier>0x00000001</Multiplier>
-  <Divisor>0x000003e8</Divisor>
-</CurrentSummationDelivered>""")
+    s = one(summation_fragment("0x0000000001f1a2b3"))
     assert s.summation_received is None
     assert s.received_kwh is None
     assert [r.kind for r in readings_from(s, RECEIVED)] == [Kind.SUMMATION_DELIVERED]
@@ -309,23 +316,13 @@ def test_meter_info_known_meter_type_maps_to_the_enum() -> None:
 
 
 def test_time_cluster_converts_both_clocks_from_the_2000_epoch() -> None:
-    t = one(f"""<TimeCluster>
-  <DeviceMacId>{DEV}</DeviceMacId>
-  <MeterMacId>{METER}</MeterMacId>
-  <UTCTime>0x25117e9f</UTCTime>
-  <LocalTime>0x2510f1ff</LocalTime>
-</TimeCluster>""")
+    t = one(time_cluster("0x25117e9f", "0x2510f1ff"))
     assert t == m.TimeCluster(DEV, METER, 0x25117E9F + EPOCH, 0x2510F1FF + EPOCH)
     assert t.utc_time - t.local_time == 10 * 3600
 
 
 def test_time_cluster_with_unset_clock_is_none() -> None:
-    t = one(f"""<TimeCluster>
-  <DeviceMacId>{DEV}</DeviceMacId>
-  <MeterMacId>{METER}</MeterMacId>
-  <UTCTime>0xffffffff</UTCTime>
-  <LocalTime>0xffffffff</LocalTime>
-</TimeCluster>""")
+    t = one(time_cluster("0xffffffff", "0xffffffff"))
     assert (t.utc_time, t.local_time) == (None, None)
 
 
@@ -550,15 +547,7 @@ def test_demand_sign_follows_the_width_sent(text: str, raw: int, kw: str) -> Non
 
 
 def test_summation_beyond_32_bits_is_kept_exactly() -> None:
-    s = one(f"""<CurrentSummationDelivered>
-  <DeviceMacId>{DEV}</DeviceMacId>
-  <MeterMacId>{METER}</MeterMacId>
-  <TimeStamp>0x25117ea8</TimeStamp>
-  <SummationDelivered>0x0000123456789abc</SummationDelivered>
-  <SummationReceived>0x0000000100000001</SummationReceived>
-  <Multiplier>0x00000001</Multiplier>
-  <Divisor>0x000003e8</Divisor>
-</CurrentSummationDelivered>""")
+    s = one(summation_fragment("0x0000123456789abc", "0x0000000100000001"))
     assert s.summation_delivered == 0x123456789ABC == 20015998343868
     assert s.summation_received == 2**32 + 1  # truncating to 32 bits would give 1
     assert s.delivered_kwh == Decimal("20015998343.868")
@@ -693,7 +682,8 @@ def test_missing_price_is_a_decode_error_not_no_price() -> None:
 
 # --- hostile input ----------------------------------------------------------------------------
 
-BILLION_LAUGHS = """<InstantaneousDemand>
+BILLION_LAUGHS = demand_fragment(demand="&lol9;").replace("<InstantaneousDemand>\n", """\
+<InstantaneousDemand>
 <!DOCTYPE lolz [
  <!ENTITY lol "lol">
  <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
@@ -701,13 +691,7 @@ BILLION_LAUGHS = """<InstantaneousDemand>
  <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
  <!ENTITY lol9 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
 ]>
-  <DeviceMacId>0xd8d5b9000000054e</DeviceMacId>
-  <MeterMacId>0x00078100011a4c66</MeterMacId>
-  <TimeStamp>0x25117e9f</TimeStamp>
-  <Demand>&lol9;</Demand>
-  <Multiplier>0x00000001</Multiplier>
-  <Divisor>0x000003e8</Divisor>
-</InstantaneousDemand>"""
+""", 1)
 
 
 def test_billion_laughs_inside_a_fragment_is_refused_without_expansion() -> None:

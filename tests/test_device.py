@@ -65,10 +65,9 @@ class Session:
 
 @pytest.fixture()
 def sim(tmp_path: Path):
-    s = MeterSimulator("raven", link=str(tmp_path / "stick"), seed=9, speed=20,
-                       reply_delay=0.02).start()
-    yield s
-    s.stop()
+    with MeterSimulator("raven", link=str(tmp_path / "stick"), seed=9, speed=20,
+                        reply_delay=0.02) as s:
+        yield s
 
 
 def test_identifies_device_and_model_at_connect(sim: MeterSimulator) -> None:

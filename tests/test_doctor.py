@@ -46,9 +46,8 @@ def doctor(config: Path, *args: str, user: str = ME) -> tuple[int, dict[str, str
 
 @pytest.fixture()
 def sim(tmp_path: Path) -> Iterator[MeterSimulator]:
-    s = MeterSimulator("raven", link=str(tmp_path / "stick"), seed=4, speed=20).start()
-    yield s
-    s.stop()
+    with MeterSimulator("raven", link=str(tmp_path / "stick"), seed=4, speed=20) as s:
+        yield s
 
 
 def conf(tmp_path: Path, port: str, **sections: dict[str, str]) -> Path:

@@ -17,6 +17,7 @@ import pytest
 from ravend.protocol.model import METER_EPOCH_OFFSET
 from ravend.simulator import MeterSimulator
 from tests.helpers.accounting import keys, sent_keys
+from tests.helpers.disk import fill
 from tests.helpers.process import RavendProcess, running_ravend, stored_rows, write_config
 from tests.helpers.readings import fragment
 from tests.helpers.wait import wait_for
@@ -82,21 +83,12 @@ def test_full_disk_is_reported_and_recovers(tmp_path: Path, small_disk: Path) ->
     sim = MeterSimulator("raven", link=link, seed=22, pushes=False, reply_delay=0.01).start()
     config = write_config(tmp_path / "ravend.conf", small_disk, link,
                           service={"control_socket": ""})
-    filler = small_disk / "filler"
     with running_ravend(config, tmp_path / "ravend.log", then_stop=(sim.stop,)) as ravend:
         assert wait_for(lambda: "device opened" in ravend.log(), 20)
         sim.send_readings(200, ("demand",))
         assert sim.drain(10)
         assert wait_for(lambda: len(stored_rows(db)) >= 200, 20), ravend.log()
-        # Fill the disk completely, then keep the meter talking.
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            while True:
-                os.write(fd, b"\0" * 65536)  # unbuffered: ENOSPC comes here, not at close
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        filler = fill(small_disk, 65536)  # the disk completely; the meter keeps talking
         sim.send_readings(300, ("demand",))
         assert sim.drain(10)
         assert wait_for(lambda: "unavailable" in ravend.log(), 20), ravend.log()

@@ -16,6 +16,7 @@ import pytest
 
 from ravend.device import DEV_DIR_ENV
 from ravend.simulator import MeterSimulator
+from tests.helpers.accounting import quiet
 from tests.helpers.process import running_ravend, stored_rows, write_config
 from tests.helpers.wait import wait_for
 
@@ -78,9 +79,7 @@ def test_long_unplug_backs_off_to_the_cap_and_loses_nothing(tmp_path: Path, outa
         noticed = time.monotonic() - replugged
         assert sim.wait_for(lambda: len(sim.sent_readings()) >= len(before) + pushes_before,
                             60)
-        sim.set_pushes(False)
-        assert sim.drain(5)
-        want = {s.key for s in sim.sent_readings()}
+        want = quiet(sim)
         assert wait_for(lambda: {(m, k, t) for m, k, t, *_ in stored_rows(db)} >= want, 30), (
             ravend.log())
     log = ravend.log()
@@ -122,9 +121,7 @@ def test_port_auto_follows_the_stick_to_a_new_name(tmp_path: Path, monkeypatch) 
         sim.replug(link=str(second))
         assert wait_for(lambda: "device back" in ravend.log(), 10), ravend.log()
         assert sim.wait_for(lambda: len(sim.sent_readings()) >= sent_before + 40, 30)
-        sim.set_pushes(False)
-        assert sim.drain(5)
-        want = {s.key for s in sim.sent_readings()}
+        want = quiet(sim)
         assert wait_for(lambda: {(m, k, t) for m, k, t, *_ in stored_rows(db)} >= want, 20), (
             ravend.log())
     log = ravend.log()

@@ -63,6 +63,30 @@ def spooled_keys(outbox: Path) -> Counter:
     return Counter((d["meter_mac"], d["kind"], d["meter_time"]) for b in bodies for d in b["r"])
 
 
+def meter_and_mariadb(tmp_path: Path, mariadb_server, name: str, model: str, seed: int,
+                      **mysql: str) -> tuple[MeterSimulator, str, Path]:
+    """A simulated meter that speaks only when the test makes it send, and a configuration for
+    ravend storing into SQLite and into a new MariaDB database ``name``: (meter, database,
+    configuration file)."""
+    link = str(tmp_path / "stick")
+    db = mariadb_server.new_database(name)
+    sim = MeterSimulator(model, link=link, seed=seed, pushes=False, reply_delay=0.01).start()
+    config = write_config(tmp_path / "ravend.conf", tmp_path / "state", link,
+                          mysql=conf_keys(mariadb_server, db, **mysql))
+    return sim, db, config
+
+
+def in_both(want: set[tuple], mariadb_server, db: str, sqlite_db: Path) -> bool:
+    """Every key in WANT has reached the MariaDB database and the SQLite store."""
+    return set(mysql_keys(mariadb_server, db)) >= want and set(sqlite_keys(sqlite_db)) >= want
+
+
+def accounted_in_both(want: set[tuple], mariadb_server, db: str, sqlite_db: Path) -> None:
+    """Every key in WANT once in the MariaDB database and in the SQLite store, nothing else."""
+    accounted(want, ("mysql", mysql_keys(mariadb_server, db)),
+              ("sqlite", sqlite_keys(sqlite_db)))
+
+
 def half_fragment(sim: MeterSimulator) -> tuple[bytes, bytes]:
     """A demand fragment of this meter cut in two (never recorded as sent)."""
     data = (f"<InstantaneousDemand>\r\n  <DeviceMacId>{sim.device_mac}</DeviceMacId>\r\n"
@@ -81,12 +105,9 @@ def test_mariadb_killed_mid_transaction_then_restarted_loses_nothing(
     meter goes on flat out meanwhile. MariaDB restarts on the same data directory, rolls the
     transaction back in its crash recovery, and ravend replays: every reading once in MariaDB
     (and its CalPlug mirror) and in SQLite."""
-    link = str(tmp_path / "stick")
     sqlite_db = tmp_path / "state" / "ravend.db"
-    db = mariadb_server.new_database("killed")
-    sim = MeterSimulator("raven", link=link, seed=41, pushes=False, reply_delay=0.01).start()
-    config = write_config(tmp_path / "ravend.conf", tmp_path / "state", link,
-                          mysql=conf_keys(mariadb_server, db, query_timeout="60"))
+    sim, db, config = meter_and_mariadb(tmp_path, mariadb_server, "killed", "raven", 41,
+                                        query_timeout="60")
     ravend = RavendProcess(config, tmp_path / "ravend.log")
     locker = None
     try:
@@ -131,8 +152,7 @@ def test_mariadb_killed_mid_transaction_then_restarted_loses_nothing(
         sim.send_readings(1000, ("demand", "summation_delivered"))
         assert sim.drain(60)
         want = sent_keys(sim)
-        assert wait_for(lambda: set(mysql_keys(mariadb_server, db)) >= want
-                        and set(sqlite_keys(sqlite_db)) >= want, 60), ravend.log()
+        assert wait_for(lambda: in_both(want, mariadb_server, db, sqlite_db), 60), ravend.log()
     finally:
         if locker is not None:
             locker.close()
@@ -145,8 +165,7 @@ def test_mariadb_killed_mid_transaction_then_restarted_loses_nothing(
     assert in_flight > 0
     assert 1 <= log.count("mysql: unavailable") <= 3, log  # not one line per retry
     assert "mysql: available again" in log
-    accounted(want, ("mysql", mysql_keys(mariadb_server, db)),
-              ("sqlite", sqlite_keys(sqlite_db)))
+    accounted_in_both(want, mariadb_server, db, sqlite_db)
     demand = sum(1 for _, kind, _ in want if kind == "demand")
     assert query(mariadb_server, db, "SELECT COUNT(*), COUNT(DISTINCT meter_mac, key_time)"
                  " FROM instantaneous_demand")[0] == (demand, demand)
@@ -159,14 +178,9 @@ def test_sigkill_while_mariadb_is_down_then_restart_replays_the_spool(
     Restart= would), finds the outbox and replays it: everything the meter wrote complete
     before and after the kill is in both stores once; only the fragment cut by the kill, whose
     first half went to the dead process, is lost (it was never complete on the wire)."""
-    link = str(tmp_path / "stick")
-    state = tmp_path / "state"
-    sqlite_db = state / "ravend.db"
-    outbox = state / "outbox-mysql.db"
-    db = mariadb_server.new_database("sigkill")
-    sim = MeterSimulator("emu2", link=link, seed=42, pushes=False, reply_delay=0.01).start()
-    config = write_config(tmp_path / "ravend.conf", state, link,
-                          mysql=conf_keys(mariadb_server, db))
+    sqlite_db = tmp_path / "state" / "ravend.db"
+    outbox = tmp_path / "state" / "outbox-mysql.db"
+    sim, db, config = meter_and_mariadb(tmp_path, mariadb_server, "sigkill", "emu2", 42)
     first = RavendProcess(config, tmp_path / "ravend-1.log")
     second = None
     try:
@@ -196,8 +210,7 @@ def test_sigkill_while_mariadb_is_down_then_restart_replays_the_spool(
         sim.send_readings(300, ("demand", "summation_delivered"))
         assert sim.drain(30)
         want = sent_keys(sim)
-        assert wait_for(lambda: set(mysql_keys(mariadb_server, db)) >= want
-                        and set(sqlite_keys(sqlite_db)) >= want, 30), second.log()
+        assert wait_for(lambda: in_both(want, mariadb_server, db, sqlite_db), 30), second.log()
     finally:
         first.kill()
         code, _ = second.stop() if second is not None else (None, 0)
@@ -207,8 +220,7 @@ def test_sigkill_while_mariadb_is_down_then_restart_replays_the_spool(
     assert "Traceback" not in first.log() + log
     assert max(spooled.values()) == 1 and set(spooled) >= owed  # the kill kept the outbox
     assert "mysql: spool replayed" in log, log
-    accounted(want, ("mysql", mysql_keys(mariadb_server, db)),
-              ("sqlite", sqlite_keys(sqlite_db)))
+    accounted_in_both(want, mariadb_server, db, sqlite_db)
     assert len(spooled_keys(outbox)) == 0
 
 
@@ -242,15 +254,13 @@ def test_wrong_mariadb_password_is_said_once_spooled_and_recovers_when_fixed(
         sim.send_readings(200, ("demand",))
         assert sim.drain(20)
         want = sent_keys(sim)
-        assert wait_for(lambda: set(mysql_keys(mariadb_server, db)) >= want
-                        and set(sqlite_keys(sqlite_db)) >= want, 20), ravend.log()
+        assert wait_for(lambda: in_both(want, mariadb_server, db, sqlite_db), 20), ravend.log()
     log = ravend.log()
     assert "Traceback" not in log
     assert log.count("the credentials are wrong") == 1, log
     assert f"password_file {secret}" in log
     assert "mysql: available again" in log
-    accounted(want, ("mysql", mysql_keys(mariadb_server, db)),
-              ("sqlite", sqlite_keys(sqlite_db)))
+    accounted_in_both(want, mariadb_server, db, sqlite_db)
 
 
 def test_mosquitto_refusing_ravend_is_said_once_spooled_and_recovers_when_fixed(
@@ -272,12 +282,12 @@ def test_mosquitto_refusing_ravend_is_said_once_spooled_and_recovers_when_fixed(
         "enabled": "yes", "host": broker.host, "port": str(broker.port),
         "client_id": "ravend-fault", "username": "ravend", "password_file": str(secret),
         "publish_timeout": "2s"})
-    ravend = RavendProcess(config, tmp_path / "ravend.log")
 
     def published() -> Counter:
         return Counter(parse_reading(m.payload).key for m in reading_messages(sub))
 
-    try:
+    with running_ravend(config, tmp_path / "ravend.log",
+                        then_stop=(sim.stop, lambda: sub.stop(settle=0.3))) as ravend:
         assert wait_for(lambda: "mqtt: unavailable" in ravend.log(), 20), ravend.log()
         sim.send_readings(500, ("demand", "summation_delivered"))
         assert sim.drain(20)
@@ -292,13 +302,7 @@ def test_mosquitto_refusing_ravend_is_said_once_spooled_and_recovers_when_fixed(
         assert sim.drain(20)
         want = sent_keys(sim)
         assert wait_for(lambda: set(published()) >= want, 30), ravend.log()
-    finally:
-        code, _ = ravend.stop()
-        sim.stop()
-        time.sleep(0.3)
-        sub.stop()
     log = ravend.log()
-    assert code == 0, log
     assert "Traceback" not in log
     assert log.count("mqtt: unavailable") == 1, log
     assert "refused" in log.lower() or "not authori" in log.lower(), log
@@ -313,13 +317,8 @@ def test_sigterm_during_a_batch_exits_0_within_5s_and_loses_nothing(
     fragment it is in (so the stop cuts none), writes or spools what it has read, and exits 0
     within 5 s. The meter never stops talking; ravend is started again and reads what waited in
     the tty meanwhile. Every reading written complete on the wire is in both stores once."""
-    link = str(tmp_path / "stick")
-    state = tmp_path / "state"
-    sqlite_db = state / "ravend.db"
-    db = mariadb_server.new_database("sigterm")
-    sim = MeterSimulator("raven", link=link, seed=45, pushes=False, reply_delay=0.01).start()
-    config = write_config(tmp_path / "ravend.conf", state, link,
-                          mysql=conf_keys(mariadb_server, db))
+    sqlite_db = tmp_path / "state" / "ravend.db"
+    sim, db, config = meter_and_mariadb(tmp_path, mariadb_server, "sigterm", "raven", 45)
     first = RavendProcess(config, tmp_path / "ravend-1.log")
     second = None
     try:
@@ -334,8 +333,7 @@ def test_sigterm_during_a_batch_exits_0_within_5s_and_loses_nothing(
         second = RavendProcess(config, tmp_path / "ravend-2.log")
         assert sim.drain(120)
         want = sent_keys(sim)
-        assert wait_for(lambda: set(sqlite_keys(sqlite_db)) >= want
-                        and set(mysql_keys(mariadb_server, db)) >= want, 60), (
+        assert wait_for(lambda: in_both(want, mariadb_server, db, sqlite_db), 60), (
             first.log() + second.log())
     finally:
         first.kill()
@@ -345,5 +343,4 @@ def test_sigterm_during_a_batch_exits_0_within_5s_and_loses_nothing(
     assert code2 == 0
     assert "Traceback" not in logs
     assert "skipped" not in logs, logs  # no fragment was cut by the stop
-    accounted(want, ("mysql", mysql_keys(mariadb_server, db)),
-              ("sqlite", sqlite_keys(sqlite_db)))
+    accounted_in_both(want, mariadb_server, db, sqlite_db)

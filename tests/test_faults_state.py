@@ -19,6 +19,7 @@ from tests.helpers.mqtt import Subscriber, reading_messages
 from tests.helpers.process import RavendProcess, ravenctl, running_ravend, stored_rows, write_config
 from tests.helpers.readings import demands
 from tests.helpers.wait import wait_for
+from tests.helpers.worker import StoreLock
 
 
 def start_meter(tmp_path: Path, seed: int, **sections: dict[str, str]
@@ -117,8 +118,7 @@ def test_sigterm_while_a_write_hangs_spools_what_waits_and_a_restart_stores_it(
         sim.send_readings(10, ("demand",))
         assert sim.drain(10)
         assert wait_for(lambda: len(stored_rows(db)) == 10, 20), ravend.log()
-        locker = sqlite3.connect(db, isolation_level=None)
-        locker.execute("BEGIN EXCLUSIVE")
+        locker = StoreLock(db)
         for _ in range(40):
             sim.send_readings(1, ("demand",))
             time.sleep(0.02)  # several batches: one in flight, the rest queued behind it
@@ -136,8 +136,7 @@ def test_sigterm_while_a_write_hangs_spools_what_waits_and_a_restart_stores_it(
     assert "did not finish" in log
     assert re.search(r"ravend stopped \(.*stored sqlite=10 \(\d+ in the outbox\)\)", log), log
     assert len(stored_rows(db)) == 10  # (read-only: the lock is still held)
-    locker.execute("ROLLBACK")
-    locker.close()
+    locker.release()
 
     sim, again = start(tmp_path, seed=34, name="again")
     try:

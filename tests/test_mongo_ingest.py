@@ -15,6 +15,7 @@ import os
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from ravend.protocol.model import Kind, Reading, scale
 from ravend.pymongo_quiet import quiet_pymongo
 from ravend.simulator import MeterSimulator
 from ravend.sinks.mqtt_payload import reading_payload, reading_topic
+from tests.helpers.config import write
 from tests.helpers.process import (
     FAST_DEVICE,
     IngestProcess,
@@ -43,6 +45,7 @@ from tests.helpers.process import (
     run_program,
     write_config,
 )
+from tests.helpers.procfs import thread_wakeups, wakeups
 from tests.helpers.readings import DEVICE, METER, T0
 from tests.helpers.wait import wait_for
 
@@ -92,6 +95,39 @@ def publisher(broker: Any, client_id: str = "test-publisher") -> Connection:
 
 def stored_keys(coll: Any) -> list[tuple[str, str, int]]:
     return [reading_of(d) for d in coll.find({}, {"_id": 0})]
+
+
+@dataclass
+class Flood:
+    """An ingest process subscribed to ``broker`` while a thread publishes ``n`` readings."""
+
+    db: str
+    config: Path
+    ingest: IngestProcess
+    coll: Any
+    pub: Connection
+    sender: threading.Thread
+    n: int
+
+
+def start_flood(tmp_path: Path, broker: Any, mongo: Any, n: int, batch_size: str) -> Flood:
+    """Start the ingest, wait until it subscribed, then start publishing readings 0..n-1."""
+    db = new_db()
+    config = write_ingest_config(tmp_path / "ravend.conf", broker, mongo.uri, db,
+                                 batch_size=batch_size)
+    ingest = IngestProcess(config, tmp_path / "ingest.log")
+    ingest.wait_subscribed()
+    coll = mongo_client(mongo)[db]["readings"]
+    pub = publisher(broker)
+    sender = threading.Thread(target=pub.publish_all,
+                              args=([message(reading(i)) for i in range(n)], 60))
+    sender.start()
+    return Flood(db, config, ingest, coll, pub, sender, n)
+
+
+def assert_each_stored_once(coll: Any, n: int) -> None:
+    keys = stored_keys(coll)
+    assert len(keys) == len(set(keys)) == n
 
 
 # --- documents and the store ----------------------------------------------------------------------
@@ -166,9 +202,7 @@ def test_store_writes_each_reading_once_whatever_is_replayed(mongo_server) -> No
     twice = store.write([document(reading(500, meter_time=None)) for _ in range(2)])
     assert (twice.inserted, twice.duplicates) == (1, 1)
     store.close()
-    coll = mongo_client(mongo_server)[db]["readings"]
-    keys = stored_keys(coll)
-    assert len(keys) == len(set(keys)) == 151
+    assert_each_stored_once(mongo_client(mongo_server)[db]["readings"], 151)
 
 
 def test_store_down_raises_unavailable_then_recovers(make_mongo) -> None:
@@ -212,8 +246,7 @@ def test_subscription_defaults_to_the_reading_topics_and_can_be_shared(tmp_path:
     ("client_id = a b", "expected a client id"),
 ])
 def test_bad_mongo_settings_exit_78_in_one_line(tmp_path: Path, text: str, expected: str) -> None:
-    conf = tmp_path / "ravend.conf"
-    conf.write_text(f"[mongo]\n{text}\n")
+    conf = write(tmp_path, f"[mongo]\n{text}\n")
     done = run_cli("--config", str(conf), "--check-config")
     assert done.returncode == 78, done
     assert done.stderr.count("\n") == 1 and expected in done.stderr, done.stderr
@@ -345,13 +378,9 @@ def test_pymongo_executors_block_between_runs_and_stop_at_once() -> None:
     try:
         assert wait_for(lambda: len(runs) == 1, 5)
         thread = next(t for t in threading.enumerate() if t.name == "test_quiet_executor")
-        with open(f"/proc/self/task/{thread.native_id}/status") as f:
-            before = next(int(line.split()[1]) for line in f
-                          if line.startswith("voluntary_ctxt_switches"))
+        before = thread_wakeups(thread.native_id)
         time.sleep(1.0)
-        with open(f"/proc/self/task/{thread.native_id}/status") as f:
-            after = next(int(line.split()[1]) for line in f
-                         if line.startswith("voluntary_ctxt_switches"))
+        after = thread_wakeups(thread.native_id)
         assert after - before <= 1 and len(runs) == 1  # pymongo's own would wake twice a second
         executor.wake()  # an early check, as pymongo asks after an error
         assert wait_for(lambda: len(runs) == 2, 2)
@@ -377,9 +406,9 @@ def test_idle_ingest_blocks_until_a_message_comes(tmp_path: Path, make_mosquitto
         pub.publish_all([message(reading(0))], 5)
         assert wait_for(lambda: coll.count_documents({}) == 1, 10), ingest.log()
         time.sleep(1.0)
-        before = _wakeups(ingest.proc.pid)
+        before = wakeups(ingest.proc.pid)
         time.sleep(3.0)
-        idle_wakeups = _wakeups(ingest.proc.pid) - before
+        idle_wakeups = wakeups(ingest.proc.pid) - before
         pub.publish_all([message(reading(1))], 5)
         started = time.monotonic()
         assert wait_for(lambda: coll.count_documents({}) == 2, 5), ingest.log()
@@ -394,40 +423,21 @@ def test_idle_ingest_blocks_until_a_message_comes(tmp_path: Path, make_mosquitto
     assert latency < 1.0, f"a message took {latency:.2f} s"
 
 
-def _wakeups(pid: int) -> int:
-    """Voluntary context switches of all the process's threads."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with open(task / "status") as f:
-            total += next(int(line.split()[1]) for line in f
-                          if line.startswith("voluntary_ctxt_switches"))
-    return total
-
-
 def test_sigterm_stores_and_acknowledges_what_was_received_then_exits_0(
         tmp_path: Path, make_mosquitto, mongo_server) -> None:
-    db = new_db()
     broker = make_mosquitto(extra_config=BROKER_CONFIG)
-    config = write_ingest_config(tmp_path / "ravend.conf", broker, mongo_server.uri, db,
-                                 batch_size="50")
-    ingest = IngestProcess(config, tmp_path / "ingest.log")
-    ingest.wait_subscribed()
-    coll = mongo_client(mongo_server)[db]["readings"]
-    pub = publisher(broker)
-    n = 2000
-    sender = threading.Thread(target=pub.publish_all,
-                              args=([message(reading(i)) for i in range(n)], 60))
-    sender.start()
+    flood = start_flood(tmp_path, broker, mongo_server, 2000, batch_size="50")
+    ingest, coll, pub, n = flood.ingest, flood.coll, flood.pub, flood.n
     assert wait_for(lambda: coll.count_documents({}) >= 200, 30), ingest.log()
     started = time.monotonic()
     assert ingest.stop().code == 0, ingest.log()  # in the middle of the stream
     assert time.monotonic() - started < 5
-    sender.join(60)
+    flood.sender.join(60)
     first = ingest.log()
     assert "Traceback" not in first and "not stored at stop" not in first, first
     # What it received before SIGTERM is stored and acknowledged: the next start gets only
     # the rest, none of it again.
-    ingest = IngestProcess(config, tmp_path / "ingest2.log")
+    ingest = IngestProcess(flood.config, tmp_path / "ingest2.log")
     try:
         assert wait_for(lambda: coll.count_documents({}) >= n, 30), ingest.log()
         time.sleep(0.5)
@@ -435,8 +445,7 @@ def test_sigterm_stores_and_acknowledges_what_was_received_then_exits_0(
         assert ingest.stop().code == 0
         pub.close()
     assert " 0 already stored" in ingest.log(), ingest.log()
-    keys = stored_keys(coll)
-    assert len(keys) == len(set(keys)) == n
+    assert_each_stored_once(coll, n)
 
 
 def test_readings_published_while_stopped_are_stored_when_it_returns(
@@ -461,31 +470,21 @@ def test_readings_published_while_stopped_are_stored_when_it_returns(
 
 
 def test_kill_9_in_a_flood_loses_nothing(tmp_path: Path, make_mosquitto, mongo_server) -> None:
-    db = new_db()
     broker = make_mosquitto(extra_config=BROKER_CONFIG)
-    config = write_ingest_config(tmp_path / "ravend.conf", broker, mongo_server.uri, db,
-                                 batch_size="100")
-    ingest = IngestProcess(config, tmp_path / "ingest.log")
-    ingest.wait_subscribed()
-    coll = mongo_client(mongo_server)[db]["readings"]
-    pub = publisher(broker)
-    n = 3000
-    sender = threading.Thread(target=pub.publish_all,
-                              args=([message(reading(i)) for i in range(n)], 60))
-    sender.start()
+    flood = start_flood(tmp_path, broker, mongo_server, 3000, batch_size="100")
+    ingest, coll, pub, n = flood.ingest, flood.coll, flood.pub, flood.n
     try:
         assert wait_for(lambda: coll.count_documents({}) >= 300, 30), ingest.log()
         ingest.kill()  # in the middle of the flood: batches received, being written, acked
-        sender.join(60)
-        ingest = IngestProcess(config, tmp_path / "ingest.log")
+        flood.sender.join(60)
+        ingest = IngestProcess(flood.config, tmp_path / "ingest.log")
         assert wait_for(lambda: coll.count_documents({}) >= n, 30), (
             coll.count_documents({}), ingest.log())
         time.sleep(0.5)
     finally:
         assert ingest.stop().code == 0
         pub.close()
-    keys = stored_keys(coll)
-    assert len(keys) == len(set(keys)) == n
+    assert_each_stored_once(coll, n)
 
 
 def test_mongodb_kill_9_mid_stream_loses_nothing(tmp_path: Path, make_mosquitto,
@@ -493,32 +492,22 @@ def test_mongodb_kill_9_mid_stream_loses_nothing(tmp_path: Path, make_mosquitto,
     """A message is acknowledged only once MongoDB acknowledged its batch as journaled: a
     MongoDB that syncs its commits (as mongod with j: true) and is killed loses nothing."""
     mongo = make_mongo(sync_on_commit=True)
-    db = new_db()
     broker = make_mosquitto(extra_config=BROKER_CONFIG)
-    config = write_ingest_config(tmp_path / "ravend.conf", broker, mongo.uri, db,
-                                 batch_size="50")
-    ingest = IngestProcess(config, tmp_path / "ingest.log")
-    ingest.wait_subscribed()
-    coll = mongo_client(mongo)[db]["readings"]
-    pub = publisher(broker)
-    n = 1500
-    sender = threading.Thread(target=pub.publish_all,
-                              args=([message(reading(i)) for i in range(n)], 60))
-    sender.start()
+    flood = start_flood(tmp_path, broker, mongo, 1500, batch_size="50")
+    ingest, coll, pub, n = flood.ingest, flood.coll, flood.pub, flood.n
     try:
         assert wait_for(lambda: coll.count_documents({}) >= 300, 30), ingest.log()
         mongo.kill()
-        sender.join(60)
+        flood.sender.join(60)
         assert wait_for(lambda: "(retrying;" in ingest.log(), 20), ingest.log()
         mongo.start()
-        coll = mongo_client(mongo)[db]["readings"]
+        coll = mongo_client(mongo)[flood.db]["readings"]
         assert wait_for(lambda: coll.count_documents({}) >= n, 60), ingest.log()
         time.sleep(0.5)
     finally:
         assert ingest.stop().code == 0
         pub.close()
-    keys = stored_keys(coll)
-    assert len(keys) == len(set(keys)) == n
+    assert_each_stored_once(coll, n)
 
 
 # --- acceptance: simulator → ravend → Mosquitto → two ingests → MongoDB ------------------

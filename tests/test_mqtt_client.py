@@ -16,6 +16,7 @@ import pytest
 from ravend.mqtt_client import PAHO_2, PAHO_VERSION, Connection, Endpoint, Message, MqttError
 from tests.helpers import servers
 from tests.helpers.mqtt import Subscriber
+from tests.helpers.procfs import thread_wakeups
 
 
 def endpoint(server, **kw) -> Endpoint:
@@ -200,12 +201,6 @@ def test_subscribe_reports_granted_qos(mosquitto_server) -> None:
     conn.close()
 
 
-def _voluntary_switches(native_id: int) -> int:
-    with open(f"/proc/self/task/{native_id}/status") as f:
-        return next(int(line.split()[1]) for line in f
-                    if line.startswith("voluntary_ctxt_switches"))
-
-
 @pytest.mark.parametrize("clean", [True, False])
 def test_idle_network_thread_sleeps_and_close_still_ends_it_at_once(mosquitto_server,
                                                                      clean: bool) -> None:
@@ -213,9 +208,9 @@ def test_idle_network_thread_sleeps_and_close_still_ends_it_at_once(mosquitto_se
     conn = Connection(endpoint(mosquitto_server, keepalive=60))
     conn.connect(5)
     thread = conn._client._thread
-    before = _voluntary_switches(thread.native_id)
+    before = thread_wakeups(thread.native_id)
     time.sleep(2.5)
-    assert _voluntary_switches(thread.native_id) - before <= 1
+    assert thread_wakeups(thread.native_id) - before <= 1
     conn.publish_all([Message("t/idle", b"1", 1)], 5)  # a publish wakes it without the timer
     started = time.monotonic()
     conn.close(clean=clean)

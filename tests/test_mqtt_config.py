@@ -11,14 +11,8 @@ import pytest
 
 from ravend.config import ConfigError, load
 from ravend.config_secrets import read_secret
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "ravend.conf"
-    path.write_text(text)
-    return path
+from tests.helpers.config import refused, write
+from tests.helpers.process import ROOT
 
 
 def test_shipped_file_equals_the_defaults() -> None:
@@ -68,10 +62,7 @@ def test_values_parse(tmp_path: Path) -> None:
     ("[repeater]\nbatch_size = 0\n", "expected a value from 1 to 10000"),
 ])
 def test_bad_values_refused_in_one_line(tmp_path: Path, text: str, expected: str) -> None:
-    path = write(tmp_path, text)
-    with pytest.raises(ConfigError, match=expected) as info:
-        load(path)
-    assert "\n" not in str(info.value)
+    refused(write(tmp_path, text), expected)
 
 
 @pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o660])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -22,14 +21,11 @@ from ravend.sinks.mqtt_payload import parse_reading
 from ravend.sinks.outbox import Outbox
 from ravend.sinks.sqlite import SqliteSink
 from ravend.sinks.worker import SinkWorker
+from tests.helpers.disk import fill
 from tests.helpers.mqtt import Subscriber, reading_messages
 from tests.helpers.readings import demands
 from tests.helpers.wait import wait_for
-from tests.helpers.worker import spooled_keys, stored_keys
-
-
-def aside(path: Path) -> list[Path]:
-    return sorted(path.parent.glob(path.name + ".corrupt-*"))
+from tests.helpers.worker import StoreLock, aside, moved_aside, spooled_keys, stored_keys
 
 
 def test_an_outbox_that_is_not_a_database_is_moved_aside_and_replaced(
@@ -41,11 +37,8 @@ def test_an_outbox_that_is_not_a_database_is_moved_aside_and_replaced(
     box.append(demands(3), [])
     assert spooled_keys(box) == [r.key_time for r in demands(3)]
     box.close()
-    moved = aside(path)
-    assert len(moved) == 1 and moved[0].read_bytes().startswith(b"this is not an SQLite file")
-    lines = [r for r in caplog.records if "damaged" in r.getMessage()]
-    assert len(lines) == 1 and lines[0].levelno == logging.ERROR
-    assert str(path) in lines[0].getMessage() and str(moved[0]) in lines[0].getMessage()
+    _, said = moved_aside(path, b"this is not an SQLite file", caplog)
+    assert str(path) in said
 
 
 def truncated_outbox(path: Path, rows: int) -> None:
@@ -106,23 +99,13 @@ def test_a_full_disk_at_acknowledgement_does_not_kill_the_worker(
     worker.start()
     worker.submit(demands(1))
     assert wait_for(lambda: worker.stats.stored == 1)
-    locker = sqlite3.connect(db, isolation_level=None)
-    locker.execute("BEGIN EXCLUSIVE")
+    locker = StoreLock(db)
     sent = demands(300, 1)
     for r in sent:
         worker.submit([r])
     assert wait_for(lambda: len(worker.outbox) == 300)
-    filler = small_disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-    locker.execute("ROLLBACK")
-    locker.close()
+    filler = fill(small_disk)
+    locker.release()
     assert wait_for(lambda: len(stored_keys(db)) == 301), caplog.text  # the replay wrote
     filler.unlink()  # space returns
     assert wait_for(lambda: not len(worker.outbox) and worker.stats.up, 20), caplog.text
@@ -131,18 +114,6 @@ def test_a_full_disk_at_acknowledgement_does_not_kill_the_worker(
     assert "unavailable: outbox: cannot acknowledge" in caplog.text
     assert stored_keys(db) == [r.key_time for r in demands(301)]
     assert worker.stats.stored == 301
-
-
-def fill(disk: Path) -> Path:
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError:
-        return filler
-    finally:
-        os.close(fd)
 
 
 def test_the_mqtt_worker_survives_a_full_disk_at_acknowledgement(
@@ -235,12 +206,10 @@ def test_an_outbox_that_cannot_be_opened_leaves_the_sink_storing_and_is_tried_ag
     worker.submit(demands(3))
     assert wait_for(lambda: worker.stats.stored == 3), caplog.text
     path.rmdir()  # the operator fixes it
-    locker = sqlite3.connect(db, isolation_level=None)
-    locker.execute("BEGIN EXCLUSIVE")  # now the store is busy: the outbox takes the readings
+    locker = StoreLock(db)  # now the store is busy: the outbox takes the readings
     worker.submit(demands(2, 3))
     assert wait_for(lambda: len(worker.outbox) == 2), caplog.text
-    locker.execute("ROLLBACK")
-    locker.close()
+    locker.release()
     assert wait_for(lambda: worker.stats.stored == 5 and not len(worker.outbox)), caplog.text
     worker.stop()
     assert stored_keys(db) == [r.key_time for r in demands(5)]

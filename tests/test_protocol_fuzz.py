@@ -331,27 +331,34 @@ def values(out: list[Any]) -> list[Any]:
     return [o for o in out if not isinstance(o, Discarded)]
 
 
-def build_stream(frags: list[Generated], gaps: list[bytes]) -> bytes:
-    data = gaps[0]
-    for frag, gap in zip(frags, gaps[1:], strict=True):
-        data += frag.wire + gap
-    return data
+#: What the stream tests are given: the fragments, Hypothesis's data to draw the gaps from, and
+#: where the reads cut the stream.
+STREAM = {
+    "frags": st.lists(fragments, min_size=1, max_size=6),
+    "data": st.data(),
+    "cuts": st.lists(st.integers(min_value=0), max_size=25),
+}
+
+
+def draw_stream(frags: list[Generated], data: st.DataObject,
+                gap: st.SearchStrategy[bytes]) -> tuple[list[bytes], bytes]:
+    """A gap drawn from ``gap`` before, between and after the fragments; the gaps and the stream."""
+    gaps = data.draw(st.lists(gap, min_size=len(frags) + 1, max_size=len(frags) + 1))
+    stream = gaps[0]
+    for frag, after in zip(frags, gaps[1:], strict=True):
+        stream += frag.wire + after
+    return gaps, stream
 
 
 # --- 1. any chunking gives the same fragments -------------------------------------------------
 
 
 @FUZZ
-@given(
-    frags=st.lists(fragments, min_size=1, max_size=6),
-    data=st.data(),
-    cuts=st.lists(st.integers(min_value=0), max_size=25),
-)
+@given(**STREAM)
 def test_valid_stream_with_blank_noise_decodes_the_same_for_any_split(
     frags: list[Generated], data: st.DataObject, cuts: list[int]
 ) -> None:
-    gaps = data.draw(st.lists(blank_gaps, min_size=len(frags) + 1, max_size=len(frags) + 1))
-    stream = build_stream(frags, gaps)
+    _, stream = draw_stream(frags, data, blank_gaps)
     whole = run_decoder([stream])
     assert whole == [f.expected for f in frags]  # no Discarded at all for blank noise
     assert run_decoder(split(stream, cuts)) == whole
@@ -359,16 +366,11 @@ def test_valid_stream_with_blank_noise_decodes_the_same_for_any_split(
 
 
 @FUZZ
-@given(
-    frags=st.lists(fragments, min_size=1, max_size=6),
-    data=st.data(),
-    cuts=st.lists(st.integers(min_value=0), max_size=25),
-)
+@given(**STREAM)
 def test_valid_stream_with_junk_between_fragments_decodes_the_same_for_any_split(
     frags: list[Generated], data: st.DataObject, cuts: list[int]
 ) -> None:
-    gaps = data.draw(st.lists(junk_gaps, min_size=len(frags) + 1, max_size=len(frags) + 1))
-    stream = build_stream(frags, gaps)
+    gaps, stream = draw_stream(frags, data, junk_gaps)
     whole = run_decoder([stream])
     assert values(whole) == [f.expected for f in frags]
     # Whole: one report per gap holding more than blanks, counting the gap exactly.
@@ -498,17 +500,11 @@ def test_set_current_price_round_trips_through_our_own_reader(price: int, digits
 
 
 @FUZZ
-@given(
-    frags=st.lists(fragments, min_size=1, max_size=6),
-    data=st.data(),
-    cuts=st.lists(st.integers(min_value=0), max_size=25),
-)
+@given(**STREAM)
 def test_fast_paths_give_exactly_what_the_general_path_gives(
     frags: list[Generated], data: st.DataObject, cuts: list[int]
 ) -> None:
-    gaps = data.draw(st.lists(st.one_of(blank_gaps, junk_gaps), min_size=len(frags) + 1,
-                              max_size=len(frags) + 1))
-    stream = build_stream(frags, gaps)
+    _, stream = draw_stream(frags, data, st.one_of(blank_gaps, junk_gaps))
     general = run_decoder([stream], fast=False)
     assert run_decoder([stream]) == general
     assert run_decoder(split(stream, cuts)) == run_decoder(split(stream, cuts), fast=False)

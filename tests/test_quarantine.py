@@ -21,7 +21,7 @@ from ravend.sinks.worker import SYSTEMATIC_AFTER, SinkWorker
 from tests.helpers.process import ravenctl
 from tests.helpers.readings import demand, demands
 from tests.helpers.wait import wait_for
-from tests.helpers.worker import make_worker, state, stored_keys
+from tests.helpers.worker import make_worker, moved_aside, state, stored_keys
 
 TOO_WIDE = 1 << 70  # no SQLite INTEGER holds it
 
@@ -242,11 +242,7 @@ def test_a_damaged_rejected_db_is_moved_aside_and_rejections_are_listed_again(
     box.close()
     assert [r["key_time"] for r in Quarantine(path, readonly=True).rows()] == [
         demand(1).key_time, demand(2).key_time]
-    moved = sorted(tmp_path.glob("rejected.db.corrupt-*"))
-    assert len(moved) == 1 and moved[0].read_bytes().startswith(b"garbage")
-    lines = [r for r in caplog.records if "damaged" in r.getMessage()]
-    assert len(lines) == 1 and lines[0].levelno == logging.ERROR
-    assert str(moved[0]) in lines[0].getMessage()
+    moved_aside(path, b"garbage", caplog)
 
 
 def test_rejected_db_keeps_the_newest_rows_and_counts_what_it_deleted(tmp_path: Path) -> None:

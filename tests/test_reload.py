@@ -18,7 +18,10 @@ from pathlib import Path
 
 from ravend.simulator import MeterSimulator
 from tests.helpers import servers
+from tests.helpers.accounting import quiet
+from tests.helpers.daemon import daemon_pid, start_daemon
 from tests.helpers.process import ROOT, RavendProcess, running_ravend, stored_rows, write_config
+from tests.helpers.procfs import exited
 from tests.helpers.wait import wait_for
 
 UNIT = ROOT / "systemd" / "ravend.service"
@@ -91,9 +94,7 @@ def test_reload_applies_a_new_metrics_listen_without_losing_a_reading(tmp_path: 
         assert wait_for(lambda: ravend.log().count("ravend started") == 2, 10), ravend.log()
         before = len(stored_rows(db))
         assert wait_for(lambda: len(stored_rows(db)) >= before + 10, 20), ravend.log()
-        sim.set_pushes(False)
-        assert sim.drain(5)
-        want = {(s.meter_mac, s.kind, s.meter_time) for s in sim.sent_readings()}
+        want = quiet(sim)
         assert wait_for(lambda: len(stored_rows(db)) >= len(want), 10)
     rows = stored_rows(db)
     assert {(m, k, t) for m, k, t, *_ in rows} == want  # stored = sent, across the reload
@@ -137,39 +138,27 @@ def test_daemon_mode_reload_applies_a_changed_file_and_keeps_the_pidfile(tmp_pat
     pidfile = tmp_path / "run" / "ravend.pid"
     sim = MeterSimulator("raven", link=link, seed=6, speed=200).start()
     config = write_config(tmp_path / "ravend.conf", tmp_path / "state", link)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115
     daemon_log = tmp_path / "daemon.log"
-
-    def running_pid() -> int | None:
-        text = pidfile.read_text() if pidfile.exists() else ""
-        return int(text.split()[0]) if text.endswith("\n") else None
-
     try:
-        started = subprocess.run(
-            [sys.executable, "-m", "ravend.cli.ravend", "--config", str(config), "--daemon",
-             "--pidfile", str(pidfile)], stdout=log, stderr=log, env=env, cwd=ROOT, timeout=30)
-        assert started.returncode == 0
-        assert wait_for(lambda: running_pid() is not None, 10)
+        start_daemon(config, pidfile, daemon_log)
+        assert wait_for(lambda: daemon_pid(pidfile) is not None, 10)
         assert wait_for(lambda: len(stored_rows(db)) >= 5, 20)
         port = servers.free_port()
         write_config(config, tmp_path / "state", link,
                      metrics={"listen": f"{servers.LOOPBACK}:{port}"})
-        os.kill(running_pid(), signal.SIGHUP)  # type: ignore[arg-type]
+        os.kill(daemon_pid(pidfile), signal.SIGHUP)  # type: ignore[arg-type]
         assert wait_for(lambda: answers_metrics(port), 20), daemon_log.read_text()
         assert wait_for(lambda: daemon_log.read_text().count("ravend started") == 2, 20), \
             daemon_log.read_text()
-        assert wait_for(lambda: running_pid() is not None, 10)
-        pid = running_pid()
+        assert wait_for(lambda: daemon_pid(pidfile) is not None, 10)
+        pid = daemon_pid(pidfile)
         assert pid is not None and Path(f"/proc/{pid}").exists()
         before = len(stored_rows(db))
         assert wait_for(lambda: len(stored_rows(db)) >= before + 5, 20)
         os.kill(pid, signal.SIGTERM)
-        assert wait_for(lambda: not Path(f"/proc/{pid}").exists()
-                        or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2], 10)
+        assert wait_for(lambda: exited(pid), 10)
     finally:
         sim.stop()
-        log.close()
     assert not pidfile.exists()
     text = daemon_log.read_text()
     assert "changed ([metrics]); restarting in place" in text

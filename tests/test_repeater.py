@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sqlite3
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -31,7 +31,8 @@ from ravend.sinks.sqlite import SqliteSink
 from ravend.store import SqliteStore
 from tests.helpers.mqtt import Subscriber, reading_messages, save_broker_state, validate_ha_sensor
 from tests.helpers.process import RepeaterProcess
-from tests.helpers.readings import DEVICE, METER, T0
+from tests.helpers.procfs import cpu_seconds, wakeups
+from tests.helpers.readings import DEVICE, METER, T0, store_readings
 from tests.helpers.wait import wait_for
 
 BROKER_CONFIG = "max_queued_messages 1000000"
@@ -52,11 +53,7 @@ def backlog(n: int, start: int = 0) -> list[Reading]:
 
 
 def store(db: Path, readings: list[Reading]) -> None:
-    sink = SqliteSink(db)
-    sink.open()
-    for i in range(0, len(readings), 2000):
-        sink.write(readings[i:i + 2000], [])
-    sink.close()
+    store_readings(db, readings, batch=2000)
 
 
 def write_config(tmp_path: Path, broker, **repeater: str) -> Path:
@@ -95,10 +92,16 @@ def check_received(sub: Subscriber, readings: list[Reading], max_repeats: int = 
     assert repeats <= max_repeats, f"{repeats} repeats"
 
 
-def drain(tmp_path: Path, broker, n: int, timeout: float, **repeater: str) -> None:
+def stored_backlog(tmp_path: Path, broker, n: int, **repeater: str) -> tuple[list[Reading], Path]:
+    """A store of ``n`` readings for a repeater to publish to ``broker``: (readings, config)."""
     readings = backlog(n)
     config = write_config(tmp_path, broker, **repeater)
     store(tmp_path / "state" / "ravend.db", readings)
+    return readings, config
+
+
+def drain(tmp_path: Path, broker, n: int, timeout: float, **repeater: str) -> None:
+    readings, config = stored_backlog(tmp_path, broker, n, **repeater)
     sub = Subscriber(broker.host, broker.port, ["ravend/+/+"]).start()
     proc = RepeaterProcess(config, tmp_path / "repeater.log")
     try:
@@ -119,9 +122,7 @@ def test_backlog_of_100000_drains_completely(tmp_path: Path, make_mosquitto) -> 
 def test_kill_9_mid_drain_then_restart_leaves_no_gap(tmp_path: Path, make_mosquitto) -> None:
     broker = make_mosquitto(extra_config=BROKER_CONFIG)
     n = 20_000
-    readings = backlog(n)
-    config = write_config(tmp_path, broker, batch_size="500")
-    store(tmp_path / "state" / "ravend.db", readings)
+    readings, config = stored_backlog(tmp_path, broker, n, batch_size="500")
     sub = Subscriber(broker.host, broker.port, ["ravend/+/+"]).start()
     first = RepeaterProcess(config, tmp_path / "repeater.log")
     assert wait_for(lambda: watermark(tmp_path) >= 5000, 30), first.log()
@@ -144,9 +145,7 @@ def test_kill_9_mid_drain_then_restart_leaves_no_gap(tmp_path: Path, make_mosqui
 def test_broker_outage_mid_drain(tmp_path: Path, make_mosquitto) -> None:
     broker = make_mosquitto(extra_config=BROKER_CONFIG)
     n = 20_000
-    readings = backlog(n)
-    config = write_config(tmp_path, broker, batch_size="200")
-    store(tmp_path / "state" / "ravend.db", readings)
+    readings, config = stored_backlog(tmp_path, broker, n, batch_size="200")
     sub = Subscriber(broker.host, broker.port, ["ravend/+/+"], client_id="durable",
                      clean_session=False).start()
     save_broker_state(broker)
@@ -187,24 +186,36 @@ def test_broker_outage_mid_drain(tmp_path: Path, make_mosquitto) -> None:
     assert "Traceback" not in log
 
 
-def test_follows_new_rows_without_busy_waiting(tmp_path: Path, mosquitto_server) -> None:
-    config = write_config(tmp_path, mosquitto_server, poll_interval="1s")
+def idle_then_new_rows(tmp_path: Path, config: Path, settle: float,
+                       count: Callable[[int], float]) -> tuple[float, float]:
+    """Run the repeater on a store of 10 readings; once they are out and ``settle`` seconds have
+    passed, measure ``count(pid)`` over 3 s idle, then store 5 more readings. What the 3 s
+    counted, and how many seconds the new rows took to be published."""
     db = tmp_path / "state" / "ravend.db"
     store(db, backlog(10))
-    sub = Subscriber(mosquitto_server.host, mosquitto_server.port, ["ravend/+/+"]).start()
     proc = RepeaterProcess(config, tmp_path / "repeater.log")
     try:
         assert wait_for(lambda: watermark(tmp_path) == 10, 20), proc.log()
-        time.sleep(1.5)  # idle: the pause has grown to poll_interval
-        cpu0 = _cpu_seconds(proc.proc.pid)
+        time.sleep(settle)
+        before = count(proc.proc.pid)
         time.sleep(3.0)
-        idle_cpu = _cpu_seconds(proc.proc.pid) - cpu0
+        idle = count(proc.proc.pid) - before
         store(db, backlog(5, start=10))
         started = time.monotonic()
         assert wait_for(lambda: watermark(tmp_path) == 15, 5), proc.log()
         latency = time.monotonic() - started
     finally:
         assert proc.stop().code == 0
+    return idle, latency
+
+
+def test_follows_new_rows_without_busy_waiting(tmp_path: Path, mosquitto_server) -> None:
+    config = write_config(tmp_path, mosquitto_server, poll_interval="1s")
+    sub = Subscriber(mosquitto_server.host, mosquitto_server.port, ["ravend/+/+"]).start()
+    try:
+        # idle: after 1.5 s the pause has grown to poll_interval
+        idle_cpu, latency = idle_then_new_rows(tmp_path, config, 1.5, cpu_seconds)
+    finally:
         sub.stop()
     assert idle_cpu < 0.3, f"{idle_cpu:.2f} s CPU in 3 s idle"
     assert latency < 1.6, f"new rows took {latency:.2f} s"
@@ -214,21 +225,7 @@ def test_follows_new_rows_without_busy_waiting(tmp_path: Path, mosquitto_server)
 def test_new_rows_wake_it_without_polling(tmp_path: Path, mosquitto_server) -> None:
     # poll_interval 1h: only the store's inotify watch can make it publish the new rows soon.
     config = write_config(tmp_path, mosquitto_server, poll_interval="1h")
-    db = tmp_path / "state" / "ravend.db"
-    store(db, backlog(10))
-    proc = RepeaterProcess(config, tmp_path / "repeater.log")
-    try:
-        assert wait_for(lambda: watermark(tmp_path) == 10, 20), proc.log()
-        time.sleep(0.5)
-        before = _wakeups(proc.proc.pid)
-        time.sleep(3.0)
-        idle_wakeups = _wakeups(proc.proc.pid) - before
-        store(db, backlog(5, start=10))
-        started = time.monotonic()
-        assert wait_for(lambda: watermark(tmp_path) == 15, 5), proc.log()
-        latency = time.monotonic() - started
-    finally:
-        assert proc.stop().code == 0
+    idle_wakeups, latency = idle_then_new_rows(tmp_path, config, 0.5, wakeups)
     assert idle_wakeups <= 3, f"{idle_wakeups} wake-ups in 3 s idle"
     assert latency < 1.0, f"new rows took {latency:.2f} s"
 
@@ -255,21 +252,6 @@ def test_store_watch_wakes_on_database_writes_only(tmp_path: Path) -> None:
         assert time.monotonic() - started < 5
     finally:
         watch.close()
-
-
-def _wakeups(pid: int) -> int:
-    """Voluntary context switches of all the process's threads."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with open(task / "status") as f:
-            total += next(int(line.split()[1]) for line in f
-                          if line.startswith("voluntary_ctxt_switches"))
-    return total
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_start_newest_skips_the_existing_store(tmp_path: Path, mosquitto_server) -> None:

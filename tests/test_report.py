@@ -18,6 +18,7 @@ from ravend.protocol.model import Kind, Reading
 from ravend.rollup import HOUR
 from ravend.sinks.sqlite import SqliteSink
 from tests.helpers.cost import D, price, reading, write_conf
+from tests.helpers.readings import store_readings
 
 PHOENIX = ZoneInfo("America/Phoenix")  # UTC-7, no DST: local days are not UTC days
 WEEK = dt.date(2025, 3, 3)  # a Monday
@@ -108,11 +109,7 @@ def test_report_of_a_known_week_matches_an_independent_computation(tmp_path: Pat
     state = tmp_path / "state"
     state.mkdir()
     readings = week_readings()
-    sink = SqliteSink(state / "ravend.db")
-    sink.open()
-    for i in range(0, len(readings), 5000):
-        sink.write(readings[i:i + 5000], [])
-    sink.close()
+    store_readings(state / "ravend.db", readings)
     conf = write_conf(tmp_path / "ravend.conf",
                       f"[service]\nstate_dir = {state}\n"
                       f"[retention]\nraw_days = 0\ntime_zone = America/Phoenix\n"

@@ -24,9 +24,10 @@ from ravend.purge import purge
 from ravend.rollup_update import update_rollups
 from ravend.sinks.mysql import MysqlSink
 from ravend.sinks.sqlite import SqliteSink
-from ravend.store import MysqlStore, SqliteStore, Store
+from ravend.store import Store
 from tests.helpers.mysql import mysql_config, query
 from tests.helpers.readings import DEVICE, METER
+from tests.helpers.stores import StoreEnv, each_store
 
 DAY = 86400
 HOUR = 3600
@@ -50,36 +51,17 @@ def history(start: int, seconds: int) -> list[Reading]:
     return out
 
 
-class Env:
-    """One store of each kind behind the same few calls."""
+class Env(StoreEnv):
+    """One store of each kind, its clock (``now``) set by the test."""
 
     def __init__(self, kind: str, tmp_path: Path, mariadb_server: Any, name: str) -> None:
-        self.kind = kind
-        if kind == "sqlite":
-            self.path = tmp_path / "ravend.db"
-            self.sink: Any = SqliteSink(self.path)
-        else:
-            self.server = mariadb_server
-            self.db = mariadb_server.new_database(name)
-            self.cfg = mysql_config(mariadb_server, self.db)
-            self.sink = MysqlSink(self.cfg)
-        self.sink.open()
+        super().__init__(kind, tmp_path, mariadb_server, name)
         self.now = float(D0)
 
-    def write(self, readings: list[Reading]) -> None:
-        for i in range(0, len(readings), 2000):
-            self.sink.write(readings[i:i + 2000], [])
-
     def store(self) -> Store:
-        store = SqliteStore(self.path) if self.kind == "sqlite" else MysqlStore(self.cfg)
+        store = super().store()
         store.now = lambda: self.now  # type: ignore[method-assign]
         return store
-
-    def rows(self, sql: str) -> list[tuple]:
-        if self.kind == "sqlite":
-            with sqlite3.connect(self.path) as conn:
-                return conn.execute(sql).fetchall()
-        return query(self.server, self.db, sql)
 
     def rollups(self, table: str = "rollup_hourly") -> list[tuple]:
         """Roll-up rows with the decimals as Decimal whatever the store keeps them as."""
@@ -94,16 +76,10 @@ class Env:
     def count(self) -> int:
         return self.rows("SELECT COUNT(*) FROM readings")[0][0]
 
-    def close(self) -> None:
-        self.sink.close()
-
 
 @pytest.fixture(params=["sqlite", "mysql"])
 def env(request, tmp_path: Path):
-    server = request.getfixturevalue("mariadb_server") if request.param == "mysql" else None
-    e = Env(request.param, tmp_path, server, request.node.name)
-    yield e
-    e.close()
+    yield from each_store(request, tmp_path, Env)
 
 
 def run_rollups(env: Env) -> Any:

@@ -17,12 +17,10 @@ from ravend.cli import ravenctl
 from ravend.protocol.model import Kind, Reading
 from ravend.rollup import HOUR
 from ravend.rollup_update import update_rollups
-from ravend.sinks.mysql import MysqlSink
-from ravend.sinks.sqlite import SqliteSink
-from ravend.store import SqliteStore, Store
+from ravend.store import SqliteStore
 from ravend.tariff import Plan, Tariff, parse_periods
 from tests.helpers.cost import DAY0, H0, UTC, D, F, price, reading, write_conf
-from tests.helpers.mysql import mysql_config, query
+from tests.helpers.stores import StoreEnv, each_store
 
 
 def hours_of_use(start: int, hours: int, kwh_per_hour: int = 2) -> list[Reading]:
@@ -36,27 +34,8 @@ def hours_of_use(start: int, hours: int, kwh_per_hour: int = 2) -> list[Reading]
     return out
 
 
-class Env:
-    def __init__(self, kind: str, tmp_path: Path, server: Any, name: str) -> None:
-        self.kind = kind
-        if kind == "sqlite":
-            self.path = tmp_path / "ravend.db"
-            self.sink: Any = SqliteSink(self.path)
-        else:
-            self.server = server
-            self.db = server.new_database(name)
-            self.cfg = mysql_config(server, self.db)
-            self.sink = MysqlSink(self.cfg)
-        self.sink.open()
-
-    def write(self, readings: list[Reading]) -> None:
-        for i in range(0, len(readings), 2000):
-            self.sink.write(readings[i:i + 2000], [])
-
-    def store(self) -> Store:
-        from ravend.store import MysqlStore
-
-        return SqliteStore(self.path) if self.kind == "sqlite" else MysqlStore(self.cfg)
+class Env(StoreEnv):
+    """One store of each kind, rolled up with a tariff."""
 
     def rollup(self, tariff: Tariff, tz: str = "UTC") -> Any:
         store = self.store()
@@ -64,12 +43,6 @@ class Env:
             return update_rollups(store, tz, tariff=tariff)
         finally:
             store.close()
-
-    def rows(self, sql: str) -> list[tuple]:
-        if self.kind == "sqlite":
-            with sqlite3.connect(self.path) as conn:
-                return conn.execute(sql).fetchall()
-        return query(self.server, self.db, sql)
 
     def costs(self, table: str = "rollup_hourly") -> list[tuple]:
         return [(start, None if cost is None else D(str(cost)),
@@ -81,10 +54,7 @@ class Env:
 
 @pytest.fixture(params=["sqlite", "mysql"])
 def env(request, tmp_path: Path):
-    server = request.getfixturevalue("mariadb_server") if request.param == "mysql" else None
-    e = Env(request.param, tmp_path, server, request.node.name)
-    yield e
-    e.sink.close()
+    yield from each_store(request, tmp_path, Env)
 
 
 def test_a_late_price_recomputes_the_hours_it_applies_to(env: Env) -> None:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from ravend.config import ConfigError, load
 from ravend.config_secrets import redact_uri
 from ravend.mongo_ingest import check
+from tests.helpers.config import write
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,12 +36,6 @@ BAD_URIS = [
 ]
 SLOW = settings(max_examples=8, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "ravend.conf"
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def run(module: str, *args: str) -> str:

@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 
 from ravend.simulator import MeterSimulator
+from tests.helpers.accounting import quiet
+from tests.helpers.daemon import daemon_pid, start_daemon
 from tests.helpers.notify import notify_socket, received
 from tests.helpers.process import ROOT, RavendProcess, running_ravend, stored_rows, write_config
+from tests.helpers.procfs import exited
 from tests.helpers.wait import wait_for
 
 
@@ -60,9 +63,7 @@ def test_sighup_reopens_the_port_without_losing_readings(tmp_path: Path) -> None
         assert wait_for(lambda: "SIGHUP" in ravend.log(), 5)
         before = len(stored_rows(db))
         assert wait_for(lambda: len(stored_rows(db)) >= before + 10, 20), ravend.log()
-        sim.set_pushes(False)
-        assert sim.drain(5)
-        want = {(s.meter_mac, s.kind, s.meter_time) for s in sim.sent_readings()}
+        want = quiet(sim)
         assert wait_for(lambda: len(stored_rows(db)) >= len(want), 10)
     got = {(m, k, t) for m, k, t, *_ in stored_rows(db)}
     assert got == want
@@ -75,23 +76,15 @@ def test_daemon_mode_detaches_writes_pidfile_and_logs(tmp_path: Path) -> None:
     pidfile = tmp_path / "run" / "ravend.pid"
     sim = MeterSimulator("raven", link=link, seed=5, speed=200).start()
     config = write_config(tmp_path / "ravend.conf", tmp_path / "state", link)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115
     try:
-        started = subprocess.run(
-            [sys.executable, "-m", "ravend.cli.ravend", "--config", str(config), "--daemon",
-             "--pidfile", str(pidfile)], stdout=log, stderr=log, env=env, cwd=ROOT, timeout=30)
-        assert started.returncode == 0
-        # python-daemon's pid file is its lock: created (O_EXCL) first, the pid written after,
-        # so a reader can find it empty for a moment (a CI failure): wait for the whole line.
-        assert wait_for(lambda: pidfile.exists() and pidfile.read_text().endswith("\n"), 10)
-        pid = int(pidfile.read_text().split()[0])
+        start_daemon(config, pidfile, tmp_path / "daemon.log")
+        assert wait_for(lambda: daemon_pid(pidfile) is not None, 10)
+        pid = daemon_pid(pidfile)
+        assert pid is not None
         assert wait_for(lambda: len(stored_rows(db)) >= 5, 20)
         os.kill(pid, signal.SIGTERM)
-        assert wait_for(lambda: not Path(f"/proc/{pid}").exists()
-                        or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2], 10)
+        assert wait_for(lambda: exited(pid), 10)
     finally:
         sim.stop()
-        log.close()
     assert not pidfile.exists()
     assert "ravend started" in (tmp_path / "daemon.log").read_text()

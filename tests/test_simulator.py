@@ -122,6 +122,12 @@ class Client:
         assert self.wait(seen, timeout), f"no <{tag}> in {self.data[after:][-600:]!r}"
         return found[0]
 
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self._closing = True
         self._thread.join(1)
@@ -194,15 +200,14 @@ def tmp_link(tmp_path: Path) -> str:
 
 def run_flat(quirks=(), *, seed: int = 0, n: int = 60, kinds=ALL_KINDS, personality="raven"):
     """Send n readings flat out with pushes off; the bytes a client read and the sim's record."""
-    with MeterSimulator(personality, seed=seed, quirks=quirks, pushes=False) as sim:
-        client = Client(sim.port)
-        try:
-            sim.send_readings(n, kinds)
-            assert sim.wait_for(sim.idle, 5)
-            assert sim.drain(2)
-            return client.data, sim.sent_readings(), sim
-        finally:
-            client.close()
+    with (
+        MeterSimulator(personality, seed=seed, quirks=quirks, pushes=False) as sim,
+        Client(sim.port) as client,
+    ):
+        sim.send_readings(n, kinds)
+        assert sim.wait_for(sim.idle, 5)
+        assert sim.drain(2)
+        return client.data, sim.sent_readings(), sim
 
 
 # ---------------------------------------------------------------------------------- formatting
@@ -270,156 +275,133 @@ COMMAND_REPLIES = [
 
 
 def test_every_command_is_answered_with_its_fragment() -> None:
-    with MeterSimulator(meters=2, pushes=False, reply_delay=0.01, seed=3) as sim:
-        client = Client(sim.port)
-        try:
-            mac = sim.meter_macs[1]
-            for name, extra, tag in COMMAND_REPLIES:
-                offset = len(client.data)
-                client.command(name, MeterMacId=mac, **extra)
-                frag = client.wait_for_tag(tag, offset)
-                f = fields_of(frag)
-                if tag not in ("DeviceInfo", "MeterList"):
-                    assert f.get("MeterMacId", f.get("CoordMacId")) == mac, (name, frag)
-                if name == "get_device_info":
-                    assert f["Manufacturer"] == "Rainforest Automation, Inc."
-                    assert f["ModelId"] == "Z106-RAVEn" == sim.model
-                    assert f["DeviceMacId"] == sim.device_mac
-                    assert {"FWVersion", "HWVersion", "DateCode"} <= f.keys()
-                if name in ("get_connection_status", "get_network_info"):
-                    assert f["Status"] == "Connected" and f["LinkStrength"] == "0x64"
-                    assert 11 <= int(f["Channel"]) <= 26  # decimal, not hex
-                if name == "get_meter_list":
-                    assert re.findall(rb"<MeterMacId>(\w+)</MeterMacId>", frag) == [
-                        m.encode() for m in sim.meter_macs
-                    ]
-                if name == "set_meter_info":
-                    assert f["NickName"] == "Garage"
-                if name == "get_profile_data":
-                    assert len(re.findall(rb"<IntervalData>0x[0-9a-f]{6}<", frag)) == 5
-                    assert f["NumberOfPeriodsDelivered"] == "0x05"
-            # the commands and their fields were recorded, in order
-            names = [c[0] for c in sim.received_commands()]
-            assert names == [c[0] for c in COMMAND_REPLIES]
-            assert sim.received_commands()[5] == (
-                "set_meter_info",
-                {"MeterMacId": mac, "NickName": "Garage"},
-            )
-            # readings answered on request are recorded exactly as on the wire
-            assert sim.sent_readings() == readings_in(client.data)
-            kinds = {r.kind for r in sim.sent_readings()}
-            assert kinds == set(ALL_KINDS)
-        finally:
-            client.close()
+    with (
+        MeterSimulator(meters=2, pushes=False, reply_delay=0.01, seed=3) as sim,
+        Client(sim.port) as client,
+    ):
+        mac = sim.meter_macs[1]
+        for name, extra, tag in COMMAND_REPLIES:
+            offset = len(client.data)
+            client.command(name, MeterMacId=mac, **extra)
+            frag = client.wait_for_tag(tag, offset)
+            f = fields_of(frag)
+            if tag not in ("DeviceInfo", "MeterList"):
+                assert f.get("MeterMacId", f.get("CoordMacId")) == mac, (name, frag)
+            if name == "get_device_info":
+                assert f["Manufacturer"] == "Rainforest Automation, Inc."
+                assert f["ModelId"] == "Z106-RAVEn" == sim.model
+                assert f["DeviceMacId"] == sim.device_mac
+                assert {"FWVersion", "HWVersion", "DateCode"} <= f.keys()
+            if name in ("get_connection_status", "get_network_info"):
+                assert f["Status"] == "Connected" and f["LinkStrength"] == "0x64"
+                assert 11 <= int(f["Channel"]) <= 26  # decimal, not hex
+            if name == "get_meter_list":
+                assert re.findall(rb"<MeterMacId>(\w+)</MeterMacId>", frag) == [
+                    m.encode() for m in sim.meter_macs
+                ]
+            if name == "set_meter_info":
+                assert f["NickName"] == "Garage"
+            if name == "get_profile_data":
+                assert len(re.findall(rb"<IntervalData>0x[0-9a-f]{6}<", frag)) == 5
+                assert f["NumberOfPeriodsDelivered"] == "0x05"
+        # the commands and their fields were recorded, in order
+        names = [c[0] for c in sim.received_commands()]
+        assert names == [c[0] for c in COMMAND_REPLIES]
+        assert sim.received_commands()[5] == (
+            "set_meter_info",
+            {"MeterMacId": mac, "NickName": "Garage"},
+        )
+        # readings answered on request are recorded exactly as on the wire
+        assert sim.sent_readings() == readings_in(client.data)
+        kinds = {r.kind for r in sim.sent_readings()}
+        assert kinds == set(ALL_KINDS)
 
 
 def test_get_schedule_answers_one_fragment_per_event() -> None:
-    with MeterSimulator(pushes=False, reply_delay=0.01) as sim:
-        client = Client(sim.port)
-        try:
-            client.command("get_schedule")
-            assert client.wait(lambda d: d.count(b"</ScheduleInfo>") == 5)
-            time.sleep(0.05)
-            events = re.findall(rb"<Event>(\w+)</Event>", client.data)
-            assert sorted(events) == [b"demand", b"message", b"price", b"summation", b"time"]
-            assert b"<Frequency>0x00000008</Frequency>" in client.data
-        finally:
-            client.close()
+    with MeterSimulator(pushes=False, reply_delay=0.01) as sim, Client(sim.port) as client:
+        client.command("get_schedule")
+        assert client.wait(lambda d: d.count(b"</ScheduleInfo>") == 5)
+        time.sleep(0.05)
+        events = re.findall(rb"<Event>(\w+)</Event>", client.data)
+        assert sorted(events) == [b"demand", b"message", b"price", b"summation", b"time"]
+        assert b"<Frequency>0x00000008</Frequency>" in client.data
 
 
 def test_unknown_command_warning_and_factory_reset_ignored() -> None:
-    with MeterSimulator(pushes=False, reply_delay=0.01) as sim:
-        client = Client(sim.port)
-        try:
-            client.command("factory_reset")
-            client.command("make_coffee")
-            warning = client.wait_for_tag("Warning")
-            assert warning == b"<Warning>\r\n  <Text>Unknown command</Text>\r\n</Warning>\r\n"
-            time.sleep(0.1)
-            assert client.data == warning  # factory_reset: no answer, nothing done
-            assert [c[0] for c in sim.received_commands()] == ["factory_reset", "make_coffee"]
-        finally:
-            client.close()
+    with MeterSimulator(pushes=False, reply_delay=0.01) as sim, Client(sim.port) as client:
+        client.command("factory_reset")
+        client.command("make_coffee")
+        warning = client.wait_for_tag("Warning")
+        assert warning == b"<Warning>\r\n  <Text>Unknown command</Text>\r\n</Warning>\r\n"
+        time.sleep(0.1)
+        assert client.data == warning  # factory_reset: no answer, nothing done
+        assert [c[0] for c in sim.received_commands()] == ["factory_reset", "make_coffee"]
 
 
 def test_emu2_answers_initialize_with_unknown_command() -> None:
-    with MeterSimulator("emu2", pushes=False, reply_delay=0.01) as sim:
-        client = Client(sim.port)
-        try:
-            client.command("initialize")
-            assert client.wait_for_tag("Warning") == (
-                b"<Warning>\n    <Text>Unknown command</Text>\n</Warning>\n"
-            )
-            client.command("get_device_info")
-            assert fields_of(client.wait_for_tag("DeviceInfo"))["ModelId"] == "Z105-2-EMU2-LEDD_JM"
-        finally:
-            client.close()
+    with (
+        MeterSimulator("emu2", pushes=False, reply_delay=0.01) as sim,
+        Client(sim.port) as client,
+    ):
+        client.command("initialize")
+        assert client.wait_for_tag("Warning") == (
+            b"<Warning>\n    <Text>Unknown command</Text>\n</Warning>\n"
+        )
+        client.command("get_device_info")
+        assert fields_of(client.wait_for_tag("DeviceInfo"))["ModelId"] == "Z105-2-EMU2-LEDD_JM"
 
 
 def test_commands_split_across_writes_and_received_bytes() -> None:
-    with MeterSimulator(pushes=False, reply_delay=0.01) as sim:
-        client = Client(sim.port)
-        try:
-            wire = (
-                b"junk\x00<Command>\r\n  <Name>get_time</Name>\r\n"
-                b"  <Refresh>N</Refresh>\r\n</Command>"
-            )
-            for i in range(0, len(wire), 7):
-                client.send(wire[i : i + 7])
-                time.sleep(0.005)
-            client.wait_for_tag("TimeCluster")
-            assert sim.received_bytes() == wire
-            assert sim.received_commands() == [("get_time", {"Refresh": "N"})]
-        finally:
-            client.close()
+    with MeterSimulator(pushes=False, reply_delay=0.01) as sim, Client(sim.port) as client:
+        wire = (
+            b"junk\x00<Command>\r\n  <Name>get_time</Name>\r\n"
+            b"  <Refresh>N</Refresh>\r\n</Command>"
+        )
+        for i in range(0, len(wire), 7):
+            client.send(wire[i : i + 7])
+            time.sleep(0.005)
+        client.wait_for_tag("TimeCluster")
+        assert sim.received_bytes() == wire
+        assert sim.received_commands() == [("get_time", {"Refresh": "N"})]
 
 
 def test_set_current_price_pushes_that_price() -> None:
-    with MeterSimulator(pushes=False, reply_delay=0.01) as sim:
-        client = Client(sim.port)
-        try:
-            client.command("set_current_price", Price="0x000004d2", TrailingDigits="0x04")
-            f = fields_of(client.wait_for_tag("PriceCluster"))
-            assert f["Price"] == "0x000004d2" and f["TrailingDigits"] == "0x04"
-            assert f["RateLabel"] == "Set by User"
-            (reading,) = sim.sent_readings()
-            assert (reading.kind, reading.raw, reading.divisor) == ("price", 1234, 10_000)
-            assert reading.meter_time == _ts(f["TimeStamp"].encode())
-        finally:
-            client.close()
+    with MeterSimulator(pushes=False, reply_delay=0.01) as sim, Client(sim.port) as client:
+        client.command("set_current_price", Price="0x000004d2", TrailingDigits="0x04")
+        f = fields_of(client.wait_for_tag("PriceCluster"))
+        assert f["Price"] == "0x000004d2" and f["TrailingDigits"] == "0x04"
+        assert f["RateLabel"] == "Set by User"
+        (reading,) = sim.sent_readings()
+        assert (reading.kind, reading.raw, reading.divisor) == ("price", 1234, 10_000)
+        assert reading.meter_time == _ts(f["TimeStamp"].encode())
 
 
 def test_close_current_period_moves_usage_to_last_period() -> None:
-    with MeterSimulator(pushes=False, reply_delay=0.01, speed=50) as sim:
-        client = Client(sim.port)
-        try:
-            client.command("get_current_period_usage")
-            before = fields_of(client.wait_for_tag("CurrentPeriodUsage"))
-            offset = len(client.data)
-            client.command("close_current_period")
-            after = fields_of(client.wait_for_tag("CurrentPeriodUsage", offset))
-            assert int(after["CurrentUsage"], 16) == 0
-            assert int(after["StartDate"], 16) > int(before["StartDate"], 16)
-            client.command("get_last_period_usage")
-            last = fields_of(client.wait_for_tag("LastPeriodUsage"))
-            assert last["EndDate"] == after["StartDate"]
-            assert last["StartDate"] == before["StartDate"]
-            assert int(last["LastUsage"], 16) >= int(before["CurrentUsage"], 16)
-        finally:
-            client.close()
+    with (
+        MeterSimulator(pushes=False, reply_delay=0.01, speed=50) as sim,
+        Client(sim.port) as client,
+    ):
+        client.command("get_current_period_usage")
+        before = fields_of(client.wait_for_tag("CurrentPeriodUsage"))
+        offset = len(client.data)
+        client.command("close_current_period")
+        after = fields_of(client.wait_for_tag("CurrentPeriodUsage", offset))
+        assert int(after["CurrentUsage"], 16) == 0
+        assert int(after["StartDate"], 16) > int(before["StartDate"], 16)
+        client.command("get_last_period_usage")
+        last = fields_of(client.wait_for_tag("LastPeriodUsage"))
+        assert last["EndDate"] == after["StartDate"]
+        assert last["StartDate"] == before["StartDate"]
+        assert int(last["LastUsage"], 16) >= int(before["CurrentUsage"], 16)
 
 
 def test_restart_cycles_connection_status() -> None:
-    with MeterSimulator(pushes=False, reply_delay=0.01) as sim:
-        client = Client(sim.port)
-        try:
-            client.command("restart")
-            assert client.wait(lambda d: b"<Status>Connected</Status>" in d, 3)
-            statuses = re.findall(rb"<Status>([^<]*)</Status>", client.data)
-            assert statuses[0] == b"Initializing" and statuses[-1] == b"Connected"
-            assert b"Join: Success" in statuses and len(statuses) >= 4
-        finally:
-            client.close()
+    with MeterSimulator(pushes=False, reply_delay=0.01) as sim, Client(sim.port) as client:
+        client.command("restart")
+        assert client.wait(lambda d: b"<Status>Connected</Status>" in d, 3)
+        statuses = re.findall(rb"<Status>([^<]*)</Status>", client.data)
+        assert statuses[0] == b"Initializing" and statuses[-1] == b"Connected"
+        assert b"Join: Success" in statuses and len(statuses) >= 4
 
 
 def test_pyserial_client_gets_replies() -> None:
@@ -443,16 +425,15 @@ def test_pyserial_client_gets_replies() -> None:
 
 def test_pushes_follow_the_scaled_schedule() -> None:
     speed = 80.0  # demand every 0.1 s, price 1.125 s, message 1.5 s, summation 3 s, time 11.25 s
-    with MeterSimulator(speed=speed, first_push_delay=0.2, meters=2) as sim:
-        client = Client(sim.port)
-        try:
-            time.sleep(1.9)
-            sim.set_pushes(False)
-            assert sim.drain(1)
-            data = client.data
-            sent = sim.sent_readings()
-        finally:
-            client.close()
+    with (
+        MeterSimulator(speed=speed, first_push_delay=0.2, meters=2) as sim,
+        Client(sim.port) as client,
+    ):
+        time.sleep(1.9)
+        sim.set_pushes(False)
+        assert sim.drain(1)
+        data = client.data
+        sent = sim.sent_readings()
     roots = ROOT_RE.findall(data)
     per_meter = {
         mac: [r for r in readings_in(data) if r.meter_mac == mac] for mac in sim.meter_macs
@@ -472,23 +453,22 @@ def test_pushes_follow_the_scaled_schedule() -> None:
 
 
 def test_set_schedule_changes_push_schedule() -> None:
-    with MeterSimulator(speed=80, first_push_delay=0.1, reply_delay=0.01) as sim:
-        client = Client(sim.port)
-        try:
-            assert sim.wait_for(lambda: sim.sent_count("demand") >= 2, 3)
-            client.command("set_schedule", Event="demand", Frequency="0x00000008", Enabled="N")
-            client.wait_for_tag("ScheduleInfo")
-            time.sleep(0.05)
-            count = sim.sent_count("demand")
-            time.sleep(0.4)
-            assert sim.sent_count("demand") == count  # disabled: no more demand pushes
-            client.command("set_schedule", Event="demand", Frequency="0x00000020", Enabled="Y")
-            assert sim.wait_for(lambda s: s.sent_count("demand") >= count + 3, 3)
-            demands = [r for r in sim.sent_readings() if r.kind == "demand"][count:]
-            steps = [b.meter_time - a.meter_time for a, b in itertools.pairwise(demands)]
-            assert all(28 <= s <= 40 for s in steps), steps  # every 0x20 = 32 simulated s
-        finally:
-            client.close()
+    with (
+        MeterSimulator(speed=80, first_push_delay=0.1, reply_delay=0.01) as sim,
+        Client(sim.port) as client,
+    ):
+        assert sim.wait_for(lambda: sim.sent_count("demand") >= 2, 3)
+        client.command("set_schedule", Event="demand", Frequency="0x00000008", Enabled="N")
+        client.wait_for_tag("ScheduleInfo")
+        time.sleep(0.05)
+        count = sim.sent_count("demand")
+        time.sleep(0.4)
+        assert sim.sent_count("demand") == count  # disabled: no more demand pushes
+        client.command("set_schedule", Event="demand", Frequency="0x00000020", Enabled="Y")
+        assert sim.wait_for(lambda s: s.sent_count("demand") >= count + 3, 3)
+        demands = [r for r in sim.sent_readings() if r.kind == "demand"][count:]
+        steps = [b.meter_time - a.meter_time for a, b in itertools.pairwise(demands)]
+        assert all(28 <= s <= 40 for s in steps), steps  # every 0x20 = 32 simulated s
 
 
 def test_pushes_off_until_enabled() -> None:
@@ -504,19 +484,18 @@ def test_pushes_off_until_enabled() -> None:
 
 def _quirk_sample(quirk: str) -> tuple[bytes, list[SentReading]]:
     personality = "emu2" if quirk == "no_indent" else "raven"
-    with MeterSimulator(personality, quirks=[quirk], pushes=False, reply_delay=0.01) as sim:
-        client = Client(sim.port)
-        try:
-            sim.send_readings(80, ALL_KINDS)
-            assert sim.wait_for(sim.idle, 5)
-            client.command("get_message")
-            client.command("get_current_price")
-            client.wait_for_tag("MessageCluster", 0)
-            assert sim.wait_for(sim.idle, 5)
-            assert sim.drain(2)
-            return client.data, sim.sent_readings()
-        finally:
-            client.close()
+    with (
+        MeterSimulator(personality, quirks=[quirk], pushes=False, reply_delay=0.01) as sim,
+        Client(sim.port) as client,
+    ):
+        sim.send_readings(80, ALL_KINDS)
+        assert sim.wait_for(sim.idle, 5)
+        client.command("get_message")
+        client.command("get_current_price")
+        client.wait_for_tag("MessageCluster", 0)
+        assert sim.wait_for(sim.idle, 5)
+        assert sim.drain(2)
+        return client.data, sim.sent_readings()
 
 
 def _ordinary(data: bytes) -> None:
@@ -618,11 +597,8 @@ def test_negative_demand_is_32_bit_twos_complement() -> None:
 def test_summation_increases_with_demand() -> None:
     with MeterSimulator(pushes=False, speed=600, reply_delay=0.01) as sim:
         sim.send_readings(30, ("demand", "summation_delivered"), flat_out=False)
-        client = Client(sim.port)
-        try:
+        with Client(sim.port):
             assert sim.wait_for(lambda: sim.sent_count() == 45, 5)  # a summation is 2 readings
-        finally:
-            client.close()
     delivered = [r.raw for r in sim.sent_readings() if r.kind == "summation_delivered"]
     assert delivered == sorted(delivered) and delivered[-1] > delivered[0]
     demands = [r for r in sim.sent_readings() if r.kind == "demand"]
@@ -658,16 +634,13 @@ def test_unplug_mid_fragment_then_replug(tmp_link: str) -> None:
         sim.replug()
         assert os.path.islink(tmp_link) and os.readlink(tmp_link) == sim.slave_name
         assert sim.port == tmp_link
-        client = Client(tmp_link)
-        try:
+        with Client(tmp_link) as client:
             client.command("get_device_info")
             client.wait_for_tag("DeviceInfo")
             sim.send_readings(2)
             assert client.wait(lambda d: d.count(b"</InstantaneousDemand>") == 2)
             assert len(sim.sent_readings()) == 5
             assert old != sim.slave_name or os.path.exists(old)
-        finally:
-            client.close()
     assert not os.path.lexists(tmp_link)
 
 
@@ -681,11 +654,8 @@ def test_replug_to_new_link_and_pushes_continue(tmp_path: Path) -> None:
         assert sim.sent_count("demand") == count  # nothing is written while unplugged
         sim.replug(second)
         assert sim.port == second and not os.path.lexists(first)
-        client = Client(second)
-        try:
+        with Client(second) as client:
             assert client.wait(lambda d: d.count(b"</InstantaneousDemand>") >= 2, 2)
-        finally:
-            client.close()
 
 
 def test_flat_out_is_paced_by_the_reader() -> None:
@@ -694,16 +664,13 @@ def test_flat_out_is_paced_by_the_reader() -> None:
         time.sleep(0.3)
         stalled = sim.sent_count()
         assert 0 < stalled < 200  # the pty buffer is full; nobody reads
-        client = Client(sim.port)
-        try:
+        with Client(sim.port) as client:
             assert sim.wait_for(lambda: sim.sent_count() == 2000, 10)
             assert sim.drain(2)
             sent = sim.sent_readings()
             assert readings_in(client.data) == sent
             times = [r.meter_time for r in sent]
             assert times == sorted(set(times))  # unique, increasing
-        finally:
-            client.close()
 
 
 def test_stop_is_idempotent_and_quick(tmp_link: str) -> None:
@@ -795,11 +762,8 @@ def test_cli_runs_until_sigterm(tmp_link: str) -> None:
     try:
         line = proc.stdout.readline()
         assert tmp_link in line
-        client = Client(tmp_link)
-        try:
+        with Client(tmp_link) as client:
             assert client.wait(lambda d: b"</InstantaneousDemand>" in d, 3)
-        finally:
-            client.close()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(5) == 0
         assert not os.path.lexists(tmp_link)

@@ -142,8 +142,7 @@ def test_discovery_is_sent_once_and_again_when_the_firmware_changes(tmp_path,
     sink.write(demands(3, start=3), [device_info()])
     sink.write(demands(3, start=6), [device_info("2.1.0")])
     sink.close()
-    time.sleep(0.3)
-    sub.stop()
+    sub.stop(settle=0.3)
     firmware = [m.json()["device"]["sw_version"] for m in sub.on(".*/demand/config")]
     assert firmware == ["2.0.0 (7400)", "2.1.0"]
 
@@ -154,13 +153,11 @@ def test_no_discovery_when_disabled(tmp_path, mosquitto_server) -> None:
     sink.open()
     sink.write(demands(3), [device_info()])
     sink.close()
-    time.sleep(0.3)
-    sub.stop()
+    sub.stop(settle=0.3)
     assert not sub.on("homeassistant/.*")
     assert len(reading_messages(sub)) == 3
     late = Subscriber(mosquitto_server.host, mosquitto_server.port, client_id="late").start()
-    time.sleep(0.3)
-    late.stop()
+    late.stop(settle=0.3)
     assert not reading_messages(late)  # nothing retained
 
 
@@ -223,8 +220,7 @@ def test_broker_killed_mid_stream_loses_nothing_and_paho_resends_nothing(
 
     assert sub.wait_for(lambda: not missing(), 20), f"readings not received: {missing()}"
     w.stop()
-    time.sleep(0.3)
-    sub.stop()
+    sub.stop(settle=0.3)
     seen: dict[tuple, bytes] = {}
     for m in reading_messages(sub):
         key = parse_reading(m.payload).key

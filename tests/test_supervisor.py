@@ -132,10 +132,9 @@ def tracebacks_of(log: str, part: str) -> int:
 
 @pytest.fixture()
 def stick(tmp_path: Path):
-    sim = MeterSimulator("raven", link=str(tmp_path / "stick"), seed=5, speed=100,
-                         reply_delay=0.02).start()
-    yield sim
-    sim.stop()
+    with MeterSimulator("raven", link=str(tmp_path / "stick"), seed=5, speed=100,
+                        reply_delay=0.02) as sim:
+        yield sim
 
 
 def test_device_and_sink_crashes_are_restarted_and_readings_keep_flowing(

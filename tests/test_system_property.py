@@ -363,8 +363,7 @@ def run_property(tmp_path: Path, make_mosquitto, count: int, settle: float) -> N
     finally:
         code, took = ravend.stop()
         sim.stop()
-        time.sleep(0.3)
-        sub.stop()
+        sub.stop(settle=0.3)
     owed, got, rejected, bad = books()
     log = ravend.log()
     problems = []

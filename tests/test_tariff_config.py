@@ -11,6 +11,7 @@ import pytest
 from ravend.config import ConfigError, TariffConfig, load
 from ravend.rollup import HOUR
 from ravend.tariff import tariff_of
+from tests.helpers.config import refused
 from tests.helpers.cost import UTC, F, write_conf
 
 
@@ -26,10 +27,7 @@ from tests.helpers.cost import UTC, F, write_conf
 def test_time_of_use_syntax_errors_are_one_line(tmp_path: Path, periods: str,
                                                 expected: str) -> None:
     conf = write_conf(tmp_path / "ravend.conf", f"[tariff]\nperiods = {periods}\n")
-    with pytest.raises(ConfigError, match=expected) as info:
-        load(conf)
-    message = str(info.value)
-    assert "\n" not in message
+    message = refused(conf, expected)
     assert message.startswith(f"{conf}:2: [tariff] periods = ")
 
 

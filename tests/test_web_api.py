@@ -23,9 +23,9 @@ import pytest
 
 from ravend.cli import ravenctl
 from ravend.simulator import MeterSimulator
-from ravend.sinks.sqlite import SqliteSink
 from tests.helpers.cost import D
 from tests.helpers.process import run_program, running_ravend, stored_rows, write_config
+from tests.helpers.readings import store_readings
 from tests.helpers.servers import free_port
 from tests.helpers.wait import wait_for
 from tests.helpers.web import request, running_web
@@ -56,11 +56,7 @@ def week_store(tmp: Path) -> tuple[list, Path, Path]:
     state = tmp / "state"
     state.mkdir()
     readings = week_readings()
-    sink = SqliteSink(state / "ravend.db")
-    sink.open()
-    for i in range(0, len(readings), 5000):
-        sink.write(readings[i:i + 5000], [])
-    sink.close()
+    store_readings(state / "ravend.db", readings)
     conf = week_conf(tmp / "ravend.conf", state)
     assert ravenctl.main(["purge", "--config", str(conf)]) == 0
     return readings, state / "ravend.db", conf

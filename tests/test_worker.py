@@ -20,11 +20,11 @@ from ravend.sinks.sqlite import SqliteSink
 from ravend.sinks.worker import SinkWorker
 from tests.helpers.readings import demand, demands
 from tests.helpers.wait import wait_for
-from tests.helpers.worker import make_worker, spooled_keys, state, stored_keys
+from tests.helpers.worker import StoreLock, make_worker, spooled_keys, state, stored_keys
 
 
 def spill_past_a_waiting_write(tmp_path: Path, busy_timeout: float
-                               ) -> tuple[SinkWorker, Path, sqlite3.Connection]:
+                               ) -> tuple[SinkWorker, Path, StoreLock]:
     """Reading 0 stored; reading 1 taken by the worker, its write waiting for a lock another
     connection holds (returned: roll it back to let the write go on); readings 2-61 submitted
     meanwhile, 20 queued behind it and the rest spilled to the outbox (queue_size 20)."""
@@ -34,14 +34,22 @@ def spill_past_a_waiting_write(tmp_path: Path, busy_timeout: float
     worker.start()
     worker.submit([demand(0)])
     assert wait_for(lambda: worker.stats.stored == 1)
-    locker = sqlite3.connect(db, isolation_level=None)
-    locker.execute("BEGIN EXCLUSIVE")
+    locker = StoreLock(db)
     worker.submit([demand(1)])  # taken at once: its write waits for the lock
     time.sleep(0.2)
     for r in demands(60, 2):
         worker.submit([r])
     assert worker.stats.spooled >= 40
     return worker, db, locker
+
+
+def worker_behind_a_lock(tmp_path: Path, stored: int) -> tuple[SinkWorker, Path, StoreLock]:
+    """A started worker that has stored readings 0 to ``stored`` - 1, its store then locked."""
+    worker, db = make_worker(tmp_path)
+    worker.start()
+    worker.submit(demands(stored))
+    assert wait_for(lambda: worker.stats.stored == stored)
+    return worker, db, StoreLock(db)
 
 
 def test_readings_are_committed_promptly_in_order(tmp_path: Path) -> None:
@@ -56,18 +64,12 @@ def test_readings_are_committed_promptly_in_order(tmp_path: Path) -> None:
 
 
 def test_locked_store_spools_then_replays_everything_once_in_order(tmp_path: Path) -> None:
-    worker, db = make_worker(tmp_path)
-    worker.start()
-    worker.submit(demands(10))
-    assert wait_for(lambda: worker.stats.stored == 10)
-    locker = sqlite3.connect(db, isolation_level=None)
-    locker.execute("BEGIN EXCLUSIVE")
+    worker, db, locker = worker_behind_a_lock(tmp_path, 10)
     for r in demands(200, start=10):
         worker.submit([r])
     assert wait_for(lambda: worker.stats.spooled >= 1 and not worker.stats.up)
     assert wait_for(lambda: len(worker.outbox) + worker.stats.stored >= 200)
-    locker.execute("ROLLBACK")
-    locker.close()
+    locker.release()
     assert wait_for(lambda: worker.stats.stored == 210 and worker.stats.up)
     assert len(worker.outbox) == 0
     worker.stop()
@@ -75,16 +77,10 @@ def test_locked_store_spools_then_replays_everything_once_in_order(tmp_path: Pat
 
 
 def test_stop_while_unavailable_keeps_readings_in_the_outbox(tmp_path: Path) -> None:
-    worker, db = make_worker(tmp_path)
-    worker.start()
-    worker.submit(demands(1))
-    assert wait_for(lambda: worker.stats.stored == 1)
-    locker = sqlite3.connect(db, isolation_level=None)
-    locker.execute("BEGIN EXCLUSIVE")
+    worker, db, locker = worker_behind_a_lock(tmp_path, 1)
     worker.submit(demands(50, start=1))
     worker.stop()
-    locker.execute("ROLLBACK")
-    locker.close()
+    locker.release()
     assert len(stored_keys(db)) == 1
     # A new service start replays what the last one spooled.
     again, _ = make_worker(tmp_path)
@@ -155,8 +151,7 @@ def test_a_write_that_fails_after_newer_readings_spilled_past_it_keeps_its_place
     worker, db, locker = spill_past_a_waiting_write(tmp_path, busy_timeout=1.0)
     assert worker.stats.up  # spilled while the write waited, which then fails
     assert wait_for(lambda: not worker.stats.up)
-    locker.execute("ROLLBACK")
-    locker.close()
+    locker.release()
     assert wait_for(lambda: worker.stats.stored == 62 and not len(worker.outbox))
     worker.stop()
     assert stored_keys(db) == [r.key_time for r in demands(62)]
@@ -194,8 +189,7 @@ def test_a_slow_write_that_succeeds_does_not_let_spilled_readings_overtake_queue
     """Readings spilled past the queue while one write waited: the queued ones, older, are
     replayed first (they join the outbox before each replayed batch)."""
     worker, db, locker = spill_past_a_waiting_write(tmp_path, busy_timeout=10.0)
-    locker.execute("ROLLBACK")  # the waiting write goes on, and succeeds
-    locker.close()
+    locker.release()  # the waiting write goes on, and succeeds
     assert wait_for(lambda: worker.stats.stored == 62 and not len(worker.outbox))
     worker.stop()
     assert worker.stats.up

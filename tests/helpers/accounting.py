@@ -14,3 +14,10 @@ def keys(rows: list[tuple]) -> Counter:
 
 def sent_keys(sim: MeterSimulator) -> set[tuple]:
     return {(s.meter_mac, s.kind, s.meter_time) for s in sim.sent_readings()}
+
+
+def quiet(sim: MeterSimulator) -> set[tuple]:
+    """Stop the meter's pushes and let it finish what it was writing; the keys of all it sent."""
+    sim.set_pushes(False)
+    assert sim.drain(5)
+    return sent_keys(sim)

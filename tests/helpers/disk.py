@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,3 +28,18 @@ def small_tmpfs(where: Path, size: str) -> Iterator[Path]:
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(disk: Path, block: int = 4096) -> Path:
+    """Write zeros to ``disk/filler`` until the disk is full; the file (unlink it: space returns).
+
+    The writes are unbuffered, so ENOSPC comes from a write here, not at close."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * block)
+    except OSError:
+        return filler
+    finally:
+        os.close(fd)

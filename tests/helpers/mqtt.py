@@ -51,7 +51,9 @@ class Subscriber:
             raise AssertionError(f"subscriber could not subscribe to {self.endpoint}")
         return self
 
-    def stop(self) -> None:
+    def stop(self, settle: float = 0.0) -> None:
+        """Disconnect, after listening ``settle`` seconds more for what is still in flight."""
+        time.sleep(settle)
         self._stop.set()
         conn = self._conn
         if conn is not None:

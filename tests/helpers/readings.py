@@ -1,8 +1,12 @@
-"""Small builders of real Reading values for store and worker tests."""
+"""Small builders of real Reading values for store and worker tests, and a store to put them in."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 from ravend.protocol.model import KIND_UNITS, Kind, Reading, scale
+from ravend.sinks.sqlite import SqliteSink
 
 METER = "0x00135003001234ab"
 DEVICE = "0xd8d5b9000000054e"
@@ -19,6 +23,16 @@ def demand(i: int, *, raw: int | None = None, meter: str = METER,
 
 def demands(n: int, start: int = 0) -> list[Reading]:
     return [demand(i) for i in range(start, start + n)]
+
+
+def store_readings(db: Path, readings: Sequence[Reading], batch: int = 5000) -> None:
+    """Write ``readings`` into the SQLite store at ``db`` (made if new) through the real sink,
+    ``batch`` at a time as the worker hands them over."""
+    sink = SqliteSink(db)
+    sink.open()
+    for i in range(0, len(readings), batch):
+        sink.write(readings[i:i + batch], [])
+    sink.close()
 
 
 def odd_clocks() -> list[tuple[Reading, str | None]]:
