@@ -528,10 +528,7 @@ def same_time_store(tmp: Path, times: int = 200, step: int = 1) -> tuple[Path, P
             for i in range(times) for meter in (METER, "0x00135003009999cd") for kind in kinds]
     state = tmp / "state"
     state.mkdir()
-    sink = SqliteSink(state / "ravend.db")
-    sink.open()
-    sink.write(rows, [])
-    sink.close()
+    store_readings(state / "ravend.db", rows)
     return state / "ravend.db", week_conf(tmp / "ravend.conf", state)
 
 
