@@ -17,6 +17,7 @@ import sys
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import pytest
@@ -187,15 +188,12 @@ def test_only_get_and_head_are_served(week, method: str) -> None:
 
 def test_live_views_are_bounded_and_never_block_other_requests(week) -> None:
     url, *_ = week
-    parts = urlsplit(url)
     streams = []
     try:
         for _ in range(4):  # [web] max_streams by default
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-            conn.request("GET", "/api/v1/now/stream")
-            resp = conn.getresponse()
-            assert resp.status == 200 and resp.readline() == b"retry: 2000\n"
-            streams.append(conn)
+            streams.append(live := open_stream(url))
+            assert live.resp.status == 200
+        time.sleep(1)  # held open, they stay taken
         full = request(f"{url}/api/v1/now/stream")
         assert full.status == 503 and full.headers["Retry-After"] == "2", full
         assert "live views" in full.json()["error"]
@@ -203,13 +201,25 @@ def test_live_views_are_bounded_and_never_block_other_requests(week) -> None:
         assert request(f"{url}/api/v1/meters").status == 200
         assert time.monotonic() - started < 1.0
     finally:
-        for conn in streams:
-            conn.close()
+        for live in streams:
+            live.hang_up()
 
 
-def open_stream(url: str) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-    """A live view's request, as a browser's EventSource makes it: (connection, answer); its
-    first line read when it is served, a refusal read to its end."""
+class Live(NamedTuple):
+    """A live view's request as a browser's EventSource makes it, and its answer. Both hold
+    the socket (waitress ends a stream's connection with it, so http.client hands the socket
+    to the answer): ``hang_up`` closes both, as a page that is reloaded or closed does."""
+
+    conn: http.client.HTTPConnection
+    resp: http.client.HTTPResponse
+
+    def hang_up(self) -> None:
+        self.resp.close()
+        self.conn.close()
+
+
+def open_stream(url: str) -> Live:
+    """A live view opened: its first line read when it is served, a refusal read to its end."""
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
     conn.request("GET", "/api/v1/now/stream", headers={"Accept": "text/event-stream"})
@@ -218,45 +228,53 @@ def open_stream(url: str) -> tuple[http.client.HTTPConnection, http.client.HTTPR
         assert resp.readline() == b"retry: 2000\n"
     else:
         resp.read()
-    return conn, resp
+    return Live(conn, resp)
 
 
-def slot(url: str, timeout: float) -> tuple[http.client.HTTPConnection, float]:
+def slot(url: str, timeout: float) -> tuple[Live, float]:
     """A live view opened as soon as a slot is free, and the seconds that took (AssertionError
     after ``timeout``)."""
     started = time.monotonic()
     while True:
-        conn, resp = open_stream(url)
+        live = open_stream(url)
         took = time.monotonic() - started
-        if resp.status == 200:
-            return conn, took
-        conn.close()
-        assert resp.status == 503 and took < timeout, (resp.status, took)
+        if live.resp.status == 200:
+            return live, took
+        live.hang_up()
+        assert live.resp.status == 503 and took < timeout, (live.resp.status, took)
         time.sleep(0.05)
+
+
+def refused(url: str) -> bool:
+    live = open_stream(url)
+    live.hang_up()
+    return live.resp.status == 503
 
 
 def test_closed_live_views_give_their_slots_back_within_seconds(week) -> None:
     """A page reloaded or left (its connection closed) frees its slot at once, not when a
     keep-alive write fails seconds later: four reloads in a row leave the fifth page live."""
     url, *_ = week
-    streams: list[http.client.HTTPConnection] = []
+    streams: list[Live] = []
     try:
         for _ in range(4):  # [web] max_streams by default (an earlier test's may be freeing)
             streams.append(slot(url, 10)[0])
-        assert open_stream(url)[1].status == 503
+        time.sleep(1.5)  # held open: the slots stay taken
+        assert refused(url)
         for round_ in range(3):  # every slot closed by its client, then taken again at once
-            for conn in streams:
-                conn.close()
+            for live in streams:
+                live.hang_up()
             again = []
             for _ in range(4):
-                conn, took = slot(url, 3.0)
-                again.append(conn)
+                live, took = slot(url, 3.0)
+                again.append(live)
                 assert took < 3.0, (round_, took)
             streams = again
-            assert open_stream(url)[1].status == 503
+            time.sleep(1.5)
+            assert refused(url)
     finally:
-        for conn in streams:
-            conn.close()
+        for live in streams:
+            live.hang_up()
 
 
 def test_sigterm_ends_open_live_views_cleanly(tmp_path: Path) -> None:
@@ -272,13 +290,13 @@ def test_sigterm_ends_open_live_views_cleanly(tmp_path: Path) -> None:
         assert wait_for(lambda: port_accepts("127.0.0.1", port) or web.proc.poll() is not None,
                         15), web.log()
         streams = [open_stream(url) for _ in range(2)]
-        assert [resp.status for _conn, resp in streams] == [200, 200]
+        assert [live.resp.status for live in streams] == [200, 200]
     finally:
         code, took = web.stop()
     assert code == 0 and took < 5.0, (code, took, web.log())
-    for conn, resp in streams:
-        resp.read()  # to the end: http.client.IncompleteRead if the last chunk never came
-        conn.close()
+    for live in streams:
+        live.resp.read()  # to the end: http.client.IncompleteRead if the last chunk never came
+        live.hang_up()
     text = web.log()
     assert "Traceback" not in text and "Exception" not in text, text
     assert "Bad file descriptor" not in text, text

@@ -29,7 +29,7 @@ from ravend.simulator import MeterSimulator
 from tests.helpers.process import running_ravend, stored_rows, write_config
 from tests.helpers.wait import wait_for
 from tests.helpers.web import running_web
-from tests.test_web_api import week_store
+from tests.test_web_api import slot, week_store
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -287,6 +287,45 @@ def test_live_view_and_meter_selector(browser, live_url, artifacts) -> None:
         assert "fw version" in text and first in text and second in text
         shoot(browser, artifacts, f"device-{size}")
         shoot_dark(browser, artifacts, f"device-{size}", f"{url}/#view=device", "device")
+
+
+def stream_state(driver) -> tuple[str, str]:
+    """The Now view's stream state (connecting, live, reconnecting) and the line shown for it
+    ("" when hidden)."""
+    now = driver.find_element(By.ID, "now")
+    line = driver.find_element(By.ID, "stream-state")
+    return (now.get_attribute("data-stream") or "", line.text if line.is_displayed() else "")
+
+
+def test_live_view_refused_while_full_reconnects_when_a_slot_frees(browser, live_url) -> None:
+    """Every live view slot taken by other clients: the page says it is reconnecting (not a
+    stale "waiting for a reading"), and once the slots free it shows a new reading by itself,
+    without a reload."""
+    url, db, _sim = live_url
+    browser.set_window_size(*SIZES["phone"])
+    browser.get("about:blank")  # an earlier page's live view closed, its slot freed
+    others = [slot(url, 10)[0] for _ in range(4)]  # [web] max_streams by default
+    try:
+        browser.get(f"{url}/#view=now")  # a new page
+        assert wait_for(lambda: stream_state(browser)[0] == "reconnecting", 10), (
+            stream_state(browser))
+        assert "reconnecting" in stream_state(browser)[1]
+        assert browser.find_element(By.ID, "direction").text != "waiting for a reading"
+        time.sleep(3)  # a retry or two refused meanwhile: still reconnecting, nothing shown
+        assert stream_state(browser)[0] == "reconnecting"
+        assert not browser.find_element(By.ID, "now").get_attribute("data-newest-id")
+    finally:
+        for live in others:
+            live.hang_up()
+    freed = time.monotonic()
+    assert wait_for(lambda: stream_state(browser) == ("live", ""), 20), stream_state(browser)
+    recovered = time.monotonic() - freed
+    now = browser.find_element(By.ID, "now")
+    seen = int(now.get_attribute("data-newest-id"))
+    assert wait_for(lambda: int(now.get_attribute("data-newest-id")) > seen, 15)
+    assert received(db, int(now.get_attribute("data-newest-id"))) > time.time() - 10
+    assert browser.find_element(By.ID, "demand").text not in ("", UNKNOWN)
+    assert recovered < 10, recovered  # the backoff's next step, 2 s then 4 s then 8 s
 
 
 def test_every_view_renders_within_a_second(browser, week_url) -> None:
