@@ -61,10 +61,6 @@ class Poller:
             self._changed.notify_all()
             return self._active
 
-    def open_streams(self) -> int:
-        with self._changed:
-            return self._active
-
     def stop(self) -> None:
         self.end_streams()
         if self._thread is not None:
