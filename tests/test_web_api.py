@@ -17,6 +17,7 @@ import sys
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import pytest
@@ -24,9 +25,15 @@ import pytest
 from ravend.cli import ravenctl
 from ravend.simulator import MeterSimulator
 from tests.helpers.cost import D
-from tests.helpers.process import run_program, running_ravend, stored_rows, write_config
+from tests.helpers.process import (
+    WebProcess,
+    run_program,
+    running_ravend,
+    stored_rows,
+    write_config,
+)
 from tests.helpers.readings import store_readings
-from tests.helpers.servers import free_port
+from tests.helpers.servers import free_port, port_accepts
 from tests.helpers.wait import wait_for
 from tests.helpers.web import request, running_web
 from tests.test_report import (
@@ -177,22 +184,119 @@ def test_only_get_and_head_are_served(week, method: str) -> None:
 
 def test_live_views_are_bounded_and_never_block_other_requests(week) -> None:
     url, *_ = week
-    parts = urlsplit(url)
     streams = []
     try:
         for _ in range(4):  # [web] max_streams by default
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-            conn.request("GET", "/api/v1/now/stream")
-            resp = conn.getresponse()
-            assert resp.status == 200 and resp.readline() == b"retry: 2000\n"
-            streams.append(conn)
-        assert request(f"{url}/api/v1/now/stream").status == 503
+            streams.append(live := open_stream(url))
+            assert live.resp.status == 200
+        time.sleep(1)  # held open, they stay taken
+        full = request(f"{url}/api/v1/now/stream")
+        assert full.status == 503 and full.headers["Retry-After"] == "2", full
+        assert "live views" in full.json()["error"]
         started = time.monotonic()
         assert request(f"{url}/api/v1/meters").status == 200
         assert time.monotonic() - started < 1.0
     finally:
-        for conn in streams:
-            conn.close()
+        for live in streams:
+            live.hang_up()
+
+
+class Live(NamedTuple):
+    """A live view's request as a browser's EventSource makes it, and its answer. Both hold
+    the socket (waitress ends a stream's connection with it, so http.client hands the socket
+    to the answer): ``hang_up`` closes both, as a page that is reloaded or closed does."""
+
+    conn: http.client.HTTPConnection
+    resp: http.client.HTTPResponse
+
+    def hang_up(self) -> None:
+        self.resp.close()
+        self.conn.close()
+
+
+def open_stream(url: str) -> Live:
+    """A live view opened: its first line read when it is served, a refusal read to its end."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    conn.request("GET", "/api/v1/now/stream", headers={"Accept": "text/event-stream"})
+    resp = conn.getresponse()
+    if resp.status == 200:
+        assert resp.readline() == b"retry: 2000\n"
+    else:
+        resp.read()
+    return Live(conn, resp)
+
+
+def slot(url: str, timeout: float) -> tuple[Live, float]:
+    """A live view opened as soon as a slot is free, and the seconds that took (AssertionError
+    after ``timeout``)."""
+    started = time.monotonic()
+    while True:
+        live = open_stream(url)
+        took = time.monotonic() - started
+        if live.resp.status == 200:
+            return live, took
+        live.hang_up()
+        assert live.resp.status == 503 and took < timeout, (live.resp.status, took)
+        time.sleep(0.05)
+
+
+def refused(url: str) -> bool:
+    live = open_stream(url)
+    live.hang_up()
+    return live.resp.status == 503
+
+
+def test_closed_live_views_give_their_slots_back_within_seconds(week) -> None:
+    """A page reloaded or left (its connection closed) frees its slot at once, not when a
+    keep-alive write fails seconds later: four reloads in a row leave the fifth page live."""
+    url, *_ = week
+    streams: list[Live] = []
+    try:
+        for _ in range(4):  # [web] max_streams by default (an earlier test's may be freeing)
+            streams.append(slot(url, 10)[0])
+        time.sleep(1.5)  # held open: the slots stay taken
+        assert refused(url)
+        for round_ in range(3):  # every slot closed by its client, then taken again at once
+            for live in streams:
+                live.hang_up()
+            again = []
+            for _ in range(4):
+                live, took = slot(url, 3.0)
+                again.append(live)
+                assert took < 3.0, (round_, took)
+            streams = again
+            time.sleep(1.5)
+            assert refused(url)
+    finally:
+        for live in streams:
+            live.hang_up()
+
+
+def test_sigterm_ends_open_live_views_cleanly(tmp_path: Path) -> None:
+    """SIGTERM with live views open: each stream ends as a complete answer (its last chunk
+    sent), ravend-web exits 0 within seconds and logs no traceback."""
+    _readings, _db, conf = week_store(tmp_path)
+    port = free_port()
+    log = tmp_path / "web.log"
+    web = WebProcess(conf, log, "--listen", f"127.0.0.1:{port}")
+    url = f"http://127.0.0.1:{port}"
+    streams = []
+    try:
+        assert wait_for(lambda: port_accepts("127.0.0.1", port) or web.proc.poll() is not None,
+                        15), web.log()
+        streams = [open_stream(url) for _ in range(2)]
+        assert [live.resp.status for live in streams] == [200, 200]
+    finally:
+        code, took = web.stop()
+    assert code == 0 and took < 5.0, (code, took, web.log())
+    for live in streams:
+        live.resp.read()  # to the end: http.client.IncompleteRead if the last chunk never came
+        live.hang_up()
+    text = web.log()
+    assert "Traceback" not in text and "Exception" not in text, text
+    assert "Bad file descriptor" not in text, text
+    assert text.count("stopping") == 1, text
 
 
 def test_strict_security_headers_and_clear_errors(week) -> None:

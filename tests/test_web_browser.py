@@ -26,10 +26,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
 from ravend.simulator import MeterSimulator
-from tests.helpers.process import running_ravend, stored_rows, write_config
+from tests.helpers.process import WebProcess, running_ravend, stored_rows, write_config
+from tests.helpers.servers import free_port, port_accepts
 from tests.helpers.wait import wait_for
 from tests.helpers.web import running_web
-from tests.test_web_api import week_store
+from tests.test_web_api import slot, week_store
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -237,7 +238,7 @@ def live_url(tmp_path_factory):
         assert wait_for(lambda: {r[0] for r in stored_rows(db) if r[1] == "demand"}
                         == set(sim.meter_macs), 30), ravend.log()
         with running_web(conf, tmp / "web.log") as url:
-            yield url, db, sim
+            yield url, db, sim, conf
 
 
 def received(db: Path, newest_id: int) -> float:
@@ -250,7 +251,7 @@ def received(db: Path, newest_id: int) -> float:
 
 
 def test_live_view_and_meter_selector(browser, live_url, artifacts) -> None:
-    url, db, sim = live_url
+    url, db, sim, _conf = live_url
     browser.set_window_size(*SIZES["desktop"])
     first, second = sorted(sim.meter_macs)  # the API lists meters in order
     show(browser, f"{url}/#view=now", f"now:{first}")
@@ -287,6 +288,79 @@ def test_live_view_and_meter_selector(browser, live_url, artifacts) -> None:
         assert "fw version" in text and first in text and second in text
         shoot(browser, artifacts, f"device-{size}")
         shoot_dark(browser, artifacts, f"device-{size}", f"{url}/#view=device", "device")
+
+
+def stream_state(driver) -> tuple[str, str]:
+    """The Now view's stream state (connecting, live, reconnecting) and the line shown for it
+    ("" when hidden)."""
+    now = driver.find_element(By.ID, "now")
+    line = driver.find_element(By.ID, "stream-state")
+    return (now.get_attribute("data-stream") or "", line.text if line.is_displayed() else "")
+
+
+def test_live_view_refused_while_full_reconnects_when_a_slot_frees(browser, live_url) -> None:
+    """Every live view slot taken by other clients: the page says it is reconnecting (not a
+    stale "waiting for a reading"), and once the slots free it shows a new reading by itself,
+    without a reload."""
+    url, db, _sim, _conf = live_url
+    browser.set_window_size(*SIZES["phone"])
+    browser.get("about:blank")  # an earlier page's live view closed, its slot freed
+    others = [slot(url, 10)[0] for _ in range(4)]  # [web] max_streams by default
+    try:
+        browser.get(f"{url}/#view=now")  # a new page
+        assert wait_for(lambda: stream_state(browser)[0] == "reconnecting", 10), (
+            stream_state(browser))
+        assert "reconnecting" in stream_state(browser)[1]
+        assert browser.find_element(By.ID, "direction").text != "waiting for a reading"
+        time.sleep(3)  # a retry or two refused meanwhile: still reconnecting, nothing shown
+        assert stream_state(browser)[0] == "reconnecting"
+        assert not browser.find_element(By.ID, "now").get_attribute("data-newest-id")
+    finally:
+        for live in others:
+            live.hang_up()
+    freed = time.monotonic()
+    assert wait_for(lambda: stream_state(browser) == ("live", ""), 20), stream_state(browser)
+    recovered = time.monotonic() - freed
+    now = browser.find_element(By.ID, "now")
+    seen = int(now.get_attribute("data-newest-id"))
+    assert wait_for(lambda: int(now.get_attribute("data-newest-id")) > seen, 15)
+    assert received(db, int(now.get_attribute("data-newest-id"))) > time.time() - 10
+    assert browser.find_element(By.ID, "demand").text not in ("", UNKNOWN)
+    assert recovered < 10, recovered  # the backoff's next step, 2 s then 4 s then 8 s
+
+
+def test_live_view_recovers_when_ravend_web_restarts(browser, live_url, tmp_path) -> None:
+    """ravend-web stopped and started again while the Now page stays open: the page says it
+    is reconnecting meanwhile, then shows new readings again by itself."""
+    _url, db, _sim, conf = live_url
+    port = free_port()
+
+    def start() -> WebProcess:
+        web = WebProcess(conf, tmp_path / "web.log", "--listen", f"127.0.0.1:{port}")
+        assert wait_for(lambda: port_accepts("127.0.0.1", port) or web.proc.poll() is not None,
+                        15), web.log()
+        return web
+
+    browser.set_window_size(*SIZES["phone"])
+    web = start()
+    try:
+        show(browser, f"http://127.0.0.1:{port}/#view=now", "now:")
+        assert stream_state(browser) == ("live", "")
+        now = browser.find_element(By.ID, "now")
+        assert web.stop().code == 0, web.log()
+        assert wait_for(lambda: stream_state(browser)[0] == "reconnecting", 10), (
+            stream_state(browser))
+        assert "reconnecting" in stream_state(browser)[1]
+        seen = int(now.get_attribute("data-newest-id"))
+        time.sleep(3)  # down meanwhile: the browser's own retry is refused too
+        web = start()
+        assert wait_for(lambda: stream_state(browser) == ("live", "")
+                        and int(now.get_attribute("data-newest-id")) > seen, 20), (
+            stream_state(browser), web.log())
+        assert received(db, int(now.get_attribute("data-newest-id"))) > time.time() - 10
+    finally:
+        assert web.stop().code == 0, web.log()
+    assert "Traceback" not in web.log(), web.log()
 
 
 def test_every_view_renders_within_a_second(browser, week_url) -> None:

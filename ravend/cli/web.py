@@ -84,7 +84,7 @@ def _start(config: Config, auth: BasicAuth | None) -> int:
 
         app = App(Context(config, stores, poller), auth,
                   listen_host=split_listen(config.web.listen)[0])
-        return serve(app, config.web, poller.stop)
+        return serve(app, config.web, poller)
     except OSError as exc:
         logging.getLogger("ravend.web").error("cannot listen on %s: %s", config.web.listen, exc)
         return 1

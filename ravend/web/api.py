@@ -30,6 +30,9 @@ METER = re.compile(r"^0x[0-9a-f]{16}$")
 MAX_DAYS = {"hourly": 62, "daily": 732, "monthly": 3660}
 #: How long `now` waits for the running ravend's health answer.
 HEALTH_TIMEOUT = 1.0
+#: Seconds a client refused a live view (every slot taken) is told to wait (Retry-After): a
+#: closed page's slot is free again within about a second.
+RETRY_AFTER = 2
 
 
 class BadRequest(ValueError):
@@ -165,7 +168,9 @@ def now(ctx: Context, params: dict[str, list[str]]) -> Answer:
 def now_stream(ctx: Context, params: dict[str, list[str]]) -> Answer:
     meter = _meter(ctx, params)
     if not ctx.poller.acquire():
-        return json_answer({"error": "too many live views open; try again later"}, 503)
+        answer = json_answer({"error": "too many live views open; try again later"}, 503)
+        answer.headers.append(("Retry-After", str(RETRY_AFTER)))
+        return answer
     return Answer(200, ctx.poller.stream(lambda: now_snapshot(ctx, meter)),
                   "text/event-stream", [("X-Accel-Buffering", "no")])
 

@@ -1,6 +1,11 @@
 """ravend-web's HTTP server: waitress (Debian's python3-waitress), with bounded worker threads
 and connections, so that a slow or idle client holds one thread at most and never blocks the
-others; SIGTERM and SIGINT stop it cleanly (exit status 0)."""
+others; SIGTERM and SIGINT stop it cleanly (exit status 0).
+
+A clean stop, in order: the signal wakes every live view's stream, which ends its answer (the
+last chunk sent by its own worker thread); waitress's loop stops and waits for its workers;
+only then are the sockets closed. Closing first would cut those last writes short (tracebacks
+about a closed file descriptor)."""
 
 from __future__ import annotations
 
@@ -12,12 +17,16 @@ from ravend.runtime.notify import Notifier
 
 if TYPE_CHECKING:
     from ravend.config import WebConfig
+    from ravend.web.stream import Poller
 
 log = logging.getLogger("ravend.web")
+#: Seconds the stop waits for the worker threads (a stream ends within a health query's time).
+STOP_WAIT = 3
 
 
-def serve(app: Any, web: WebConfig, on_stop: Any = None) -> int:
-    """Serve ``app`` on [web] listen until SIGTERM or SIGINT; 0 then."""
+def serve(app: Any, web: WebConfig, streams: Poller | None = None) -> int:
+    """Serve ``app`` on [web] listen until SIGTERM or SIGINT; 0 then. ``streams``: the live
+    views' poller, told to end them when a signal comes and stopped at the end."""
     from waitress.server import create_server  # type: ignore[import-untyped]
 
     from ravend.config_values import split_listen
@@ -28,10 +37,21 @@ def serve(app: Any, web: WebConfig, on_stop: Any = None) -> int:
         connection_limit=web.connection_limit, channel_timeout=int(web.channel_timeout),
         # Small writes (a live view's event) go out at once, not when a buffer fills.
         send_bytes=1, ident="ravend-web", clear_untrusted_proxy_headers=True,
+        # Read on while a request runs, so a client's close is seen at once (a live view
+        # frees its slot then; see ravend.web.stream). One request ahead at most.
+        channel_request_lookahead=1,
         # Its main loop wakes this often when nothing happens (answers wake it at once).
         asyncore_loop_timeout=5)
+    stopping = False
 
     def stop(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            ending = streams.end_streams() if streams is not None else 0
+            log.info("ravend-web stopping (%s), ending %d live view%s",
+                     signal.Signals(signum).name, ending, "" if ending == 1 else "s")
+        # waitress's loop ends on this and waits for its worker threads.
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
@@ -46,8 +66,8 @@ def serve(app: Any, web: WebConfig, on_stop: Any = None) -> int:
         pass
     finally:
         notifier.notify("STOPPING=1")
-        if on_stop is not None:
-            on_stop()
+        if streams is not None:
+            streams.stop()
+        server.task_dispatcher.shutdown(timeout=STOP_WAIT)
         server.close()
-        server.task_dispatcher.shutdown(timeout=2)
     return 0

@@ -5,12 +5,20 @@ The poller reads the store's newest reading id (one search of the primary key) e
 reaches the page within about half a second, whatever the number of open pages; with no live
 view open it sleeps (no wake-ups while idle). Each stream holds one worker thread while it
 is open, so their number is bounded (``[web] max_streams``); one more is refused (503).
+
+A page reloaded or closed gives its slot back within about ``CHECK`` seconds: the server keeps
+reading the connection while its stream runs (waitress's ``channel_request_lookahead``), so it
+sees the client's end of file, and the stream looks at that (``waitress.client_disconnected``)
+each time it wakes, rather than waiting for a keep-alive write to fail, which takes a second
+write after the peer's reset (7 to 19 s with ``KEEPALIVE``). On stop every stream is woken and
+ends its answer properly, so the server can close without cutting a write short.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -22,8 +30,11 @@ log = logging.getLogger("ravend.web")
 
 #: Seconds between two looks at the newest id.
 POLL = 0.5
-#: Seconds after which an idle stream sends a comment, so a closed page is noticed.
+#: Seconds after which an idle stream sends a comment (a proxy or a client gone without a
+#: word is noticed when the write fails).
 KEEPALIVE = 5.0
+#: Seconds between two looks of a waiting stream at whether its client has gone.
+CHECK = 0.5
 
 
 class Poller:
@@ -42,10 +53,16 @@ class Poller:
         self._thread = threading.Thread(target=self._run, name="web-poller", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def end_streams(self) -> int:
+        """Wake every stream to end its answer (no more are served): the open ones, counted.
+        Quick and without waiting, for a signal handler."""
         self._stop.set()
         with self._changed:
             self._changed.notify_all()
+            return self._active
+
+    def stop(self) -> None:
+        self.end_streams()
         if self._thread is not None:
             self._thread.join(2 * POLL)
 
@@ -71,8 +88,8 @@ class Poller:
                     self._changed.notify_all()
 
     def acquire(self) -> bool:
-        """A stream slot, False when every one is taken."""
-        if not self._slots.acquire(blocking=False):
+        """A stream slot, False when every one is taken (or the server is stopping)."""
+        if self._stop.is_set() or not self._slots.acquire(blocking=False):
             return False
         with self._changed:
             self._active += 1
@@ -88,30 +105,36 @@ class Poller:
         """Events for one page, in the slot ``acquire`` took (given back when it closes)."""
         return Stream(self, snapshot)
 
-    def events(self, snapshot: Callable[[], dict[str, Any]]) -> Generator[bytes, None, None]:
+    def events(self, snapshot: Callable[[], dict[str, Any]],
+               gone: Callable[[], bool] = lambda: False) -> Generator[bytes, None, None]:
         """``snapshot()`` now and after each new reading (its ``newest_id`` tells: the poller
         may have seen a reading later than the snapshot did, or the other way round); a
-        comment while nothing new comes."""
+        comment while nothing new comes; the end when ``gone()`` says the client left or the
+        poller stops."""
         seen = self.newest
         body = snapshot()
         sent = body.get("newest_id")
         yield b"retry: 2000\n\n" + event(dumps(body))
-        while not self._stop.is_set():
+        quiet = time.monotonic()  # since the last write
+        while True:
             def moved(last: int = seen) -> bool:
                 return self.newest != last or self._stop.is_set()
 
             with self._changed:
-                self._changed.wait_for(moved, KEEPALIVE)
-            if self._stop.is_set():
+                self._changed.wait_for(moved, CHECK)
+            if self._stop.is_set() or gone():
                 return
             if self.newest == seen:
-                yield b": keepalive\n\n"
+                if time.monotonic() - quiet >= KEEPALIVE:
+                    quiet = time.monotonic()
+                    yield b": keepalive\n\n"
                 continue
             seen = self.newest
             body = snapshot()
             if body.get("newest_id") == sent:
                 continue
             sent = body.get("newest_id")
+            quiet = time.monotonic()
             yield event(dumps(body))
 
 
@@ -121,9 +144,18 @@ class Stream:
 
     def __init__(self, poller: Poller, snapshot: Callable[[], dict[str, Any]]) -> None:
         self._poller = poller
-        self._events = poller.events(snapshot)
+        self._gone: Callable[[], bool] | None = None
+        self._events = poller.events(snapshot, self.gone)
         self._open = True
         self._lock = threading.Lock()
+
+    def watch(self, gone: Callable[[], bool] | None) -> None:
+        """``gone()`` tells when the client has closed its connection (the server's check;
+        None: no such check, a keep-alive write failing tells)."""
+        self._gone = gone
+
+    def gone(self) -> bool:
+        return self._gone is not None and bool(self._gone())
 
     def __iter__(self) -> Stream:
         return self
@@ -147,6 +179,7 @@ class Stream:
             self._open = False
         self._events.close()
         self._poller.release()
+
 
 def event(data: str) -> bytes:
     """One Server-Sent Event of JSON text (one line: JSON has no raw newlines)."""

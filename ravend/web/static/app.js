@@ -5,7 +5,11 @@
 (function () {
   const $ = (id) => document.getElementById(id);
   const VIEWS = ["now", "day", "week", "month", "year", "data", "device"];
-  const state = { meters: [], meter: null, tz: "UTC", today: null, chart: null, source: null };
+  const state = { meters: [], meter: null, tz: "UTC", today: null, chart: null, source: null,
+                  retryIn: 0, retryTimer: null };
+  // A live view the browser gave up on (refused while every slot was taken, or the server
+  // gone) is opened again after 2 s, then twice as long each time, 30 s at most.
+  const RETRY_FIRST = 2000, RETRY_MOST = 30000;
 
   // --- the address -----------------------------------------------------------------------
   function params() { return new URLSearchParams(location.hash.slice(1)); }
@@ -103,13 +107,41 @@
     $("now").dataset.meter = body.meter_mac || "";
     ready("now:" + (body.meter_mac || "") + ":" + body.newest_id);
   }
+  function streamState(what, text) {
+    $("now").dataset.stream = what;
+    const p = $("stream-state");
+    p.textContent = text || "";
+    p.hidden = !text;
+    if (what === "reconnecting" && !$("now").dataset.newestId) $("direction").textContent = "not connected yet";
+  }
   function openStream() {
     closeStream();
     const source = new EventSource("/api/v1/now/stream" + meterQuery("?"));
-    source.addEventListener("now", (e) => showNow(JSON.parse(e.data)));
+    source.addEventListener("now", (e) => {
+      state.retryIn = 0;
+      streamState("live", "");
+      showNow(JSON.parse(e.data));
+    });
+    source.addEventListener("error", () => {
+      if (state.source !== source) return;
+      if (source.readyState !== EventSource.CLOSED) {
+        // The stream ended (ravend-web restarting?): the browser tries again by itself.
+        streamState("reconnecting", "reconnecting\u2026");
+        return;
+      }
+      // Refused (every live view slot taken, or no ravend-web): the browser has given up.
+      closeStream();
+      state.retryIn = state.retryIn ? Math.min(2 * state.retryIn, RETRY_MOST) : RETRY_FIRST;
+      streamState("reconnecting", "reconnecting\u2026 (next try in " + Math.round(state.retryIn / 1000) + " s)");
+      state.retryTimer = setTimeout(openStream, state.retryIn);
+    });
     state.source = source;
+    if ($("now").dataset.stream !== "reconnecting") streamState("connecting", "");
   }
-  function closeStream() { if (state.source) { state.source.close(); state.source = null; } }
+  function closeStream() {
+    if (state.retryTimer) { clearTimeout(state.retryTimer); state.retryTimer = null; }
+    if (state.source) { state.source.close(); state.source = null; }
+  }
 
   // --- Day, Week, Month, Year: roll-ups as bars and lines, and the same as a table -----------
   function pointLabel(p, resolution) {
@@ -248,7 +280,7 @@
     $("data").hidden = view !== "data";
     $("device").hidden = view !== "device";
     $("error").hidden = true;
-    if (view !== "now") closeStream();
+    if (view !== "now") { closeStream(); state.retryIn = 0; }
     try {
       if (view === "now") openStream();
       else if (view === "data") showData();
