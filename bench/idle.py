@@ -54,6 +54,7 @@ for _p in (ROOT,):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
+from bench import scratchconf  # noqa: E402
 from bench.core import DEBIAN_PYTHON  # noqa: E402
 from bench.processes import debian_env, free_port, terminate, wait_until  # noqa: E402
 from ravend.protocol.model import Kind  # noqa: E402
@@ -274,12 +275,10 @@ def measure(quick: bool, work: Path, log: Callable[[str], None]) -> IdleRun:
         broker.start()
         mongo.start()
         sim.start()
-        config = work / "ravend.conf"
-        config.write_text(
-            f"[service]\nstate_dir = {work / 'state'}\ncontrol_socket = {work / 'control'}\n"
-            f"[device]\nport = {sim.port}\n"
-            f"[mqtt]\nhost = {broker.host}\nport = {broker.port}\n"
-            f"[mongo]\nuri = {mongo.uri}\ndatabase = bench\ncollection = readings\n")
+        config = scratchconf.write(work / "ravend.conf", work, {
+            "device": {"port": sim.port},
+            "mqtt": {"host": broker.host, "port": broker.port},
+            "mongo": {"uri": mongo.uri, "database": "bench", "collection": "readings"}})
         db = work / "state" / "ravend.db"
         procs["ravend"] = _Process("ravend", config, work)
         if not wait_until(lambda: db.exists() and _sqlite_count(db) > 0, 60, 0.2):
