@@ -125,7 +125,7 @@ class _Ingest:
             "mqtt": {"host": broker.host, "port": broker.port},
             "mongo": {"uri": mongo.uri, "database": "bench", "collection": collection,
                       "client_id": "bench-ingest", "batch_size": BATCH}})
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
@@ -185,8 +185,10 @@ def bench_mongo_ingest(quick: bool) -> list[dict[str, Any]]:
     rounds = 3 if quick else 5
     work = Path(tempfile.mkdtemp(prefix="ravend-bench-mongo-"))
     broker = servers.MosquittoServer(work / "broker", extra_config=BROKER_CONFIG).start()
-    mongo = servers.SecantusServer(work / "mongo").start()
-    client = pymongo.MongoClient(mongo.uri, serverSelectionTimeoutMS=10_000)
+    mongo = servers.SecantusServer(work / "mongo")
+    mongo.start()  # returns it typed as its base class, which has no uri
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+        mongo.uri, serverSelectionTimeoutMS=10_000)
     ingest = _Ingest(work, broker, mongo, "ingest")
     pub = Connection(Endpoint(host=broker.host, port=broker.port, client_id="bench-pub"))
     try:
