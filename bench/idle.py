@@ -54,6 +54,7 @@ for _p in (ROOT,):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
+from bench import scratchconf  # noqa: E402
 from bench.core import DEBIAN_PYTHON  # noqa: E402
 from bench.processes import debian_env, free_port, terminate, wait_until  # noqa: E402
 from ravend.protocol.model import Kind  # noqa: E402
@@ -165,7 +166,7 @@ class ProcessFigures:
     @classmethod
     def between(cls, name: str, pid: int, a: ProcessSample, b: ProcessSample) -> ProcessFigures:
         seconds = b.at - a.at
-        threads = []
+        threads: list[dict[str, Any]] = []  # the JSON details: name, figures, CPU seconds
         for tid, end in b.threads.items():
             start = a.threads.get(tid, ThreadSample(end.name, 0, 0, 0))  # new in the window
             threads.append({"tid": tid, "name": end.name,
@@ -260,6 +261,8 @@ def _answers(url: str) -> bool:
 
 def measure(quick: bool, work: Path, log: Callable[[str], None]) -> IdleRun:
     """Start everything in ``work``, settle, measure the window, stop everything."""
+    import sqlite3
+
     import pymongo
 
     window = WINDOW_QUICK if quick else WINDOW_FULL
@@ -269,17 +272,16 @@ def measure(quick: bool, work: Path, log: Callable[[str], None]) -> IdleRun:
     mongo = servers.SecantusServer(work / "mongo")
     sim = MeterSimulator("raven", link=str(work / "stick"), seed=11, speed=1.0)
     procs: dict[str, _Process] = {}
-    client = reader = None
+    client: pymongo.MongoClient[dict[str, Any]] | None = None
+    reader: sqlite3.Connection | None = None
     try:
         broker.start()
         mongo.start()
         sim.start()
-        config = work / "ravend.conf"
-        config.write_text(
-            f"[service]\nstate_dir = {work / 'state'}\ncontrol_socket = {work / 'control'}\n"
-            f"[device]\nport = {sim.port}\n"
-            f"[mqtt]\nhost = {broker.host}\nport = {broker.port}\n"
-            f"[mongo]\nuri = {mongo.uri}\ndatabase = bench\ncollection = readings\n")
+        config = scratchconf.write(work / "ravend.conf", work, {
+            "device": {"port": sim.port},
+            "mqtt": {"host": broker.host, "port": broker.port},
+            "mongo": {"uri": mongo.uri, "database": "bench", "collection": "readings"}})
         db = work / "state" / "ravend.db"
         procs["ravend"] = _Process("ravend", config, work)
         if not wait_until(lambda: db.exists() and _sqlite_count(db) > 0, 60, 0.2):
@@ -302,8 +304,6 @@ def measure(quick: bool, work: Path, log: Callable[[str], None]) -> IdleRun:
                                + "; ".join(f"{p.name}: {p.log_tail(3)}" for p in procs.values()))
         log(f"idle: chain up (meter -> ravend -> SQLite -> repeater -> broker -> ingest ->"
             f" SecantusDB; ravend-web on {web}); settling {settle:g} s")
-        import sqlite3
-
         reader = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)  # closed after
         time.sleep(max(0.0, started + settle - time.monotonic()))
         for p in procs.values():

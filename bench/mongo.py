@@ -43,6 +43,7 @@ for _p in (ROOT,):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
+from bench import scratchconf  # noqa: E402
 from ravend.mongo_store import INDEX_KEYS, INDEX_NAME, document  # noqa: E402
 from ravend.mqtt_client import PAHO_VERSION, Connection, Endpoint, Message  # noqa: E402
 from ravend.protocol.model import Kind, Reading, scale  # noqa: E402
@@ -120,12 +121,11 @@ class _Ingest:
     def __init__(self, work: Path, broker: Any, mongo: Any, collection: str) -> None:
         self.work = work
         self.log = work / "ingest.log"
-        self.config = work / "ravend.conf"
-        self.config.write_text(
-            f"[mqtt]\nhost = {broker.host}\nport = {broker.port}\n"
-            f"[mongo]\nuri = {mongo.uri}\ndatabase = bench\ncollection = {collection}\n"
-            f"client_id = bench-ingest\nbatch_size = {BATCH}\n")
-        self.proc: subprocess.Popen | None = None
+        self.config = scratchconf.write(work / "ravend.conf", work, {
+            "mqtt": {"host": broker.host, "port": broker.port},
+            "mongo": {"uri": mongo.uri, "database": "bench", "collection": collection,
+                      "client_id": "bench-ingest", "batch_size": BATCH}})
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
@@ -185,8 +185,10 @@ def bench_mongo_ingest(quick: bool) -> list[dict[str, Any]]:
     rounds = 3 if quick else 5
     work = Path(tempfile.mkdtemp(prefix="ravend-bench-mongo-"))
     broker = servers.MosquittoServer(work / "broker", extra_config=BROKER_CONFIG).start()
-    mongo = servers.SecantusServer(work / "mongo").start()
-    client = pymongo.MongoClient(mongo.uri, serverSelectionTimeoutMS=10_000)
+    mongo = servers.SecantusServer(work / "mongo")
+    mongo.start()  # returns it typed as its base class, which has no uri
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+        mongo.uri, serverSelectionTimeoutMS=10_000)
     ingest = _Ingest(work, broker, mongo, "ingest")
     pub = Connection(Endpoint(host=broker.host, port=broker.port, client_id="bench-pub"))
     try:

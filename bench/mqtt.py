@@ -45,6 +45,7 @@ for _p in (ROOT,):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
+from bench import scratchconf  # noqa: E402
 from ravend.mqtt_client import PAHO_VERSION, Connection, Endpoint  # noqa: E402
 from ravend.protocol.model import Kind, Reading, scale  # noqa: E402
 from ravend.simulator import MeterSimulator, SentReading  # noqa: E402
@@ -115,9 +116,9 @@ def bench_repeater_drain(quick: bool) -> list[dict[str, Any]]:
         for i in range(0, n, 5000):
             sink.write(rows[i:i + 5000], [])
         sink.close()
-        config = work / "ravend.conf"
-        config.write_text(f"[service]\nstate_dir = {state}\n[mqtt]\nhost = {broker.host}\n"
-                          f"port = {broker.port}\n[repeater]\nclient_id = bench-repeater\n")
+        config = scratchconf.write(work / "ravend.conf", work, {
+            "service": {"state_dir": state}, "mqtt": {"host": broker.host, "port": broker.port},
+            "repeater": {"client_id": "bench-repeater"}})
         consumer = subprocess.Popen(
             ["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-q", "1",
              "-i", "bench-consumer", "-t", "ravend/#"],
@@ -205,10 +206,10 @@ def bench_mqtt_latency(quick: bool) -> list[dict[str, Any]]:
         sub.connect(5)
         sub.subscribe([("ravend/+/demand", 1)], 5)
         sim.start()
-        config = work / "ravend.conf"
-        config.write_text(f"[service]\nstate_dir = {work / 'state'}\n[device]\nport = {link}\n"
-                          f"[mqtt]\nenabled = yes\nhost = {broker.host}\nport = {broker.port}\n"
-                          "client_id = bench-ravend\n")
+        config = scratchconf.write(work / "ravend.conf", work, {
+            "device": {"port": link},
+            "mqtt": {"enabled": "yes", "host": broker.host, "port": broker.port,
+                     "client_id": "bench-ravend"}})
         ravend = subprocess.Popen(
             [sys.executable, "-m", "ravend.cli.ravend", "--config", str(config)],
             stdout=subprocess.DEVNULL, stderr=open(work / "ravend.log", "wb"),  # noqa: SIM115

@@ -1,9 +1,10 @@
 """The processes a bench row starts and what it reads about them from /proc and their databases.
 
 ravend runs as a real subprocess on Debian's interpreter, exactly as the unit runs it (minus
-systemd): ``python3 -m ravend.cli.ravend --config /dev/null --port PTY --state-dir DIR``, so the
-figures include its threads, its queue and its SQLite commits. Its CPU time and memory come from
-/proc (utime+stime, VmRSS, /proc/PID/fd), read from outside so that measuring costs it nothing.
+systemd): ``python3 -m ravend.cli.ravend --config DIR/ravend.conf --port PTY``, with its state
+and every other path of that config in DIR (bench.scratchconf), so the figures include its
+threads, its queue and its SQLite commits. Its CPU time and memory come from /proc
+(utime+stime, VmRSS, /proc/PID/fd), read from outside so that measuring costs it nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import scratchconf
 from bench.core import DEBIAN_PYTHON, ROOT
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -79,22 +81,28 @@ def wait_until(predicate: Callable[[], object], timeout: float, interval: float 
         time.sleep(interval)
 
 
-class Ravend:
-    """ravend on a port, with its state (and so its SQLite file) in ``state_dir``."""
+def ravend_config(state_dir: Path, sections: scratchconf.Sections | None = None) -> Path:
+    """``state_dir``/ravend.conf: ``sections``, state_dir itself as [service] state_dir (where
+    Ravend looks for the SQLite file) and the other paths of scratchconf in it."""
+    own = {name: dict(keys) for name, keys in (sections or {}).items()}
+    own.setdefault("service", {})["state_dir"] = state_dir
+    return scratchconf.write(state_dir / "ravend.conf", state_dir, own)
 
-    def __init__(self, port: str, state_dir: Path, config: str = "") -> None:
+
+class Ravend:
+    """ravend on a port, with its state (and so its SQLite file), its control socket and its
+    config file (``sections`` on top of bench.scratchconf's paths) in ``state_dir``."""
+
+    def __init__(self, port: str, state_dir: Path,
+                 sections: scratchconf.Sections | None = None) -> None:
         self.state_dir = state_dir
         self.db = state_dir / "ravend.db"
         self.log_path = state_dir / "ravend.log"
         state_dir.mkdir(parents=True, exist_ok=True)
-        conf = "/dev/null"
-        if config:
-            conf = str(state_dir / "ravend.conf")
-            Path(conf).write_text(config)
+        conf = ravend_config(state_dir, sections)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [DEBIAN_PYTHON, "-m", "ravend.cli.ravend", "--config", conf, "--port", port,
-             "--state-dir", str(state_dir)],
+            [DEBIAN_PYTHON, "-m", "ravend.cli.ravend", "--config", str(conf), "--port", port],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             env=debian_env(), cwd=ROOT,
         )

@@ -46,6 +46,7 @@ for p in (ROOT,):
         sys.path.insert(0, str(p))
 
 from ravend.config import MysqlConfig, RetentionConfig  # noqa: E402
+from ravend.db.mysql import driver as mysql_driver  # noqa: E402
 from ravend.protocol.model import KIND_UNITS, Kind, Reading, scale  # noqa: E402
 from ravend.purge import purge  # noqa: E402
 from ravend.store import MysqlStore, SqliteStore  # noqa: E402
@@ -201,13 +202,14 @@ def result_rows(engine: str, n: int, report: Any, took: float, writer: Writer,
 
 
 def _mariadb_load(server: Any, db: str, n: int, work: Path) -> None:
-    import MySQLdb
+    mysqldb = mysql_driver()  # the module, as ravend's sink gets it (typed Any: its stubs
+    # leave Connection.commit and close unannotated)
 
     tsv = work / "readings.tsv"
     with open(tsv, "w") as out:
         for r in generate(n):
             out.write("\t".join(str(v) for v in r) + "\n")
-    conn = MySQLdb.connect(**server.connect_kwargs(db), local_infile=1)
+    conn = mysqldb.connect(**server.connect_kwargs(db), local_infile=1)
     try:
         cur = conn.cursor()
         cur.execute("SET unique_checks = 0")
@@ -222,9 +224,10 @@ def _mariadb_load(server: Any, db: str, n: int, work: Path) -> None:
 
 def _mariadb_sizes(server: Any, db: str) -> tuple[int, int]:
     """(data + index bytes of readings by the server's statistics, .ibd file bytes)."""
-    import MySQLdb
+    mysqldb = mysql_driver()  # the module, as ravend's sink gets it (typed Any: its stubs
+    # leave Connection.commit and close unannotated)
 
-    conn = MySQLdb.connect(**server.connect_kwargs(db))
+    conn = mysqldb.connect(**server.connect_kwargs(db))
     try:
         cur = conn.cursor()
         cur.execute("ANALYZE TABLE readings")

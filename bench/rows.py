@@ -8,6 +8,7 @@ context, so several rows cost one run), or measure something new in a module of 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from bench import fuzz, latency, parsing, throughput
@@ -161,7 +162,9 @@ def _external(ctx: Context, module: str, fn: str) -> list[dict[str, object]]:
     def run() -> list[dict[str, object]]:
         import importlib
 
-        return getattr(importlib.import_module(f"bench.{module}"), fn)(ctx.quick)
+        measure: Callable[[bool], list[dict[str, object]]] = getattr(
+            importlib.import_module(f"bench.{module}"), fn)
+        return measure(ctx.quick)
 
     return ctx.once(f"{module}.{fn}", run)
 

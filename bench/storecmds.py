@@ -114,7 +114,7 @@ def _status_before(store: yearstore.YearStore) -> None:
 
 
 def _doctor_store(store: yearstore.YearStore) -> None:
-    from ravend.doctor import Status
+    from ravend.doctor_check import Status
     from ravend.doctor_sinks import check_sqlite
 
     check = check_sqlite(store.db, lambda p: True)
@@ -137,12 +137,16 @@ def _one_reading_store(ctx: Context) -> Path:
     return path
 
 
+def _iso_day(t: int) -> str:
+    """The UTC date of ``t``, as ravenctl's --since and --until take it."""
+    return time.strftime("%Y-%m-%d", time.gmtime(t))
+
+
 def measure(ctx: Context) -> StoreTimes:
     days = ctx.pick(yearstore.QUICK_DAYS, yearstore.FULL_DAYS)
     store = yearstore.store(days, ctx.log)
     times = StoreTimes(store)
     day = store.start + (days // 2) * yearstore.DAY
-    iso = lambda t: time.strftime("%Y-%m-%d", time.gmtime(t))  # noqa: E731
     tiny = _one_reading_store(ctx)
     cases: dict[str, Callable[[], object]] = {
         "status_store": lambda: _status_store(store),
@@ -150,10 +154,10 @@ def measure(ctx: Context) -> StoreTimes:
         "status_command_tiny": _ravenctl(store, "status", "--db", str(tiny)),
         "status_before": lambda: _status_before(store),
         "doctor_store": lambda: _doctor_store(store),
-        "report_year": _ravenctl(store, "report", "--since", iso(store.start), "--until",
-                                 iso(store.end), "--format", "csv"),
-        "export_day": _ravenctl(store, "export", "--since", iso(day), "--until",
-                                iso(day + yearstore.DAY)),
+        "report_year": _ravenctl(store, "report", "--since", _iso_day(store.start), "--until",
+                                 _iso_day(store.end), "--format", "csv"),
+        "export_day": _ravenctl(store, "export", "--since", _iso_day(day), "--until",
+                                _iso_day(day + yearstore.DAY)),
     }
     for key, fn in cases.items():
         ctx.log(f"store commands: {key} on {store.readings:,} readings")

@@ -46,7 +46,7 @@ FLOOR_RATE = 100.0
 #: thread works during the run (as it would over a real meter's days) and has caught up at
 #: each checkpoint: memory is then compared between the same two states, not between a
 #: process that has never rolled up and one that has.
-FLAT_OUT_CONFIG = "[retention]\nrollup_interval = 2s\n"
+FLAT_OUT_CONFIG = {"retention": {"rollup_interval": "2s"}}
 
 
 def _simulator() -> MeterSimulator:
@@ -114,7 +114,7 @@ def ravend_flat_out(ctx: Context) -> FlatOut:
         # from the allocator's one-time steps in the first few hundred thousand.
         marks = ctx.pick((20_000, 100_000), tuple(range(100_000, 1_000_001, 100_000)))
         sim = _simulator()
-        ravend = Ravend(sim.port, ctx.work / "flat-out", config=FLAT_OUT_CONFIG)
+        ravend = Ravend(sim.port, ctx.work / "flat-out", FLAT_OUT_CONFIG)
         result = FlatOut()
         store: Store | None = None
         try:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import yearstore
+from bench import scratchconf, yearstore
 from bench.core import DEBIAN_PYTHON, Context
 from bench.processes import Ravend, debian_env, free_port, rss_kib, terminate, wait_until
 from bench.yearstore import ROOT
@@ -41,7 +41,7 @@ QUICK_SECONDS, FULL_SECONDS = 5.0, 15.0
 #: The simulator's seed: its one meter, 0x001c6400d8f16adf, sorts after the year's meter.
 WRITER_SEED = 1
 #: ravend's settings for the writer: the shipped ones, roll-ups every 2 s (as the flat-out row).
-WRITER_CONFIG = "[retention]\ntime_zone = UTC\nrollup_interval = 2s\n"
+WRITER_CONFIG = {"retention": {"time_zone": "UTC", "rollup_interval": "2s"}}
 
 
 @dataclass
@@ -142,10 +142,10 @@ class Writer:
                 or self.sim.poll() is not None:
             self.stop()
             raise RuntimeError(f"the simulator did not start: {self._sim_tail()}")
-        self.ravend = Ravend(str(link), self.state, config=WRITER_CONFIG)
-        self.config = work / "web.conf"
-        self.config.write_text(f"[service]\nstate_dir = {self.state}\n\n"
-                               "[retention]\ntime_zone = UTC\n")
+        self.ravend = Ravend(str(link), self.state, WRITER_CONFIG)
+        # The writer's scratch paths: ravend-web asks its control socket for /api/v1/health.
+        self.config = scratchconf.write(work / "web.conf", self.state, {
+            "service": {"state_dir": self.state}, "retention": {"time_zone": "UTC"}})
         base = store.readings
         if not wait_until(lambda: self.newest_id() > base, 60, 0.2):
             self.ravend.check_alive()

@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench import scratchconf  # noqa: E402
+
 #: Bump when the data or the roll-ups made from it change: the cache key.
 VERSION = 1
 #: 2025-12-01T00:00:00Z: a fixed year, so that cached and fresh stores hold the same readings.
@@ -92,9 +94,9 @@ def readings(days: int, start: int = START) -> Iterator[Row]:
             yield (METER, "price", t, t, at, DEVICE, cents, 1, 10_000, cents / 10_000, "USD", 1)
 
 
-def _config_text(db: Path, state_dir: Path) -> str:
-    return (f"[service]\nstate_dir = {state_dir}\n\n[device]\nport = auto\n\n"
-            f"[sqlite]\npath = {db}\n\n[retention]\ntime_zone = UTC\n")
+def sections(db: Path) -> scratchconf.Sections:
+    """The store's settings (its SQLite file, days in UTC); scratchconf adds the paths."""
+    return {"device": {"port": "auto"}, "sqlite": {"path": db}, "retention": {"time_zone": "UTC"}}
 
 
 def _build(where: Path, days: int, log: Callable[[str], None]) -> int:
@@ -141,9 +143,8 @@ def store(days: int = FULL_DAYS, log: Callable[[str], None] = print) -> YearStor
         (building / "readings.count").write_text(f"{n}\n")
         building.rename(where)
     db = where / "ravend.db"
-    config = where / "ravend.conf"
+    config = scratchconf.write(where / "ravend.conf", where, sections(db))
     (where / "state").mkdir(exist_ok=True)
-    config.write_text(_config_text(db, where / "state"))
     return YearStore(db, config, days, int(done.read_text()), START)
 
 
