@@ -87,6 +87,13 @@ def accounted_in_both(want: set[tuple], mariadb_server, db: str, sqlite_db: Path
               ("sqlite", sqlite_keys(sqlite_db)))
 
 
+def startup_asked(sim: MeterSimulator, since: int) -> bool:
+    """A ravend started after the meter had received SINCE commands has sent the last of its
+    start-up questions (the price, then the summation delivered)."""
+    names = [name for name, _ in sim.received_commands()[since:]]
+    return "get_current_price" in names and "get_current_summation_delivered" in names
+
+
 def half_fragment(sim: MeterSimulator) -> tuple[bytes, bytes]:
     """A demand fragment of this meter cut in two (never recorded as sent)."""
     data = (f"<InstantaneousDemand>\r\n  <DeviceMacId>{sim.device_mac}</DeviceMacId>\r\n"
@@ -203,11 +210,15 @@ def test_sigkill_while_mariadb_is_down_then_restart_replays_the_spool(
         first.kill()
         assert first.proc.returncode == -9
         spooled = spooled_keys(outbox)
+        asked_before = len(sim.received_commands())
         mariadb_server.start()
         second = RavendProcess(config, tmp_path / "ravend-2.log")
         assert wait_for(lambda: "device opened" in second.log(), 20), second.log()
         sim.write_raw(tail)  # the rest of the cut fragment: garbage to the new process
         sim.send_readings(300, ("demand", "summation_delivered"))
+        # The new process asks for the price and the summation last of its start-up commands
+        # (a second apart); their answers are readings too, so WANT is taken after them.
+        assert wait_for(lambda: startup_asked(sim, asked_before), 20), sim.received_commands()
         assert sim.drain(30)
         want = sent_keys(sim)
         assert wait_for(lambda: in_both(want, mariadb_server, db, sqlite_db), 30), second.log()

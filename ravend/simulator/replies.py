@@ -59,9 +59,11 @@ class CommandReplies(Fragments):
         for tag, text in re.findall(rb"<([A-Za-z_][\w.-]*)>([^<]*)</\1>", body):
             fields[tag.decode("latin-1")] = text.decode("latin-1").strip()
         name = fields.pop("Name", "")
+        # Scheduled before recorded: a test that sees the command also sees the meter busy
+        # until its answer is written (drain() waits for it).
+        self._schedule(self.reply_delay, functools.partial(self._answer, name, dict(fields)))
         with self._rec_lock:
             self._commands.append((name, dict(fields)))
-        self._schedule(self.reply_delay, functools.partial(self._answer, name, fields))
 
     def _schedule(self, delay: float, fn: Callable[[], list[Out]]) -> None:
         with self._cv:
