@@ -24,6 +24,7 @@ import pytest
 
 from ravend.cli import ravenctl
 from ravend.simulator import MeterSimulator
+from ravend.sinks.sqlite import SqliteSink
 from tests.helpers.cost import D
 from tests.helpers.process import (
     WebProcess,
