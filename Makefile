@@ -38,8 +38,8 @@ TESTS ?= tests
 # tests/package installs and purges the .deb as root: only `make check-deb` (mk/deb.mk) runs it.
 TEST_IGNORE := --ignore=tests/package
 LINT_PATHS := $(wildcard ravend tests bench)
-# What mypy checks: all of ravend and the bench (settings in mypy.ini: strict on ravend.protocol
-# and ravend.db, mypy's default elsewhere; every `type: ignore` names its code and says why).
+# What mypy checks: all of ravend and the bench, strict (mypy.ini; every `type: ignore` names
+# its code and says why).
 MYPY_PATHS := ravend bench
 
 # The package comes from the source tree (PYTHONPATH, and pythonpath in pytest.ini); nothing of
