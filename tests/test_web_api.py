@@ -589,6 +589,31 @@ def test_wrong_passwords_are_limited_per_address_in_bounded_memory(
     assert auth.limit.wait("2001:db8::3e7") == 0  # one failure: it may go on
 
 
+def test_an_odd_password_is_a_wrong_one_or_bcrypts_own_not_a_crash() -> None:
+    """Whatever a client puts in its Authorization header is a 401, never a 500: bad base64,
+    no colon, bytes that are not UTF-8, a NUL (python3-bcrypt refuses it: counted as a wrong
+    password). A password longer than bcrypt's 72 bytes is checked as htpasswd -B hashed it,
+    by its first 72 bytes (bcrypt 5 refuses longer ones)."""
+    import bcrypt
+
+    from ravend.web.auth import BasicAuth
+
+    long = "correct horse battery staple, and then some more words " * 2  # 112 bytes
+    auth = BasicAuth({"anna": bcrypt.hashpw(b"right", bcrypt.gensalt(rounds=4)),
+                      "bert": bcrypt.hashpw(long.encode()[:72], bcrypt.gensalt(rounds=4))})
+    raw = [b"anna", b"anna:\xff\xfe", b"\xffanna:right"]
+    for header in ["Basic", "Basic ", "Basic !!!", "Basic YW5uYQ", "Bearer x", "Basic \u00e9",
+                   *("Basic " + base64.b64encode(r).decode() for r in raw)]:
+        assert auth.check(header, "192.0.2.1") is False, header
+    assert len(auth.limit) == 0  # no password was tried
+    assert auth.check(basic("anna", "rig\0ht"), "192.0.2.1") is False
+    assert auth.check(basic("nobody", "\0"), "192.0.2.1") is False
+    assert auth.limit.wait("192.0.2.1") == 0 and len(auth.limit) == 1  # two wrong ones
+    assert auth.check(basic("bert", long), "192.0.2.2") is True
+    assert auth.check(basic("bert", long[:72]), "192.0.2.2") is True
+    assert auth.check(basic("bert", long[:71]), "192.0.2.2") is False
+
+
 def test_a_restored_store_is_served_without_a_restart(tmp_path: Path) -> None:
     """ravenctl restore renames a new file in place: ravend-web notices and reads it, rather
     than the replaced file its connections had open."""

@@ -94,6 +94,8 @@ WINDOW = 60.0
 #: Client addresses the limiter remembers at most (the oldest go first): bounded memory
 #: whatever the number of addresses that try.
 MAX_CLIENTS = 4096
+#: The bytes of a password bcrypt uses (htpasswd -B hashes no more).
+BCRYPT_BYTES = 72
 
 
 class TooManyFailures(Exception):
@@ -206,10 +208,8 @@ class BasicAuth:
         wait = self.limit.wait(client)
         if wait:
             raise TooManyFailures(wait)
-        import bcrypt
-
         # Checked for an unknown name too, against the stand-in: the same cost either way.
-        if not bcrypt.checkpw(password.encode(), hashed) or known is None:
+        if not self._bcrypt_check(password.encode(), hashed) or known is None:
             self.limit.failed(client)
             if self.limit.wait(client):
                 log.warning("%s: %d wrong passwords within %.0f s: refused for a while (429)",
@@ -220,3 +220,14 @@ class BasicAuth:
                 self._passed.clear()
             self._passed.add(token)
         return True
+
+    @staticmethod
+    def _bcrypt_check(password: bytes, hashed: bytes) -> bool:
+        """bcrypt's check as htpasswd -B hashed: by the first 72 bytes (bcrypt 5 raises on a
+        longer password, python3-bcrypt cuts it). A NUL, which no hash can hold (and which
+        python3-bcrypt raises on), is a wrong password, not a 500."""
+        import bcrypt
+
+        if b"\0" in password:
+            return False
+        return bool(bcrypt.checkpw(password[:BCRYPT_BYTES], hashed))
