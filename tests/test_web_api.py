@@ -583,10 +583,33 @@ def test_wrong_passwords_are_limited_per_address_in_bounded_memory(
     assert auth.check(basic("anna", "guess"), "192.0.2.2") is False  # another address
     clock[0] += WINDOW
     assert auth.check(basic("anna", "guess"), "192.0.2.1") is False  # the window has passed
-    for n in range(1000):  # a flood of addresses
-        auth.limit.failed(f"2001:db8::{n:x}")
+    for n in range(1000):  # a flood of addresses (networks: see the test below)
+        auth.limit.failed(f"2001:db8:{n:x}::1")
     assert len(auth.limit) == 100
-    assert auth.limit.wait("2001:db8::3e7") == 0  # one failure: it may go on
+    assert auth.limit.wait("2001:db8:3e7::1") == 0  # one failure: it may go on
+
+
+def test_an_ipv6_client_is_limited_by_its_network_not_by_each_address() -> None:
+    """A host on IPv6 picks any address of its /64 at will: counted per address, it would get
+    FAILURES guesses from each of them. An IPv4 client seen on a dual-stack socket
+    (::ffff:a.b.c.d) is that IPv4 address, not one of every IPv4 client's shared /64."""
+    import bcrypt
+
+    from ravend.web.auth import FAILURES, BasicAuth, TooManyFailures
+
+    auth = BasicAuth({"anna": bcrypt.hashpw(b"right", bcrypt.gensalt(rounds=4))})
+    for n in range(FAILURES):
+        assert auth.check(basic("anna", "guess"), f"2001:db8:0:1::{n + 1:x}") is False
+    with pytest.raises(TooManyFailures):
+        auth.check(basic("anna", "guess"), "2001:db8:0:1:ffff:ffff:ffff:ffff")
+    with pytest.raises(TooManyFailures):
+        auth.check(basic("anna", "guess"), "2001:db8:0:1::abcd%eth0")
+    assert auth.check(basic("anna", "guess"), "2001:db8:0:2::1") is False  # another network
+    for _ in range(FAILURES):
+        assert auth.check(basic("anna", "guess"), "::ffff:192.0.2.7") is False
+    with pytest.raises(TooManyFailures):
+        auth.check(basic("anna", "guess"), "192.0.2.7")
+    assert auth.check(basic("anna", "guess"), "::ffff:192.0.2.8") is False  # its neighbour
 
 
 def test_an_odd_password_is_a_wrong_one_or_bcrypts_own_not_a_crash() -> None:

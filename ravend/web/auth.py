@@ -107,11 +107,27 @@ class TooManyFailures(Exception):
         self.retry_after = retry_after
 
 
+def client_key(address: str) -> str:
+    """What failures are counted by: an IPv4 address; for IPv6 its /64, since a host chooses
+    any address of its network at will (counted one by one, each would bring FAILURES more
+    guesses); an IPv4 client seen on a dual-stack socket (``::ffff:a.b.c.d``) as IPv4."""
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])  # (a zone: fe80::1%eth0)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 class FailureLimit:
-    """Wrong passwords per client address in a fixed window: the window opens at a client's
-    first failure and, while it is open, the FAILURES-th failure shuts the client out until it
-    closes. At most ``max_clients`` addresses are kept (the oldest window dropped first), so a
-    flood of addresses costs bounded memory; a dropped one merely starts afresh."""
+    """Wrong passwords per client in a fixed window: the window opens at a client's first
+    failure and, while it is open, the FAILURES-th failure shuts the client out until it
+    closes. A client is an address, an IPv6 one's /64 (``client_key``). At most
+    ``max_clients`` are kept (the oldest window dropped first), so a flood of addresses costs
+    bounded memory; a dropped one merely starts afresh."""
 
     def __init__(self, failures: int = FAILURES, window: float = WINDOW,
                  max_clients: int = MAX_CLIENTS,
@@ -128,7 +144,7 @@ class FailureLimit:
 
     def wait(self, client: str) -> int:
         """Seconds this client must wait before its next check; 0: it may try now."""
-        now = self.clock()
+        now, client = self.clock(), client_key(client)
         with self._lock:
             entry = self._clients.get(client)
             if entry is None:
@@ -140,7 +156,7 @@ class FailureLimit:
             return math.ceil(start + self.window - now) if count >= self.failures else 0
 
     def failed(self, client: str) -> None:
-        now = self.clock()
+        now, client = self.clock(), client_key(client)
         with self._lock:
             start, count = self._clients.pop(client, (now, 0))
             if now - start >= self.window:
