@@ -90,3 +90,20 @@ def test_daemon_mode_without_python3_daemon_names_it(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "apt install python3-daemon" in proc.stderr
     assert not (tmp_path / "ravend.pid").exists()
+
+
+def test_ravend_web_with_a_password_file_names_python3_bcrypt(tmp_path: Path) -> None:
+    """python3-bcrypt is only recommended: ravend-web with a password file and without it
+    refuses in one line, exit 78 (its check makes the unknown users' stand-in hash), rather
+    than a traceback and a restart."""
+    secrets = tmp_path / "web.passwd"
+    secrets.write_text("anna:$2b$04$" + "a" * 53 + "\n")
+    config = f"[web]\npassword_file = {secrets}\n"
+    for args in (["--check-config"], []):
+        proc = run_without(tmp_path / f"run{len(args)}", "bcrypt", "ravend.cli.web", config,
+                           *args)
+        assert proc.returncode == EX_CONFIG, (proc.stdout, proc.stderr)
+        assert "configuration OK" not in proc.stdout
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1, lines
+        assert "apt install python3-bcrypt" in lines[0]

@@ -59,7 +59,10 @@ def _check(config: Config) -> BasicAuth | None:
 
     auth = None
     if policy(config.web) == "basic":
-        auth = BasicAuth(read_password_file(config.web.password_file))
+        users = read_password_file(config.web.password_file)
+        # Only recommended by the package; BasicAuth hashes its unknown users' stand-in now.
+        require("bcrypt", "python3-bcrypt", "[web] password_file is set, but ")
+        auth = BasicAuth(users)
     require("waitress", "python3-waitress")
     return auth
 
