@@ -484,6 +484,26 @@ def test_refuses_to_listen_beyond_loopback_without_a_password_file(tmp_path: Pat
     assert run.returncode == 78 and "needs a password_file" in run.stderr, run
 
 
+def test_a_password_file_line_bcrypt_cannot_check_is_refused_at_start(tmp_path: Path) -> None:
+    """A hash bcrypt would refuse (a cost outside 4..31, cut short, a stray character) is
+    refused with its line, exit 78, as any bad line: not a traceback at start (the unknown
+    users' stand-in is hashed at the file's dearest cost) nor a 500 at every login."""
+    import bcrypt
+
+    good = bcrypt.hashpw(b"right", bcrypt.gensalt(rounds=4)).decode()
+    for bad in [good.replace("$04$", "$03$"), good.replace("$04$", "$32$"),
+                good.replace("$04$", "$99$"), good[:-1], good + "x", good[:-1] + "!",
+                good[:28] + "b" + good[29:]]:  # the salt's last character, 16 bytes' worth
+        secrets = tmp_path / "web.passwd"
+        secrets.write_text(f"anna:{good}\nbert:{bad}\n")
+        conf = week_conf(tmp_path / "ravend.conf", tmp_path,
+                         f"[web]\npassword_file = {secrets}\n")
+        run = run_program("ravend.cli.web", "--config", str(conf), "--check-config")
+        assert run.returncode == 78, (bad, run)
+        assert run.stderr.count("\n") == 1 and f"{secrets}:2: expected user:bcrypt-hash" \
+            in run.stderr, (bad, run.stderr)
+
+
 def test_basic_authentication_with_a_bcrypt_file(tmp_path: Path) -> None:
     import bcrypt
     secrets = tmp_path / "web.passwd"

@@ -62,6 +62,12 @@ def policy(web: WebConfig) -> str:
                       " (bcrypt hashes, see ravend-web(8)) or, to let anyone look, auth = none")
 
 
+#: A bcrypt hash as bcrypt checks it: its variant, a cost of 4 to 31, 22 characters of salt
+#: (16 bytes: the last character one of four) and 31 of hash. Anything else would fail at
+#: every login (or at start: ``cost_of``).
+_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{21}[.Oeu][./A-Za-z0-9]{31}")
+
+
 def read_password_file(path: str) -> dict[str, bytes]:
     """user → bcrypt hash, from ``user:hash`` lines; ConfigError saying what is wrong."""
     try:
@@ -79,7 +85,7 @@ def read_password_file(path: str) -> dict[str, bytes]:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         user, sep, hashed = line.strip().partition(":")
-        if not sep or not user or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+        if not sep or not user or not _HASH.fullmatch(hashed):
             raise ConfigError(f"[web] password_file {path}:{number}: expected user:bcrypt-hash")
         # htpasswd -B writes $2y$, which python3-bcrypt checks as the same $2b$.
         users[user] = hashed.replace("$2y$", "$2b$", 1).encode()
