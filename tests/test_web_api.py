@@ -609,6 +609,53 @@ def test_wrong_passwords_are_limited_per_address_in_bounded_memory(
     assert auth.limit.wait("2001:db8:3e7::1") == 0  # one failure: it may go on
 
 
+def test_guesses_sent_at_once_get_no_more_checks_than_the_limit(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """ravend-web checks with several threads: guesses sent together must not all pass the
+    limit before the first wrong one is counted. A try is counted when it starts (given back
+    when its password passes), so a burst as large as the server's threads runs bcrypt
+    FAILURES times, no more; the one warning is logged once."""
+    import threading
+
+    import bcrypt
+
+    from ravend.web.auth import BasicAuth, FailureLimit, TooManyFailures
+
+    threads, failures = 8, 3
+    auth = BasicAuth({"anna": bcrypt.hashpw(b"right", bcrypt.gensalt(rounds=4))},
+                     FailureLimit(failures=failures))
+    real = bcrypt.checkpw
+    checked: list[bytes] = []
+
+    def slow(password: bytes, hashed: bytes) -> bool:
+        checked.append(hashed)
+        time.sleep(0.3)  # a bcrypt of cost 12: every thread is past the limit's look by now
+        return real(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", slow)
+    go = threading.Barrier(threads)
+    outcomes: list[str] = []
+
+    def guess(n: int) -> None:
+        go.wait()
+        try:
+            outcomes.append(str(auth.check(basic("anna", f"guess {n}"), "192.0.2.9")))
+        except TooManyFailures:
+            outcomes.append("429")
+
+    runs = [threading.Thread(target=guess, args=(n,)) for n in range(threads)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(10)
+    monkeypatch.setattr(bcrypt, "checkpw", real)
+    assert sorted(outcomes) == ["429"] * (threads - failures) + ["False"] * failures, outcomes
+    assert len(checked) == failures
+    assert caplog.text.count("wrong passwords within") == 1, caplog.text
+    assert auth.check(basic("anna", "right"), "192.0.2.10") is True
+    assert auth.limit.wait("192.0.2.10") == 0 and len(auth.limit) == 1  # a pass gives back
+
+
 def test_an_ipv6_client_is_limited_by_its_network_not_by_each_address() -> None:
     """A host on IPv6 picks any address of its /64 at will: counted per address, it would get
     FAILURES guesses from each of them. An IPv4 client seen on a dual-stack socket

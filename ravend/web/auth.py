@@ -162,16 +162,45 @@ class FailureLimit:
             return math.ceil(start + self.window - now) if count >= self.failures else 0
 
     def failed(self, client: str) -> None:
+        with self._lock:
+            self._count(self.clock(), client_key(client))
+
+    def take(self, client: str) -> tuple[int, bool]:
+        """One try for ``client``, counted as a failure before its password is checked, so
+        that guesses sent at once (one per server thread) cannot all pass before the first is
+        counted; ``give_back`` when it passed. (0, whether it is the last the window allows),
+        or (seconds to wait, False) when none is left."""
         now, client = self.clock(), client_key(client)
         with self._lock:
-            start, count = self._clients.pop(client, (now, 0))
-            if now - start >= self.window:
-                start, count = now, 0
-            if len(self._clients) >= self.max_clients:
-                self._expire(now)
-            while len(self._clients) >= self.max_clients:
-                del self._clients[next(iter(self._clients))]  # the oldest entry
-            self._clients[client] = (start, count + 1)  # newest last
+            start, count = self._clients.get(client, (now, 0))
+            if now - start < self.window and count >= self.failures:
+                return math.ceil(start + self.window - now), False
+            return 0, self._count(now, client) == self.failures
+
+    def give_back(self, client: str) -> None:
+        """The try ``take`` counted passed: not a failure after all."""
+        client = client_key(client)
+        with self._lock:
+            entry = self._clients.get(client)
+            if entry is None:
+                return  # its window ended, or it was dropped
+            start, count = entry
+            if count > 1:
+                self._clients[client] = (start, count - 1)
+            else:
+                del self._clients[client]
+
+    def _count(self, now: float, client: str) -> int:
+        """One more failure of ``client`` (under the lock); its failures in the window now."""
+        start, count = self._clients.pop(client, (now, 0))
+        if now - start >= self.window:
+            start, count = now, 0
+        if len(self._clients) >= self.max_clients:
+            self._expire(now)
+        while len(self._clients) >= self.max_clients:
+            del self._clients[next(iter(self._clients))]  # the oldest entry
+        self._clients[client] = (start, count + 1)  # newest last
+        return count + 1
 
     def _expire(self, now: float) -> None:
         for client in [c for c, (start, _n) in self._clients.items()
@@ -227,16 +256,16 @@ class BasicAuth:
         with self._lock:
             if known is not None and token in self._passed:
                 return True
-        wait = self.limit.wait(client)
+        wait, last = self.limit.take(client)
         if wait:
             raise TooManyFailures(wait)
         # Checked for an unknown name too, against the stand-in: the same cost either way.
         if not self._bcrypt_check(password.encode(), hashed) or known is None:
-            self.limit.failed(client)
-            if self.limit.wait(client):
+            if last:
                 log.warning("%s: %d wrong passwords within %.0f s: refused for a while (429)",
                             client or "a client", self.limit.failures, self.limit.window)
             return False
+        self.limit.give_back(client)
         with self._lock:
             if len(self._passed) > 1000:
                 self._passed.clear()
