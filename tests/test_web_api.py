@@ -274,6 +274,29 @@ def test_closed_live_views_give_their_slots_back_within_seconds(week) -> None:
             live.hang_up()
 
 
+def test_a_client_that_half_closes_after_its_request_gets_the_answer(week) -> None:
+    """A script that sends its request and then shuts its side down (nc -N, socat, an
+    HTTP/1.0 health check) still reads the whole answer: only a live view ends when its
+    client's end of file comes (the test above), no other request is dropped for it."""
+    import socket
+
+    url, *_ = week
+    port = urlsplit(url).port
+    assert port is not None
+    for path in ("/api/v1/meters", f"/api/v1/readings?start={MONDAY}&end={NEXT_MONDAY}"):
+        whole = request(f"{url}{path}")
+        assert whole.status == 200
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(f"GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
+            sock.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.0 200"), (path, answer[:200])
+        assert body == whole.body, (path, len(body), len(whole.body))
+
+
 def test_sigterm_ends_open_live_views_cleanly(tmp_path: Path) -> None:
     """SIGTERM with live views open: each stream ends as a complete answer (its last chunk
     sent), ravend-web exits 0 within seconds and logs no traceback."""

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 from ravend.db import store_errors
 from ravend.web import api
 from ravend.web.auth import BasicAuth, TooManyFailures
-from ravend.web.stream import Stream
+from ravend.web.stream import Stream, client_gone
 
 log = logging.getLogger("ravend.web")
 
@@ -93,9 +93,8 @@ class App:
         else:
             answer = self.route(path, environ.get("QUERY_STRING", ""))
         if isinstance(answer.body, Stream):
-            # waitress reads on while the stream runs (channel_request_lookahead), so it
-            # knows when the client has closed: the stream ends then and frees its slot.
-            answer.body.watch(environ.get("waitress.client_disconnected"))
+            # The stream ends when its client has closed, and frees its slot.
+            answer.body.watch(client_gone(environ))
         return self.respond(answer, start_response, head=method == "HEAD")
 
     def refused(self, environ: dict[str, Any]) -> api.Answer | None:

@@ -37,9 +37,6 @@ def serve(app: Any, web: WebConfig, streams: Poller | None = None) -> int:
         connection_limit=web.connection_limit, channel_timeout=int(web.channel_timeout),
         # Small writes (a live view's event) go out at once, not when a buffer fills.
         send_bytes=1, ident="ravend-web", clear_untrusted_proxy_headers=True,
-        # Read on while a request runs, so a client's close is seen at once (a live view
-        # frees its slot then; see ravend.web.stream). One request ahead at most.
-        channel_request_lookahead=1,
         # Its main loop wakes this often when nothing happens (answers wake it at once).
         asyncore_loop_timeout=5)
     stopping = False

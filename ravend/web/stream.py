@@ -6,17 +6,20 @@ reaches the page within about half a second, whatever the number of open pages; 
 view open it sleeps (no wake-ups while idle). Each stream holds one worker thread while it
 is open, so their number is bounded (``[web] max_streams``); one more is refused (503).
 
-A page reloaded or closed gives its slot back within about ``CHECK`` seconds: the server keeps
-reading the connection while its stream runs (waitress's ``channel_request_lookahead``), so it
-sees the client's end of file, and the stream looks at that (``waitress.client_disconnected``)
-each time it wakes, rather than waiting for a keep-alive write to fail, which takes a second
-write after the peer's reset (7 to 19 s with ``KEEPALIVE``). On stop every stream is woken and
-ends its answer properly, so the server can close without cutting a write short.
+A page reloaded or closed gives its slot back within about ``CHECK`` seconds: each time the
+stream wakes it peeks at its connection for the client's end of file (``client_gone``), rather
+than waiting for a keep-alive write to fail, which takes a second write after the peer's reset
+(7 to 19 s with ``KEEPALIVE``). Only the stream looks: waitress's own look-ahead
+(``channel_request_lookahead``) would take any client's end of file for a hang-up, and a
+script that shuts its side down after its request (nc -N, socat) would get no answer at all.
+On stop every stream is woken and ends its answer properly, so the server can close without
+cutting a write short.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -179,6 +182,29 @@ class Stream:
             self._open = False
         self._events.close()
         self._poller.release()
+
+
+def client_gone(environ: dict[str, Any]) -> Callable[[], bool] | None:
+    """Whether the client of this request has closed its connection, for a stream to look at
+    as it waits: waitress's own word (``waitress.client_disconnected``: the channel closed),
+    or the socket at its end of file, peeked at without reading (the server does not read a
+    connection while its request runs, so nothing else is taken from it meanwhile). None
+    under a server that tells neither: a keep-alive write failing tells then."""
+    closed = environ.get("waitress.client_disconnected")
+    sock = getattr(getattr(closed, "__self__", None), "socket", None)
+    if closed is None or not isinstance(sock, socket.socket):
+        return closed
+
+    def gone() -> bool:
+        if closed():
+            return True
+        try:
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError):
+            return False  # nothing to read: still there
+        except OSError:
+            return True  # reset, or closed by the server meanwhile
+    return gone
 
 
 def event(data: str) -> bytes:
