@@ -8,6 +8,7 @@ context, so several rows cost one run), or measure something new in a module of 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -282,44 +283,17 @@ def _idle_wakeups(ctx: Context, name: str) -> Result:
                   detail={"voluntary_per_s": p.wakeups, "involuntary_per_s": p.involuntary})
 
 
-@row("idle-ravend-cpu", "idle, real rate: ravend CPU", "% core", Target("<=", 0.2))
-def idle_ravend_cpu(ctx: Context) -> Result:
-    return _idle_cpu(ctx, "ravend")
+def _idle_rows(key: str, program: str) -> None:
+    """The two idle rows of one program: its CPU share and its wake-ups, same targets for all."""
+    row(f"idle-{key}-cpu", f"idle, real rate: {program} CPU", "% core", Target("<=", 0.2))(
+        functools.partial(_idle_cpu, name=program))
+    row(f"idle-{key}-wake", f"  {program} wake-ups", "/s", Target("<=", 2))(
+        functools.partial(_idle_wakeups, name=program))
 
 
-@row("idle-ravend-wake", "  ravend wake-ups", "/s", Target("<=", 2))
-def idle_ravend_wakeups(ctx: Context) -> Result:
-    return _idle_wakeups(ctx, "ravend")
-
-
-@row("idle-repeater-cpu", "idle, real rate: ravend-repeater CPU", "% core", Target("<=", 0.2))
-def idle_repeater_cpu(ctx: Context) -> Result:
-    return _idle_cpu(ctx, "ravend-repeater")
-
-
-@row("idle-repeater-wake", "  ravend-repeater wake-ups", "/s", Target("<=", 2))
-def idle_repeater_wakeups(ctx: Context) -> Result:
-    return _idle_wakeups(ctx, "ravend-repeater")
-
-
-@row("idle-ingest-cpu", "idle, real rate: ravend-mongo-ingest CPU", "% core", Target("<=", 0.2))
-def idle_ingest_cpu(ctx: Context) -> Result:
-    return _idle_cpu(ctx, "ravend-mongo-ingest")
-
-
-@row("idle-ingest-wake", "  ravend-mongo-ingest wake-ups", "/s", Target("<=", 2))
-def idle_ingest_wakeups(ctx: Context) -> Result:
-    return _idle_wakeups(ctx, "ravend-mongo-ingest")
-
-
-@row("idle-web-cpu", "idle, real rate: ravend-web CPU", "% core", Target("<=", 0.2))
-def idle_web_cpu(ctx: Context) -> Result:
-    return _idle_cpu(ctx, "ravend-web")
-
-
-@row("idle-web-wake", "  ravend-web wake-ups", "/s", Target("<=", 2))
-def idle_web_wakeups(ctx: Context) -> Result:
-    return _idle_wakeups(ctx, "ravend-web")
+for _key, _program in (("ravend", "ravend"), ("repeater", "ravend-repeater"),
+                       ("ingest", "ravend-mongo-ingest"), ("web", "ravend-web")):
+    _idle_rows(_key, _program)
 
 
 # --- 9. ravenctl on a year of one home's readings (bench/storecmds.py, bench/yearstore.py) -------
