@@ -914,3 +914,33 @@ def test_answers_while_the_store_is_purged(tmp_path: Path) -> None:
     assert "deleted" in out, out
     assert "locked" not in err + (tmp_path / "web.log").read_text()
     assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM readings").fetchone()[0] < before
+
+
+def test_a_download_whose_store_breaks_midway_is_cut_and_said_once(tmp_path: Path) -> None:
+    """The store turns unreadable after a download's first chunk was sent (its later pages are
+    overwritten): ravend-web says so in one line, with no traceback, and ends the answer without
+    its last chunk, so the client sees a cut download, never a short one that looks whole. The
+    next request is a 503 that names the store, and ravend-web stops cleanly."""
+    from tests.helpers.readings import T0
+
+    db, conf = same_time_store(tmp_path, times=2000)  # 12,000 readings: six chunks
+    log = tmp_path / "web.log"
+    with running_web(conf, log) as url:
+        where = urlsplit(url)
+        conn = http.client.HTTPConnection(where.hostname, where.port, timeout=10)
+        conn.request("GET", f"/api/v1/readings?format=jsonl&start={T0}&end={T0 + 3000}")
+        answer = conn.getresponse()
+        assert answer.status == 200
+        assert answer.read(1000)  # the first chunk is on its way; the client pauses
+        size = db.stat().st_size
+        with db.open("r+b") as file:  # every page after the first few is garbage now
+            file.seek(8 * 4096)
+            file.write(os.urandom(size - 8 * 4096))
+        with pytest.raises(http.client.IncompleteRead):
+            answer.read()
+        conn.close()
+        again = request(f"{url}/api/v1/readings?format=jsonl&start={T0}&end={T0 + 3000}")
+        assert again[0] == 503 and "the store cannot be read" in again[2].decode(), again
+    text = log.read_text()
+    assert text.count("cut short: the store cannot be read") == 1, text
+    assert "Traceback" not in text and "Exception while serving" not in text, text

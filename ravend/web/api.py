@@ -9,6 +9,7 @@ with a 400 that says why.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from ravend.web.store import Stores
     from ravend.web.stream import Poller
 
+log = logging.getLogger("ravend.web")
 METER = re.compile(r"^0x[0-9a-f]{16}$")
 #: The longest range each resolution answers, in days.
 MAX_DAYS = {"hourly": 62, "daily": 732, "monthly": 3660}
@@ -37,6 +39,13 @@ RETRY_AFTER = 2
 
 class BadRequest(ValueError):
     """A parameter that cannot be used: 400 with this text."""
+
+
+class DownloadCut(Exception):
+    """A download whose store could not be read after its first bytes were sent: ravend-web
+    says so in one line, then the answer ends without its last chunk, so the client sees a
+    cut download rather than a short one that looks whole. server.py keeps waitress from
+    logging a traceback for it as well."""
 
 
 @dataclass
@@ -201,10 +210,26 @@ def readings(ctx: Context, params: dict[str, list[str]]) -> Answer:
     lines = q.export_lines(ctx.stores.get(), fmt, None if kind == "raw" else kind, meter, start,
                            end)
     name = f"ravend-{kind}-{start}-{end}.{fmt}"
-    body = (line.encode() for line in lines)
+    # The first chunk is read before the answer starts: a store that cannot be read then is a
+    # 503 with its reason (route()), not a 200 cut short.
+    first = next(lines, "")
+    body = _download(ctx, name, first, lines)
     return Answer(200, body, "text/csv; charset=utf-8" if fmt == "csv"
                   else "application/jsonl; charset=utf-8",
                   [("Content-Disposition", f'attachment; filename="{name}"')])
+
+
+def _download(ctx: Context, name: str, first: str, lines: Iterator[str]) -> Iterator[bytes]:
+    from ravend.db import store_errors
+
+    yield first.encode()
+    try:
+        for line in lines:
+            yield line.encode()
+    except store_errors() as exc:
+        ctx.stores.drop()
+        log.warning("download %s cut short: the store cannot be read: %s", name, exc)
+        raise DownloadCut(name) from exc
 
 
 def device(ctx: Context, params: dict[str, list[str]]) -> Answer:

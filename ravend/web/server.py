@@ -20,6 +20,18 @@ if TYPE_CHECKING:
     from ravend.web.stream import Poller
 
 log = logging.getLogger("ravend.web")
+
+
+class SaidAlready(logging.Filter):
+    """Drops waitress's "Exception while serving" traceback for a download cut short
+    (api.DownloadCut): ravend-web has already said what happened in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from ravend.web.api import DownloadCut
+
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, DownloadCut)
+
 #: Seconds the stop waits for the worker threads (a stream ends within a health query's time).
 STOP_WAIT = 3
 
@@ -32,6 +44,7 @@ def serve(app: Any, web: WebConfig, streams: Poller | None = None) -> int:
     from ravend.config_values import split_listen
 
     host, port = split_listen(web.listen)
+    logging.getLogger("waitress").addFilter(SaidAlready())
     server = create_server(
         app, host=host, port=port, threads=web.threads,
         connection_limit=web.connection_limit, channel_timeout=int(web.channel_timeout),
