@@ -28,10 +28,10 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 #: Rounds of every view (after one to warm up): quick, full.
 QUICK_RUNS, FULL_RUNS = 3, 5
-#: A closed live view holds one of ravend-web's 4 stream slots until a keep-alive (every 5 s)
-#: fails to reach it, the second one after the page went: up to about 11 s. One live view every
-#: 4 s keeps at most 3 held, so the next one is served (a fifth would be refused, 503).
-NOW_SPACING = 4.0
+#: A closed live view gives its stream slot back within about half a second (ravend-web looks
+#: for the client's end every 0.5 s); a second between live views keeps every open a fresh
+#: one, never refused (503) for a slot still held by the round before.
+NOW_SPACING = 1.0
 #: The desktop size of tests/test_web_browser.py.
 WINDOW = (1366, 900)
 #: Runs in every new document before the page's scripts: the ready marker's time, and the
