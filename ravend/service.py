@@ -46,7 +46,6 @@ from ravend.runtime.signals import install_signals
 from ravend.runtime.supervisor import Supervisor, fault_point
 from ravend.serialize import fragment_body
 from ravend.sinks.base import Sink, StateItem
-from ravend.sinks.mysql import MysqlSink
 from ravend.sinks.sqlite import SqliteSink
 from ravend.sinks.worker import SinkWorker
 from ravend.statelock import StateLock
@@ -127,7 +126,10 @@ def build_sinks(config: Config, start_id: str = "", meters: MeterCap | None = No
     if config.sqlite.enabled:
         sinks.append(SqliteSink(config.sqlite_path))
     if config.mysql.enabled:
-        # ConfigError (exit 78) naming python3-mysqldb when mysqlclient is missing.
+        # Loaded only for a MariaDB store (python3-mysqldb, a Recommends): a SQLite-only ravend
+        # carries none of it. ConfigError (exit 78) naming python3-mysqldb when it is missing.
+        from ravend.sinks.mysql import MysqlSink
+
         sinks.append(MysqlSink(config.mysql, start_id=start_id))
     if config.mqtt.enabled:
         from ravend.sinks.mqtt import MqttSink  # python3-paho-mqtt, a Recommends

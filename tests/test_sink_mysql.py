@@ -259,3 +259,19 @@ def test_missing_driver_is_a_config_error_naming_the_package(
     assert proc.returncode == 78, proc.stderr
     assert "apt install python3-mysqldb" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_sqlite_only_ravend_loads_no_mariadb_code() -> None:
+    """The MariaDB sink (and the CalPlug history it brings) is imported when [mysql] enables
+    it, not by every ravend: the default, SQLite-only daemon carries none of it in memory."""
+    from tests.helpers.process import ROOT
+
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys, ravend.cli.ravend, ravend.service;"
+         " print(*sorted(sys.modules))"],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    names = set(proc.stdout.split())
+    assert "ravend.service" in names and "ravend.sinks.sqlite" in names
+    assert not names & {"ravend.sinks.mysql", "ravend.calplug_history"}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 _NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
@@ -25,7 +24,10 @@ def _folder(engine: str) -> Path:
     source_tree = Path(__file__).resolve().parents[2] / "sql" / engine
     if source_tree.is_dir():
         return source_tree
-    return Path(str(resources.files("ravend.sql") / engine))
+    # Installed, the scripts are package data beside this package (ravend/sql/<engine>); a
+    # plain path, as Debian installs files on disk: importlib.resources would cost every
+    # daemon's start its import.
+    return Path(__file__).resolve().parents[1] / "sql" / engine
 
 
 def migrations(engine: str) -> list[Migration]:

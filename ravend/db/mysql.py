@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -74,6 +73,8 @@ def explain(exc: BaseException, cfg: MysqlConfig) -> str:
 
 def _option_file(cfg: MysqlConfig) -> str:
     """A client option file with the TLS switches mysqlclient 1.4 cannot pass as arguments."""
+    import tempfile  # here: only TLS set-ups need it, and it would load shutil into every ravend
+
     fd, path = tempfile.mkstemp(prefix="ravend-mysql-", suffix=".cnf")
     with os.fdopen(fd, "w") as handle:
         handle.write("[ravend]\n")
