@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ravend import __version__
 from ravend import rollup as ru
+from ravend.db import store_errors
 from ravend.web import queries as q
 from ravend.web.jsontext import dumps
 
@@ -220,8 +221,6 @@ def readings(ctx: Context, params: dict[str, list[str]]) -> Answer:
 
 
 def _download(ctx: Context, name: str, first: str, lines: Iterator[str]) -> Iterator[bytes]:
-    from ravend.db import store_errors
-
     yield first.encode()
     try:
         for line in lines:
@@ -238,7 +237,6 @@ def device(ctx: Context, params: dict[str, list[str]]) -> Answer:
 
 def health(ctx: Context, params: dict[str, list[str]]) -> Answer:
     from ravend import health as service_health
-    from ravend.db import store_errors
 
     store: dict[str, Any] = {"engine": ctx.config.web.store, "ok": True, "error": None}
     try:

@@ -150,20 +150,8 @@ class FailureLimit:
 
     def wait(self, client: str) -> int:
         """Seconds this client must wait before its next check; 0: it may try now."""
-        now, client = self.clock(), client_key(client)
         with self._lock:
-            entry = self._clients.get(client)
-            if entry is None:
-                return 0
-            start, count = entry
-            if now - start >= self.window:
-                del self._clients[client]
-                return 0
-            return math.ceil(start + self.window - now) if count >= self.failures else 0
-
-    def failed(self, client: str) -> None:
-        with self._lock:
-            self._count(self.clock(), client_key(client))
+            return self._left(self.clock(), client_key(client))
 
     def take(self, client: str) -> tuple[int, bool]:
         """One try for ``client``, counted as a failure before its password is checked, so
@@ -172,9 +160,9 @@ class FailureLimit:
         or (seconds to wait, False) when none is left."""
         now, client = self.clock(), client_key(client)
         with self._lock:
-            start, count = self._clients.get(client, (now, 0))
-            if now - start < self.window and count >= self.failures:
-                return math.ceil(start + self.window - now), False
+            left = self._left(now, client)
+            if left:
+                return left, False
             return 0, self._count(now, client) == self.failures
 
     def give_back(self, client: str) -> None:
@@ -189,6 +177,18 @@ class FailureLimit:
                 self._clients[client] = (start, count - 1)
             else:
                 del self._clients[client]
+
+    def _left(self, now: float, client: str) -> int:
+        """(Under the lock) seconds ``client`` must wait; 0 when it may try, its window
+        forgotten once it has passed."""
+        entry = self._clients.get(client)
+        if entry is None:
+            return 0
+        start, count = entry
+        if now - start >= self.window:
+            del self._clients[client]
+            return 0
+        return math.ceil(start + self.window - now) if count >= self.failures else 0
 
     def _count(self, now: float, client: str) -> int:
         """One more failure of ``client`` (under the lock); its failures in the window now."""

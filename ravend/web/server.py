@@ -32,6 +32,7 @@ class SaidAlready(logging.Filter):
         exc = record.exc_info[1] if record.exc_info else None
         return not isinstance(exc, DownloadCut)
 
+
 #: Seconds the stop waits for the worker threads (a stream ends within a health query's time).
 STOP_WAIT = 3
 
